@@ -1,0 +1,206 @@
+#!/usr/bin/env node
+/**
+ * The splitfleet command-line tool.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { Agent } from '../device-agent/agent.js';
+import { startEdge } from '../edge-broker/edge.js';
+import { listCodecs } from '../core/codec/registry.js';
+import { imageCodecs } from '../core/codec/image.js';
+import { listZoo, loadBundle, resolveModel, type Bundle } from '../core/model/bundle.js';
+import { percentile, round } from '../core/util/stats.js';
+import { benchRate, rateTable } from './bench-rate.js';
+import { runDemo } from './demo.js';
+
+const DEFAULT_MODEL = 'resnet9w05-cifar10';
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`an integer in ${min}..${max}`);
+    return n;
+  };
+}
+
+function num(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('a non-negative number');
+  return n;
+}
+
+async function model(ref: string): Promise<Bundle> {
+  return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);
+}
+
+const program = new Command()
+  .name('splitfleet')
+  .description('Split inference for IoT fleets: CNN head on the device, tail on the edge, features over MQTT.')
+  .showHelpAfterError();
+
+program
+  .command('demo')
+  .description('edge + embedded broker + simulated devices on the shipped sample, offline')
+  .option('--frames <n>', 'frames to send in all', int(1), 300)
+  .option('--devices <n>', 'simulated devices', int(1, 64), 3)
+  .option('--codec <name>', 'feature codec', 'split-q')
+  .option('--point <n>', 'codec operating point', int(0, 255), 0)
+  .option('--fps <n>', 'frames per second per device (0: as fast as possible)', num, 20)
+  .option('--workers <n>', 'decoder workers', int(1, 64), 2)
+  .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
+  .option('--source <path>', "'sample' or an image folder / archive", 'sample')
+  .option('--host <addr>', 'listen address', '127.0.0.1')
+  .option('--port <n>', 'MQTT TCP port (busy: a free one is used)', int(0, 65535), 1883)
+  .option('--ws-port <n>', 'MQTT WebSocket port', int(0, 65535), 9001)
+  .option('--json', 'end with one JSON summary line on stdout')
+  .action(async (o) => {
+    const s = await runDemo({ ...o, bundle: await model(o.model), json: Boolean(o.json) });
+    process.exitCode = s.results + s.errors === s.frames && s.lost === 0 ? 0 : 1;
+  });
+
+program
+  .command('edge')
+  .description('run an edge node: embedded MQTT broker (TCP + WebSocket) and decoder workers')
+  .option('--model <names...>', 'models to serve', [DEFAULT_MODEL])
+  .option('--host <addr>', 'listen address', '0.0.0.0')
+  .option('--port <n>', 'MQTT TCP port', int(0, 65535), 1883)
+  .option('--ws-port <n>', 'MQTT WebSocket port', int(0, 65535), 9001)
+  .option('--no-ws', 'no WebSocket listener')
+  .option('--workers <n>', 'decoder workers', int(1, 64), 2)
+  .option('--threads <n>', 'inference threads per worker', int(1, 64), 1)
+  .option('--max-queue <n>', 'frames queued before devices get "overloaded"', int(1), 256)
+  .option('--fleet <id>', "fleet to serve ('+' for all)", '+')
+  .option('--edge-id <id>', 'edge id', 'edge-1')
+  .action(async (o) => {
+    const bundles = await Promise.all((o.model as string[]).map(model));
+    const edge = await startEdge({
+      bundles,
+      host: o.host,
+      port: o.port,
+      wsPort: o.ws ? o.wsPort : null,
+      workers: o.workers,
+      threadsPerWorker: o.threads,
+      maxQueue: o.maxQueue,
+      fleet: o.fleet,
+      edgeId: o.edgeId,
+    });
+    process.stdout.write(`edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}\n`);
+    const stop = async () => {
+      process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
+      await edge.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+program
+  .command('agent')
+  .description('run a device agent: source -> head -> codec -> MQTT, and listen for results')
+  .requiredOption('--device <id>', 'device id')
+  .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
+  .option('--fleet <id>', 'fleet id', 'default')
+  .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
+  .option('--codec <name>', 'feature codec', 'split-q')
+  .option('--point <n>', 'codec operating point', int(0, 255), 0)
+  .option('--source <path>', "'sample', an image folder, a .tar.gz, or the CIFAR-10 binary release", 'sample')
+  .option('--split <split>', 'dataset split to read', 'test')
+  .option('--frames <n>', 'stop after n frames', int(1))
+  .option('--loop', 'repeat the source forever')
+  .option('--fps <n>', 'frames per second (0: as fast as the window allows)', num, 5)
+  .option('--threads <n>', 'head inference threads', int(1, 64), 1)
+  .option('--username <u>', 'MQTT username')
+  .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
+  .option('--json', 'end with one JSON summary line')
+  .action(async (o) => {
+    const agent = new Agent(
+      {
+        url: o.url,
+        fleet: o.fleet,
+        deviceId: o.device,
+        bundle: await model(o.model),
+        codec: o.codec,
+        point: o.point,
+        source: { source: o.source, split: o.split, loop: Boolean(o.loop), limit: o.frames },
+        fps: o.fps,
+        threads: o.threads,
+        username: o.username,
+        password: o.password ?? process.env.SPLITFLEET_PASSWORD,
+      },
+      {
+        result: (r, ms) =>
+          !o.json && process.stdout.write(`frame ${r.frameId}: ${r.label} (${r.score}) in ${ms} ms\n`),
+      },
+    );
+    await agent.start();
+    const stop = async () => {
+      await agent.stop(true);
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    const s = await agent.run();
+    await agent.stop();
+    const summary = {
+      sent: s.sent,
+      results: s.results,
+      errors: s.errors,
+      lost: s.lost,
+      accuracy: s.labelled ? round(s.correct / s.labelled, 4) : null,
+      bytesPerFrame: s.sent ? round(s.frameBytes / s.sent, 1) : 0,
+      latencyMs: { p50: round(percentile(s.latenciesMs, 50)), p99: round(percentile(s.latenciesMs, 99)) },
+      headMsP50: round(percentile(s.headMs, 50), 3),
+      reconnects: s.reconnects,
+    };
+    process.stdout.write((o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n');
+  });
+
+const bench = program.command('bench').description('benchmarks (print a table; --json adds one JSON line)');
+bench
+  .command('rate')
+  .description('bytes per sample vs top-1 for every codec and input-offload baseline')
+  .addOption(new Option('--data <path>', 'CIFAR-10 archive or folder').env('SPLITFLEET_CIFAR10').makeOptionMandatory())
+  .option('--limit <n>', 'only the first n test samples (a quick run, not a result)', int(1))
+  .option('--model <name>', 'model', DEFAULT_MODEL)
+  .option('--threads <n>', 'inference threads', int(1, 64), 2)
+  .option('--batch <n>', 'samples per inference batch', int(1, 4096), 200)
+  .option('--json', 'print one JSON object on the last line')
+  .action(async (o) => {
+    const r = await benchRate({
+      data: o.data,
+      bundle: await model(o.model),
+      limit: o.limit,
+      threads: o.threads,
+      batch: o.batch,
+      progress: process.stderr.isTTY,
+    });
+    process.stdout.write(rateTable(r) + '\n');
+    if (o.json) {
+      const { dataset, samples, unsplitAccuracy, rows } = r;
+      process.stdout.write(
+        JSON.stringify({ dataset, samples, limited: r.limited, model: r.model, splitPoint: r.splitPoint, splitShape: r.splitShape, unsplitAccuracy, rows }) + '\n',
+      );
+    }
+  });
+
+program
+  .command('models')
+  .description('list the model zoo and the codecs')
+  .action(async () => {
+    for (const m of await listZoo()) {
+      process.stdout.write(
+        `model ${m.name}@${m.version} (id ${m.modelId}): ${m.arch}, split after ${m.split.point} ` +
+          `[${m.split.tensorShape.join('x')}], top-1 ${(m.accuracy.top1 * 100).toFixed(2)}% on ${m.accuracy.samples} ${m.accuracy.split} samples\n`,
+      );
+    }
+    for (const c of listCodecs()) {
+      process.stdout.write(`codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`);
+    }
+    for (const c of imageCodecs) {
+      process.stdout.write(`input codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`);
+    }
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`splitfleet: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

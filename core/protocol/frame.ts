@@ -1,0 +1,199 @@
+/**
+ * Feature frames: what a device publishes on `.../features`.
+ *
+ * Wire format v1 is a msgpack array of ten positional fields (names cost bytes; with a
+ * 60-byte payload every header byte is ~1.7% overhead):
+ *
+ *   [version, frameId, modelId, modelVersion, codecId, codecVersion, point, shape, ts32, payload]
+ *
+ * - version       1 (FRAME_VERSION); anything else is refused
+ * - frameId       uint32, chosen by the device, unique per device among frames in flight
+ * - modelId       pinned numeric model id from the bundle manifest (uint16)
+ * - modelVersion  uint16
+ * - codecId       pinned numeric codec id from core/codec/registry (uint8)
+ * - codecVersion  uint8, the codec's bitstream version
+ * - point         uint8, the codec's operating point index
+ * - shape         array of 1..6 positive integers, the tensor shape without the batch axis
+ * - ts32          low 32 bits of the capture time in Unix milliseconds; receivers unwrap
+ *                 it against their own clock (see unwrapTs32), which is exact while the
+ *                 clocks are within 24 days of each other
+ * - payload       msgpack bin: the codec's bytes
+ *
+ * The device id is not in the frame: it is the topic's device segment.
+ * With small ids and a payload under 256 bytes the header is 22-23 bytes.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+
+export const FRAME_VERSION = 1;
+/** Largest payload a frame may carry (bytes). Learned codecs use < 100 B, fp32 64 KiB. */
+export const MAX_PAYLOAD_BYTES = 1 << 20;
+/** Largest encoded frame accepted from the wire. */
+export const MAX_FRAME_BYTES = MAX_PAYLOAD_BYTES + 256;
+const MAX_DIMS = 6;
+const MAX_ELEMENTS = 1 << 22;
+
+export interface Frame {
+  frameId: number;
+  modelId: number;
+  modelVersion: number;
+  codecId: number;
+  codecVersion: number;
+  point: number;
+  shape: number[];
+  /** Capture time, Unix milliseconds (full precision on the sender side). */
+  captureTs: number;
+  payload: Uint8Array;
+}
+
+export class FrameError extends Error {
+  override name = 'FrameError';
+  constructor(
+    message: string,
+    /** Frame id when it could be read before the error, else undefined. */
+    readonly frameId?: number,
+  ) {
+    super(message);
+  }
+}
+
+// `useRecords: false` keeps plain msgpack (no msgpackr record extension), so any
+// msgpack implementation can read frames.
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+function isUint(v: unknown, max: number): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+}
+
+/** Low 32 bits of a Unix-millisecond time. */
+export function ts32(ms: number): number {
+  return Math.floor(ms) % 0x1_0000_0000;
+}
+
+/** The full time nearest to `nowMs` whose low 32 bits are `low`. */
+export function unwrapTs32(low: number, nowMs: number): number {
+  const span = 0x1_0000_0000;
+  const base = nowMs - (nowMs % span);
+  let best = base + low;
+  for (const c of [best - span, best + span]) {
+    if (Math.abs(c - nowMs) < Math.abs(best - nowMs)) best = c;
+  }
+  return best;
+}
+
+function checkShape(shape: unknown, frameId?: number): number[] {
+  if (!Array.isArray(shape) || shape.length < 1 || shape.length > MAX_DIMS) {
+    throw new FrameError(`shape must be an array of 1..${MAX_DIMS} dimensions`, frameId);
+  }
+  let n = 1;
+  for (const d of shape) {
+    if (!isUint(d, MAX_ELEMENTS) || d === 0) {
+      throw new FrameError('shape dimensions must be positive integers', frameId);
+    }
+    n *= d;
+  }
+  if (n > MAX_ELEMENTS) throw new FrameError(`tensor of ${n} elements exceeds the cap`, frameId);
+  return shape as number[];
+}
+
+/** Encode a frame; throws FrameError on a field out of range (a sender bug). */
+export function encodeFrame(f: Frame): Uint8Array {
+  validateFields(f);
+  if (f.payload.byteLength > MAX_PAYLOAD_BYTES) {
+    throw new FrameError(`payload of ${f.payload.byteLength} B exceeds ${MAX_PAYLOAD_BYTES} B`);
+  }
+  // A Uint8Array packs as msgpack bin; a Buffer view of a larger pool would too, but
+  // copy-free views must keep their offset, so pass a plain Uint8Array.
+  const payload =
+    f.payload instanceof Buffer
+      ? new Uint8Array(f.payload.buffer, f.payload.byteOffset, f.payload.byteLength)
+      : f.payload;
+  return packr.pack([
+    FRAME_VERSION,
+    f.frameId,
+    f.modelId,
+    f.modelVersion,
+    f.codecId,
+    f.codecVersion,
+    f.point,
+    f.shape,
+    ts32(f.captureTs),
+    payload,
+  ]);
+}
+
+function validateFields(f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: number }): void {
+  if (!isUint(f.frameId, 0xffff_ffff)) throw new FrameError('frameId must be a uint32');
+  const id = f.frameId;
+  if (!isUint(f.modelId, 0xffff)) throw new FrameError('modelId must be a uint16', id);
+  if (!isUint(f.modelVersion, 0xffff)) throw new FrameError('modelVersion must be a uint16', id);
+  if (!isUint(f.codecId, 0xff)) throw new FrameError('codecId must be a uint8', id);
+  if (!isUint(f.codecVersion, 0xff)) throw new FrameError('codecVersion must be a uint8', id);
+  if (!isUint(f.point, 0xff)) throw new FrameError('point must be a uint8', id);
+  if (!Number.isFinite(f.captureTs) || f.captureTs < 0) {
+    throw new FrameError('captureTs must be a non-negative time', id);
+  }
+  checkShape(f.shape, id);
+}
+
+/**
+ * Decode and validate a frame from the wire. `bytes` may be a view into a larger
+ * buffer (mqtt.js hands out Buffer views); only its own window is read.
+ * @param nowMs receiver clock used to unwrap the 32-bit capture time
+ */
+export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Frame {
+  if (bytes.byteLength === 0) throw new FrameError('empty frame');
+  if (bytes.byteLength > MAX_FRAME_BYTES) {
+    throw new FrameError(`frame of ${bytes.byteLength} B exceeds ${MAX_FRAME_BYTES} B`);
+  }
+  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let raw: unknown;
+  try {
+    raw = unpackr.unpack(view);
+  } catch (e) {
+    throw new FrameError(`not a msgpack frame: ${(e as Error).message}`);
+  }
+  if (!Array.isArray(raw)) throw new FrameError('frame must be a msgpack array');
+  const [version, frameId] = raw as unknown[];
+  const id = isUint(frameId, 0xffff_ffff) ? frameId : undefined;
+  if (version !== FRAME_VERSION) {
+    throw new FrameError(`unsupported frame version ${String(version)} (want ${FRAME_VERSION})`, id);
+  }
+  if (raw.length !== 10) throw new FrameError(`v1 frame has 10 fields, got ${raw.length}`, id);
+  const [, , modelId, modelVersion, codecId, codecVersion, point, shape, t, payload] = raw as [
+    unknown,
+    unknown,
+    number,
+    number,
+    number,
+    number,
+    number,
+    unknown,
+    unknown,
+    unknown,
+  ];
+  if (id === undefined) throw new FrameError('frameId must be a uint32');
+  if (!isUint(t, 0xffff_ffff)) throw new FrameError('ts32 must be a uint32', id);
+  if (!(payload instanceof Uint8Array)) throw new FrameError('payload must be msgpack bin', id);
+  if (payload.byteLength > MAX_PAYLOAD_BYTES) {
+    throw new FrameError(`payload exceeds ${MAX_PAYLOAD_BYTES} B`, id);
+  }
+  const f: Frame = {
+    frameId: id,
+    modelId,
+    modelVersion,
+    codecId,
+    codecVersion,
+    point,
+    shape: shape as number[],
+    captureTs: unwrapTs32(t, nowMs),
+    payload,
+  };
+  validateFields(f);
+  return f;
+}
+
+/** Bytes a v1 header adds around a payload of `payloadBytes` with these fields. */
+export function frameOverhead(f: Frame): number {
+  return encodeFrame(f).byteLength - f.payload.byteLength;
+}

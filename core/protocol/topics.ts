@@ -1,0 +1,77 @@
+/**
+ * Topic layout: the one place topic strings are built and parsed.
+ *
+ *   <base>/<fleet>/device/<deviceId>/features   device -> edge   msgpack Frame, QoS 1
+ *   <base>/<fleet>/device/<deviceId>/result     edge -> anyone   JSON Result, QoS 1
+ *   <base>/<fleet>/device/<deviceId>/error      edge -> device   JSON FrameErrorMessage, QoS 1
+ *   <base>/<fleet>/device/<deviceId>/status     device           JSON DeviceStatus, retained, last will
+ *   <base>/<fleet>/device/<deviceId>/config     edge -> device   JSON config, retained
+ *   <base>/<fleet>/edge/<edgeId>/status         edge             JSON EdgeStatus, retained, last will
+ *
+ * `base` defaults to "splitfleet". Fleet, device and edge ids are 1..64 characters of
+ * [A-Za-z0-9_.-], so they never contain MQTT wildcards or separators.
+ */
+
+export const DEFAULT_BASE = 'splitfleet';
+export const DEVICE_CHANNELS = ['features', 'result', 'error', 'status', 'config'] as const;
+export type DeviceChannel = (typeof DEVICE_CHANNELS)[number];
+
+const ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export function isValidId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
+function checkId(kind: string, id: string): string {
+  if (!isValidId(id)) {
+    throw new Error(`invalid ${kind} id ${JSON.stringify(id)}: use 1..64 of [A-Za-z0-9_.-]`);
+  }
+  return id;
+}
+
+export function deviceTopic(
+  fleet: string,
+  deviceId: string,
+  channel: DeviceChannel,
+  base = DEFAULT_BASE,
+): string {
+  return `${base}/${checkId('fleet', fleet)}/device/${checkId('device', deviceId)}/${channel}`;
+}
+
+export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BASE): string {
+  return `${base}/${checkId('fleet', fleet)}/edge/${checkId('edge', edgeId)}/status`;
+}
+
+/** Subscription filter for one channel of every device, in one fleet or ('+') all fleets. */
+export function deviceFilter(channel: DeviceChannel, fleet = '+', base = DEFAULT_BASE): string {
+  if (fleet !== '+') checkId('fleet', fleet);
+  return `${base}/${fleet}/device/+/${channel}`;
+}
+
+export interface DeviceTopic {
+  kind: 'device';
+  fleet: string;
+  deviceId: string;
+  channel: DeviceChannel;
+}
+export interface EdgeTopic {
+  kind: 'edge';
+  fleet: string;
+  edgeId: string;
+  channel: 'status';
+}
+
+/** Parse a concrete topic; undefined when it is not one of ours. */
+export function parseTopic(topic: string, base = DEFAULT_BASE): DeviceTopic | EdgeTopic | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 5 || parts[0] !== base) return undefined;
+  const [, fleet, kind, id, channel] = parts as [string, string, string, string, string];
+  if (!isValidId(fleet) || !isValidId(id)) return undefined;
+  if (kind === 'device' && (DEVICE_CHANNELS as readonly string[]).includes(channel)) {
+    return { kind: 'device', fleet, deviceId: id, channel: channel as DeviceChannel };
+  }
+  if (kind === 'edge' && channel === 'status') {
+    return { kind: 'edge', fleet, edgeId: id, channel: 'status' };
+  }
+  return undefined;
+}

@@ -1,0 +1,269 @@
+/**
+ * `splitfleet agent`: one device. Reads frames from a source, runs the head and the
+ * codec, publishes frames at QoS 1, listens for its own results and errors, and
+ * measures end-to-end latency (capture -> result received).
+ *
+ * Presence: a retained birth on `.../status` and the same message with
+ * state 'offline' as the last will, both carrying a sequence number that grows with
+ * every connection, so a late will from an old connection can be told from a live one.
+ * mqtt.js reconnects after broker loss and re-sends unacknowledged QoS 1 frames.
+ */
+import { randomInt } from 'node:crypto';
+import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import type { Sample } from '../core/data/cifar.js';
+import type { Bundle } from '../core/model/bundle.js';
+import {
+  parseError,
+  parseResult,
+  type DeviceStatus,
+  type ErrorMessage,
+  type ResultMessage,
+} from '../core/protocol/messages.js';
+import { DEFAULT_BASE, deviceTopic } from '../core/protocol/topics.js';
+import { log } from '../core/util/log.js';
+import { HeadPipeline } from './pipeline.js';
+import { frameSource, type SourceOptions } from './source.js';
+
+export interface AgentOptions {
+  url: string;
+  fleet: string;
+  deviceId: string;
+  bundle: Bundle;
+  codec: string;
+  point: number;
+  source: SourceOptions;
+  base?: string;
+  /** Frames per second; 0 sends as fast as the in-flight window allows. */
+  fps?: number;
+  /** Frames sent but not yet answered before the agent waits. */
+  maxInFlight?: number;
+  /** A frame without an answer after this long counts as lost. */
+  resultTimeoutMs?: number;
+  threads?: number;
+  username?: string;
+  password?: string;
+  reconnectPeriodMs?: number;
+}
+
+export interface AgentStats {
+  sent: number;
+  results: number;
+  errors: number;
+  lost: number;
+  correct: number;
+  labelled: number;
+  frameBytes: number;
+  payloadBytes: number;
+  latenciesMs: number[];
+  headMs: number[];
+  reconnects: number;
+}
+
+interface Pending {
+  capturedAt: number;
+  label: number | undefined;
+}
+
+export interface AgentEvents {
+  result?: (r: ResultMessage, latencyMs: number) => void;
+  error?: (e: ErrorMessage) => void;
+}
+
+export class Agent {
+  readonly stats: AgentStats = {
+    sent: 0,
+    results: 0,
+    errors: 0,
+    lost: 0,
+    correct: 0,
+    labelled: 0,
+    frameBytes: 0,
+    payloadBytes: 0,
+    latenciesMs: [],
+    headMs: [],
+    reconnects: 0,
+  };
+  private client!: MqttClient;
+  private pipeline!: HeadPipeline;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = randomInt(0, 0x7fff_ffff);
+  private seq = Date.now();
+  private stopping = false;
+  private waiters: (() => void)[] = [];
+  private sweeper?: NodeJS.Timeout;
+  private readonly base: string;
+
+  constructor(
+    readonly opts: AgentOptions,
+    private readonly events: AgentEvents = {},
+  ) {
+    this.base = opts.base ?? DEFAULT_BASE;
+  }
+
+  private topic(ch: 'features' | 'result' | 'error' | 'status') {
+    return deviceTopic(this.opts.fleet, this.opts.deviceId, ch, this.base);
+  }
+
+  private status(state: DeviceStatus['state']): Buffer {
+    const s: DeviceStatus = {
+      state,
+      seq: this.seq,
+      ts: Date.now(),
+      model: `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`,
+      codec: this.opts.codec,
+      point: this.opts.point,
+    };
+    return Buffer.from(JSON.stringify(s));
+  }
+
+  /** Load the head, connect, announce birth; resolves once connected. */
+  async start(): Promise<void> {
+    this.pipeline = await HeadPipeline.create(this.opts.bundle, this.opts.codec, this.opts.point, {
+      threads: this.opts.threads ?? 1,
+    });
+    const options: IClientOptions = {
+      clientId: `sf-${this.opts.fleet}-${this.opts.deviceId}`.slice(0, 23),
+      clean: true,
+      keepalive: 30,
+      reconnectPeriod: this.opts.reconnectPeriodMs ?? 1000,
+      connectTimeout: 10_000,
+      protocolVersion: 4,
+      will: { topic: this.topic('status'), payload: this.status('offline'), qos: 1, retain: true },
+      ...(this.opts.username ? { username: this.opts.username, password: this.opts.password } : {}),
+    };
+    this.client = connect(this.opts.url, options);
+    this.client.on('connect', () => {
+      this.client.publish(this.topic('status'), this.status('online'), { qos: 1, retain: true });
+    });
+    this.client.on('close', () => {
+      // The next connection is a new session: new seq, and a will that names it.
+      this.seq++;
+      if (this.client.options.will) this.client.options.will.payload = this.status('offline');
+    });
+    this.client.on('reconnect', () => {
+      this.stats.reconnects++;
+      log.info({ device: this.opts.deviceId }, 'reconnecting');
+    });
+    this.client.on('error', (err) => log.warn({ device: this.opts.deviceId, err: err.message }, 'mqtt error'));
+    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    await new Promise<void>((resolve, reject) => {
+      const onErr = (e: Error) => reject(e);
+      this.client.once('error', onErr);
+      this.client.once('connect', () => {
+        this.client.off('error', onErr);
+        resolve();
+      });
+    });
+    await this.client.subscribeAsync([this.topic('result'), this.topic('error')], { qos: 1 });
+    this.sweeper = setInterval(() => this.sweep(), 500);
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    const now = Date.now();
+    if (topic === this.topic('result')) {
+      const r = parseResult(payload);
+      const p = r && this.pending.get(r.frameId);
+      if (!r || !p) return; // unknown, duplicate or already timed out
+      this.pending.delete(r.frameId);
+      const latency = now - p.capturedAt;
+      this.stats.results++;
+      this.stats.latenciesMs.push(latency);
+      if (p.label !== undefined) {
+        this.stats.labelled++;
+        if (p.label === r.classIndex) this.stats.correct++;
+      }
+      this.events.result?.(r, latency);
+      this.wake();
+    } else if (topic === this.topic('error')) {
+      const e = parseError(payload);
+      if (!e) return;
+      if (e.frameId !== null) {
+        if (!this.pending.delete(e.frameId)) return;
+      }
+      this.stats.errors++;
+      log.warn({ device: this.opts.deviceId, frameId: e.frameId, code: e.code, reason: e.reason }, 'edge error');
+      this.events.error?.(e);
+      this.wake();
+    }
+  }
+
+  private sweep(): void {
+    const limit = Date.now() - (this.opts.resultTimeoutMs ?? 30_000);
+    for (const [id, p] of this.pending) {
+      if (p.capturedAt < limit) {
+        this.pending.delete(id);
+        this.stats.lost++;
+      }
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private until(cond: () => boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => (cond() ? resolve() : this.waiters.push(check));
+      check();
+    });
+  }
+
+  /** Send one sample; resolves once it is handed to mqtt.js. */
+  async send(s: Sample): Promise<void> {
+    const frameId = this.nextId;
+    this.nextId = (this.nextId + 1) >>> 0;
+    const capturedAt = Date.now();
+    const enc = await this.pipeline.encode(s, frameId, capturedAt);
+    this.pending.set(frameId, { capturedAt, label: s.label });
+    this.stats.sent++;
+    this.stats.frameBytes += enc.frame.byteLength;
+    this.stats.payloadBytes += enc.payloadBytes;
+    this.stats.headMs.push(enc.headMs);
+    this.client.publish(this.topic('features'), Buffer.from(enc.frame), { qos: 1 }, (err) => {
+      if (err) log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');
+    });
+  }
+
+  /** Stream the source until it ends (or stop()), then wait for the answers. */
+  async run(): Promise<AgentStats> {
+    const fps = this.opts.fps ?? 0;
+    const window = this.opts.maxInFlight ?? 4;
+    const interval = fps > 0 ? 1000 / fps : 0;
+    let next = performance.now();
+    for await (const s of frameSource(this.opts.source)) {
+      if (this.stopping) break;
+      await this.until(() => this.pending.size < window || this.stopping);
+      if (this.stopping) break;
+      if (interval > 0) {
+        const wait = next - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        next = Math.max(next + interval, performance.now() - interval);
+      }
+      await this.send(s);
+    }
+    await this.until(() => this.pending.size === 0 || this.stopping);
+    return this.stats;
+  }
+
+  /** Stop sending; pending frames still wait for their answers unless `now`. */
+  async stop(now = false): Promise<void> {
+    this.stopping = true;
+    if (now) {
+      this.stats.lost += this.pending.size;
+      this.pending.clear();
+    }
+    this.wake();
+    if (this.sweeper) clearInterval(this.sweeper);
+    if (this.client) {
+      // A clean stop publishes death itself (the will is only for unclean loss).
+      if (this.client.connected) {
+        await this.client.publishAsync(this.topic('status'), this.status('offline'), { qos: 1, retain: true }).catch(() => undefined);
+      }
+      await this.client.endAsync();
+    }
+    await this.pipeline?.close();
+  }
+}

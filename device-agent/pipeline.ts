@@ -1,0 +1,72 @@
+/**
+ * The device half of the data path for one image:
+ *   decode -> preprocess -> head -> codec encode -> frame.
+ */
+import { codecByName } from '../core/codec/registry.js';
+import { checkPoint, type FeatureCodec } from '../core/codec/types.js';
+import type { Sample } from '../core/data/cifar.js';
+import type { Engine, Session } from '../core/engine/engine.js';
+import { onnxEngine } from '../core/engine/onnx.js';
+import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
+import type { Bundle } from '../core/model/bundle.js';
+import { encodeFrame } from '../core/protocol/frame.js';
+
+export interface Encoded {
+  frame: Uint8Array;
+  payloadBytes: number;
+  headMs: number;
+  encodeMs: number;
+}
+
+export class HeadPipeline {
+  private constructor(
+    readonly bundle: Bundle,
+    readonly codec: FeatureCodec,
+    readonly point: number,
+    private readonly head: Session,
+  ) {}
+
+  static async create(
+    bundle: Bundle,
+    codecName: string,
+    point: number,
+    opts: { engine?: Engine; threads?: number } = {},
+  ): Promise<HeadPipeline> {
+    const codec = codecByName(codecName);
+    checkPoint(codec, point);
+    const head = await (opts.engine ?? onnxEngine).load(bundle.file('head'), { threads: opts.threads ?? 1 });
+    return new HeadPipeline(bundle, codec, point, head);
+  }
+
+  async pixels(s: Sample): Promise<RgbImage> {
+    if (s.rgb) return s.rgb;
+    if (!s.bytes) throw new Error(`sample ${s.name} has neither bytes nor pixels`);
+    return decodeImage(s.bytes);
+  }
+
+  async encode(s: Sample, frameId: number, captureTs = Date.now()): Promise<Encoded> {
+    const m = this.bundle.manifest;
+    const x = preprocess(await this.pixels(s), m.preprocessing);
+    const t0 = performance.now();
+    const feats = await this.head.run(x);
+    const t1 = performance.now();
+    const payload = this.codec.encode({ data: feats.data, shape: feats.shape.slice(1) }, this.point);
+    const frame = encodeFrame({
+      frameId,
+      modelId: m.modelId,
+      modelVersion: m.version,
+      codecId: this.codec.id,
+      codecVersion: this.codec.version,
+      point: this.point,
+      shape: feats.shape.slice(1),
+      captureTs,
+      payload,
+    });
+    const t2 = performance.now();
+    return { frame, payloadBytes: payload.byteLength, headMs: t1 - t0, encodeMs: t2 - t1 };
+  }
+
+  async close(): Promise<void> {
+    await this.head.close();
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * `splitfleet edge`: broker + decoder workers + result publisher, in one process.
+ *
+ * Features arrive on <base>/<fleet>/device/<id>/features. Each frame is checked on
+ * receipt (a bad one gets an error at once), queued for a decoder, and its result is
+ * published on .../result, or an error on .../error. QoS 1 redeliveries of a frame id
+ * already seen from that device are collapsed, so every frame id gets one answer.
+ */
+import type { AedesPublishPacket } from 'aedes';
+import { onnxEngine } from '../core/engine/onnx.js';
+import type { Engine } from '../core/engine/engine.js';
+import type { Bundle } from '../core/model/bundle.js';
+import {
+  RESULT_VERSION,
+  type EdgeStatus,
+  type ErrorCode,
+  type ErrorMessage,
+  type ResultMessage,
+} from '../core/protocol/messages.js';
+import { DEFAULT_BASE, deviceFilter, deviceTopic, edgeStatusTopic, parseTopic } from '../core/protocol/topics.js';
+import { log } from '../core/util/log.js';
+import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
+import { DecodeFailure, FrameDecoder } from './decoder.js';
+import { DecoderPool } from './pool.js';
+
+export interface EdgeOptions extends BrokerOptions {
+  edgeId?: string;
+  /** Fleet whose devices this edge serves; '+' serves every fleet. */
+  fleet?: string;
+  /** The fleet the edge's own status is published under. */
+  statusFleet?: string;
+  base?: string;
+  bundles: readonly Bundle[];
+  workers?: number;
+  threadsPerWorker?: number;
+  maxQueue?: number;
+  engine?: Engine;
+}
+
+export interface EdgeStats {
+  received: number;
+  results: number;
+  errors: number;
+  duplicates: number;
+  backlog: number;
+}
+
+export interface Edge {
+  broker: EdgeBroker;
+  url: string;
+  wsUrl: string | null;
+  edgeId: string;
+  stats(): EdgeStats;
+  on(event: 'result', fn: (r: ResultMessage) => void): void;
+  close(): Promise<void>;
+}
+
+const DEDUPE_MS = 120_000;
+const DEDUPE_MAX = 100_000;
+
+export async function startEdge(opts: EdgeOptions): Promise<Edge> {
+  const edgeId = opts.edgeId ?? 'edge-1';
+  const base = opts.base ?? DEFAULT_BASE;
+  const fleet = opts.fleet ?? '+';
+  const statusFleet = opts.statusFleet ?? (fleet === '+' ? 'default' : fleet);
+  const engine = opts.engine ?? onnxEngine;
+  const nWorkers = Math.max(1, opts.workers ?? 1);
+  if (opts.bundles.length === 0) throw new Error('the edge needs at least one model bundle');
+
+  const decoders: FrameDecoder[] = [];
+  for (let i = 0; i < nWorkers; i++) {
+    decoders.push(
+      await FrameDecoder.create(opts.bundles, engine, { threads: opts.threadsPerWorker ?? 1, edgeId }),
+    );
+  }
+  const pool = new DecoderPool(decoders, opts.maxQueue ?? 256);
+  const statusTopic = edgeStatusTopic(statusFleet, edgeId, base);
+  const offline: EdgeStatus = { state: 'offline', ts: 0 };
+  const broker = await startBroker(opts);
+  const { aedes } = broker;
+  const stats: EdgeStats = { received: 0, results: 0, errors: 0, duplicates: 0, backlog: 0 };
+  const seen = new Map<string, number>();
+  const resultListeners: ((r: ResultMessage) => void)[] = [];
+
+  const publish = (topic: string, body: unknown, retain = false) =>
+    new Promise<void>((resolve) => {
+      aedes.publish(
+        { cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(body)), qos: 1, retain, dup: false },
+        (err) => {
+          if (err) log.warn({ err, topic }, 'publish failed');
+          resolve();
+        },
+      );
+    });
+
+  const sendError = (fleetId: string, deviceId: string, frameId: number | null, code: ErrorCode, reason: string) => {
+    stats.errors++;
+    const msg: ErrorMessage = { v: RESULT_VERSION, deviceId, frameId, code, reason, edgeId, ts: Date.now() };
+    log.debug({ deviceId, frameId, code, reason }, 'frame error');
+    return publish(deviceTopic(fleetId, deviceId, 'error', base), msg);
+  };
+
+  const isDuplicate = (key: string, now: number): boolean => {
+    const at = seen.get(key);
+    if (at !== undefined && now - at < DEDUPE_MS) return true;
+    seen.set(key, now);
+    if (seen.size > DEDUPE_MAX) {
+      for (const [k, t] of seen) {
+        if (now - t < DEDUPE_MS && seen.size <= DEDUPE_MAX) break;
+        seen.delete(k);
+      }
+    }
+    return false;
+  };
+
+  const onFeatures = (packet: AedesPublishPacket, cb: () => void) => {
+    cb(); // hand the packet back to the broker at once; our queue is the buffer
+    const now = Date.now();
+    const t = parseTopic(packet.topic, base);
+    if (!t || t.kind !== 'device') return;
+    stats.received++;
+    const payload = packet.payload as Buffer;
+    let parsed;
+    try {
+      parsed = decoders[0]!.parse(payload, now);
+    } catch (e) {
+      const f = e instanceof DecodeFailure ? e : new DecodeFailure('malformed-frame', String(e), null);
+      void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
+      return;
+    }
+    const { frame } = parsed;
+    if (isDuplicate(`${t.fleet}/${t.deviceId}/${frame.frameId}`, now)) {
+      stats.duplicates++;
+      return;
+    }
+    const ok = pool.submit({
+      deviceId: t.deviceId,
+      frame,
+      receivedAt: now,
+      done: (err, result) => {
+        if (err || !result) {
+          const f = err instanceof DecodeFailure ? err : new DecodeFailure('inference-failed', String(err), frame.frameId);
+          void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
+          return;
+        }
+        stats.results++;
+        for (const fn of resultListeners) fn(result);
+        void publish(deviceTopic(t.fleet, t.deviceId, 'result', base), result);
+      },
+    });
+    if (!ok) {
+      void sendError(t.fleet, t.deviceId, frame.frameId, 'overloaded', `decoder queue full (${pool.maxQueue} frames)`);
+    }
+  };
+
+  await new Promise<void>((r) => aedes.subscribe(deviceFilter('features', fleet, base), onFeatures, r));
+  const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
+  await publish(statusTopic, { state: 'online', ts: Date.now(), models, workers: nWorkers } satisfies EdgeStatus, true);
+  log.info({ url: broker.url, wsUrl: broker.wsUrl, models, workers: nWorkers }, 'edge up');
+
+  return {
+    broker,
+    url: broker.url,
+    wsUrl: broker.wsUrl,
+    edgeId,
+    stats: () => ({ ...stats, backlog: pool.backlog }),
+    on: (_event, fn) => void resultListeners.push(fn),
+    async close() {
+      await new Promise<void>((r) => aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r));
+      await pool.close();
+      await publish(statusTopic, { ...offline, ts: Date.now() }, true);
+      await broker.close();
+    },
+  };
+}

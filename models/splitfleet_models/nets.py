@@ -1,0 +1,163 @@
+"""ResNet-family backbones for 32x32 inputs, built as a chain of named stages.
+
+A split point is the name of a stage: the head runs every stage up to and including it
+on the device, the tail runs the rest on the edge. ``SplitNet.head(point)`` and
+``SplitNet.tail(point)`` return modules that share the trained weights.
+
+* ``resnet9``: the residual network of D. Page, "How to train your ResNet" (2018),
+  used in the DAWNBench CIFAR-10 entries; ``width`` scales its channels.
+* ``resnet20``: the CIFAR ResNet of He et al., "Deep Residual Learning" (2016), sec. 4.2.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(c, c), conv_bn(c, c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class BasicBlock(nn.Module):
+    """He et al. basic block with a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.short(x))
+
+
+class Classifier(nn.Module):
+    def __init__(self, c: int, classes: int, pool: str, scale: float):
+        super().__init__()
+        self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, classes, bias=pool != "max")
+        self.scale = scale
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(x), 1)) * self.scale
+
+
+class SplitNet(nn.Module):
+    def __init__(self, stages: "OrderedDict[str, nn.Module]"):
+        super().__init__()
+        self.stages = nn.ModuleDict(stages)
+
+    @property
+    def points(self) -> list[str]:
+        return list(self.stages.keys())[:-1]  # splitting after the classifier is no split
+
+    def forward(self, x):
+        for m in self.stages.values():
+            x = m(x)
+        return x
+
+    def _index(self, point: str) -> int:
+        names = list(self.stages.keys())
+        if point not in self.points:
+            raise ValueError(f"unknown split point {point!r}; choose one of {self.points}")
+        return names.index(point)
+
+    def head(self, point: str) -> nn.Sequential:
+        mods = list(self.stages.values())
+        return nn.Sequential(*mods[: self._index(point) + 1])
+
+    def tail(self, point: str) -> nn.Sequential:
+        mods = list(self.stages.values())
+        return nn.Sequential(*mods[self._index(point) + 1 :])
+
+
+def resnet9(width: float = 1.0, classes: int = 10) -> SplitNet:
+    c = [int(round(w * width)) for w in (64, 128, 256, 512)]
+    return SplitNet(
+        OrderedDict(
+            prep=conv_bn(3, c[0]),
+            layer1=nn.Sequential(conv_bn(c[0], c[1]), nn.MaxPool2d(2), Residual(c[1])),
+            layer2=nn.Sequential(conv_bn(c[1], c[2]), nn.MaxPool2d(2)),
+            layer3=nn.Sequential(conv_bn(c[2], c[3]), nn.MaxPool2d(2), Residual(c[3])),
+            classifier=Classifier(c[3], classes, "max", 0.125),
+        )
+    )
+
+
+def resnet20(width: float = 1.0, classes: int = 10) -> SplitNet:
+    c = [int(round(w * width)) for w in (16, 32, 64)]
+
+    def stage(cin, cout, stride):
+        return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1), BasicBlock(cout, cout, 1))
+
+    return SplitNet(
+        OrderedDict(
+            stem=conv_bn(3, c[0]),
+            stage1=stage(c[0], c[0], 1),
+            stage2=stage(c[0], c[1], 2),
+            stage3=stage(c[1], c[2], 2),
+            classifier=Classifier(c[2], classes, "avg", 1.0),
+        )
+    )
+
+
+ARCHS = {"resnet9": resnet9, "resnet20": resnet20}
+
+
+def build(arch: str, width: float = 1.0, classes: int = 10) -> SplitNet:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
+    return ARCHS[arch](width=width, classes=classes)
+
+
+def count_macs(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
+    """Multiply-accumulates of conv and linear layers for one input (hooks, no tracing)."""
+    total = 0
+
+    def conv_hook(m, inp, out):
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += out.numel() // out.shape[0] * k
+
+    def lin_hook(m, inp, out):
+        nonlocal total
+        total += m.in_features * m.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(lin_hook))
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(shape))
+    model.train(was)
+    for h in hooks:
+        h.remove()
+    return total
