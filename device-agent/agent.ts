@@ -8,7 +8,7 @@
  * every connection, so a late will from an old connection can be told from a live one.
  * mqtt.js reconnects after broker loss and re-sends unacknowledged QoS 1 frames.
  */
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Sample } from '../core/data/cifar.js';
 import type { Bundle } from '../core/model/bundle.js';
@@ -62,11 +62,21 @@ export interface AgentStats {
 interface Pending {
   capturedAt: number;
   label: number | undefined;
+  /** Kept until answered: re-sent after a reconnect (the edge collapses duplicates). */
+  frame: Buffer;
+  /** Connection number it was last published on; 0 = not yet. */
+  sentOn: number;
 }
 
 export interface AgentEvents {
   result?: (r: ResultMessage, latencyMs: number) => void;
   error?: (e: ErrorMessage) => void;
+}
+
+/** MQTT 3.1.1 client ids are safe up to 23 characters; longer names are hashed, not cut. */
+function clientId(fleet: string, deviceId: string): string {
+  const plain = `sf-${fleet}-${deviceId}`;
+  return plain.length <= 23 ? plain : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
 }
 
 export class Agent {
@@ -91,6 +101,9 @@ export class Agent {
   private stopping = false;
   private waiters: (() => void)[] = [];
   private sweeper?: NodeJS.Timeout;
+  /** Connections made so far, and whether the current one has its subscriptions. */
+  private conn = 0;
+  private ready = false;
   private readonly base: string;
 
   constructor(
@@ -122,20 +135,46 @@ export class Agent {
       threads: this.opts.threads ?? 1,
     });
     const options: IClientOptions = {
-      clientId: `sf-${this.opts.fleet}-${this.opts.deviceId}`.slice(0, 23),
+      clientId: clientId(this.opts.fleet, this.opts.deviceId),
       clean: true,
       keepalive: 30,
       reconnectPeriod: this.opts.reconnectPeriodMs ?? 1000,
       connectTimeout: 10_000,
       protocolVersion: 4,
+      // We subscribe ourselves on every connection, before any frame goes out, so no
+      // result can come back before its subscription exists.
+      resubscribe: false,
       will: { topic: this.topic('status'), payload: this.status('offline'), qos: 1, retain: true },
       ...(this.opts.username ? { username: this.opts.username, password: this.opts.password } : {}),
     };
     this.client = connect(this.opts.url, options);
+    let first: (() => void) | undefined;
+    const firstReady = new Promise<void>((r) => (first = r));
     this.client.on('connect', () => {
+      const conn = ++this.conn;
+      this.ready = false;
       this.client.publish(this.topic('status'), this.status('online'), { qos: 1, retain: true });
+      this.client
+        .subscribeAsync([this.topic('result'), this.topic('error')], { qos: 1 })
+        .then(() => {
+          if (conn !== this.conn) return;
+          this.ready = true;
+          // Frames not yet sent on this connection (queued while offline, or sent on an
+          // earlier one and unanswered) go now.
+          let resent = 0;
+          for (const [frameId, p] of this.pending) {
+            if (p.sentOn !== conn) {
+              resent += p.sentOn > 0 ? 1 : 0;
+              this.publishFrame(frameId, p);
+            }
+          }
+          if (resent) log.info({ device: this.opts.deviceId, resent }, 're-sent unanswered frames');
+          first?.();
+        })
+        .catch((err: Error) => log.warn({ device: this.opts.deviceId, err: err.message }, 'subscribe failed'));
     });
     this.client.on('close', () => {
+      this.ready = false;
       // The next connection is a new session: new seq, and a will that names it.
       this.seq++;
       if (this.client.options.will) this.client.options.will.payload = this.status('offline');
@@ -149,12 +188,11 @@ export class Agent {
     await new Promise<void>((resolve, reject) => {
       const onErr = (e: Error) => reject(e);
       this.client.once('error', onErr);
-      this.client.once('connect', () => {
+      void firstReady.then(() => {
         this.client.off('error', onErr);
         resolve();
       });
     });
-    await this.client.subscribeAsync([this.topic('result'), this.topic('error')], { qos: 1 });
     this.sweeper = setInterval(() => this.sweep(), 500);
   }
 
@@ -217,12 +255,21 @@ export class Agent {
     this.nextId = (this.nextId + 1) >>> 0;
     const capturedAt = Date.now();
     const enc = await this.pipeline.encode(s, frameId, capturedAt);
-    this.pending.set(frameId, { capturedAt, label: s.label });
+    const frame = Buffer.from(enc.frame.buffer, enc.frame.byteOffset, enc.frame.byteLength);
+    const p: Pending = { capturedAt, label: s.label, frame, sentOn: 0 };
+    this.pending.set(frameId, p);
     this.stats.sent++;
     this.stats.frameBytes += enc.frame.byteLength;
     this.stats.payloadBytes += enc.payloadBytes;
     this.stats.headMs.push(enc.headMs);
-    this.client.publish(this.topic('features'), Buffer.from(enc.frame), { qos: 1 }, (err) => {
+    this.publishFrame(frameId, p);
+  }
+
+  /** Publish now if the connection is ready; otherwise the frame waits for the next one. */
+  private publishFrame(frameId: number, p: Pending): void {
+    if (!this.ready) return;
+    p.sentOn = this.conn;
+    this.client.publish(this.topic('features'), p.frame, { qos: 1 }, (err) => {
       if (err) log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');
     });
   }

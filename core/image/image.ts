@@ -30,7 +30,7 @@ sharp.concurrency(1);
 
 /** Decode JPEG/PNG/WebP bytes to RGB (alpha dropped). Throws on undecodable input. */
 export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
-  const { data, info } = await sharp(bytes, { failOn: 'error' })
+  const { data, info } = await sharp(bytes, { failOn: 'warning' })
     .removeAlpha()
     .toColourspace('srgb')
     .raw()

@@ -1,0 +1,98 @@
+import test from 'ava';
+import { codecById, codecByName, listCodecs, registerCodec } from '../../core/codec/registry.js';
+import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
+import type { Tensor } from '../../core/tensor.js';
+
+/** A split tensor like the real one: non-negative, sparse-ish, with a long tail. */
+function features(seed = 1): Tensor {
+  let s = seed;
+  const rnd = () => ((s = (s * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff);
+  const data = new Float32Array(64 * 16 * 16);
+  for (let i = 0; i < data.length; i++) data[i] = rnd() < 0.4 ? 0 : -Math.log(rnd() + 1e-6) * 0.8;
+  return { data, shape: [64, 16, 16] };
+}
+
+function maxAbs(a: Float32Array, b: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+test('ids are pinned, not registration order', (t) => {
+  t.deepEqual(
+    listCodecs().map((c) => [c.id, c.name]),
+    [
+      [1, 'split-fp32'],
+      [2, 'split-fp16'],
+      [3, 'split-q'],
+    ],
+  );
+  t.is(codecById(3), codecByName('split-q'));
+  t.throws(() => codecById(99), { instanceOf: CodecError, message: /unknown codec id 99/ });
+  t.throws(() => codecByName('nope'), { instanceOf: CodecError });
+  const clash: FeatureCodec = { ...codecById(1), name: 'other' };
+  t.throws(() => registerCodec(clash), { message: /collides/ });
+});
+
+test('split-fp32 is exact', (t) => {
+  const x = features();
+  const c = codecByName('split-fp32');
+  const y = c.decode(c.encode(x, 0), x.shape, 0);
+  t.deepEqual(y.data, x.data);
+  t.is(c.encode(x, 0).byteLength, x.data.length * 4);
+});
+
+test('split-fp16 is within half-precision rounding', (t) => {
+  const x = features(2);
+  const c = codecByName('split-fp16');
+  const bytes = c.encode(x, 0);
+  t.is(bytes.byteLength, x.data.length * 2);
+  const y = c.decode(bytes, x.shape, 0);
+  for (let i = 0; i < x.data.length; i++) {
+    t.true(Math.abs(y.data[i]! - x.data[i]!) <= Math.abs(x.data[i]!) * 2 ** -11 + 1e-7);
+  }
+});
+
+test('split-q reconstructs within half a quantization step at every point', (t) => {
+  const x = features(3);
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of x.data) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+  const c = codecByName('split-q');
+  let last = Infinity;
+  for (const p of c.points) {
+    const bits = Number(p.label.replace('bit', ''));
+    const bytes = c.encode(x, p.index);
+    const y = c.decode(bytes, x.shape, p.index);
+    const step = (hi - lo) / (2 ** bits - 1);
+    t.true(maxAbs(x.data, y.data) <= step / 2 + 1e-5, `${p.label}: ${maxAbs(x.data, y.data)} > ${step / 2}`);
+    t.true(bytes.byteLength < last, 'fewer bits, fewer bytes');
+    last = bytes.byteLength;
+  }
+});
+
+test('split-q handles a constant tensor', (t) => {
+  const x = { data: new Float32Array(100).fill(0.25), shape: [100] };
+  const c = codecByName('split-q');
+  t.deepEqual(c.decode(c.encode(x, 0), x.shape, 0).data, x.data);
+});
+
+test('corrupt or mismatched payloads raise CodecError, never a crash', (t) => {
+  const x = features(4);
+  for (const c of listCodecs()) {
+    for (const p of c.points) {
+      const good = c.encode(x, p.index);
+      t.throws(() => c.decode(good.subarray(0, good.byteLength - 1), x.shape, p.index), { instanceOf: CodecError });
+      t.throws(() => c.decode(good, [64, 16, 15], p.index), { instanceOf: CodecError });
+      t.throws(() => c.decode(good, x.shape, 200), { instanceOf: CodecError });
+    }
+  }
+  const q = codecByName('split-q');
+  const bytes = q.encode(x, 0);
+  const garbage = Uint8Array.from(bytes);
+  for (let i = 8; i < garbage.length; i++) garbage[i] = (i * 31) & 0xff;
+  t.throws(() => q.decode(garbage, x.shape, 0), { instanceOf: CodecError });
+  // A zip bomb: a tiny payload that inflates past the tensor size stops at the cap.
+  const bomb = q.encode({ data: new Float32Array(1 << 20), shape: [1 << 20] }, 0);
+  t.throws(() => q.decode(bomb, [16], 0), { instanceOf: CodecError });
+});

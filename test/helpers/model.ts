@@ -1,0 +1,9 @@
+import { resolveModel, type Bundle } from '../../core/model/bundle.js';
+
+export const MODEL = 'resnet9w05-cifar10';
+let cached: Promise<Bundle> | undefined;
+
+/** The shipped model bundle (hash-checked once per test file). */
+export function shippedModel(): Promise<Bundle> {
+  return (cached ??= resolveModel(MODEL));
+}
