@@ -90,7 +90,14 @@ export async function benchRate(opts: {
     if (!a) accs.set(k, (a = { method, point, correct: 0, payload: 0, framed: 0, wire: 0 }));
     return a;
   };
-  const header = (codecId: number, codecVersion: number, point: number, shape: number[], payload: Uint8Array, id: number) =>
+  const header = (
+    codecId: number,
+    codecVersion: number,
+    point: number,
+    shape: number[],
+    payload: Uint8Array,
+    id: number,
+  ) =>
     encodeFrame({
       frameId: id,
       modelId: m.modelId,
@@ -113,7 +120,10 @@ export async function benchRate(opts: {
   const bar =
     opts.progress !== false
       ? new cliProgress.SingleBar(
-          { format: 'bench rate |{bar}| {value}/{total} samples | {eta_formatted} left', stream: process.stderr },
+          {
+            format: 'bench rate |{bar}| {value}/{total} samples | {eta_formatted} left',
+            stream: process.stderr,
+          },
           cliProgress.Presets.shades_classic,
         )
       : null;
@@ -129,8 +139,14 @@ export async function benchRate(opts: {
     batch = [];
     const ys = samples.map((s) => s.label ?? -1);
     labels.push(...ys);
-    const pixels: RgbImage[] = await Promise.all(samples.map((s) => (s.rgb ? s.rgb : decodeImage(s.bytes!))));
-    const x = stack(pixels.map((p) => preprocess(p, m.preprocessing)).map((t) => ({ data: t.data, shape: t.shape.slice(1) })));
+    const pixels: RgbImage[] = await Promise.all(
+      samples.map((s) => (s.rgb ? s.rgb : decodeImage(s.bytes!))),
+    );
+    const x = stack(
+      pixels
+        .map((p) => preprocess(p, m.preprocessing))
+        .map((t) => ({ data: t.data, shape: t.shape.slice(1) })),
+    );
 
     const feats = await head.run(x);
     const unsplit = await tail.run(feats);
@@ -160,13 +176,22 @@ export async function benchRate(opts: {
         const restored = await Promise.all(
           samples.map(async (s, i) => {
             const payload = await c.encode(pixels[i]!, p.index, s.bytes);
-            const bytes = header(c.id, c.version, p.index, [3, pixels[i]!.height, pixels[i]!.width], payload, frameId++);
+            const bytes = header(
+              c.id,
+              c.version,
+              p.index,
+              [3, pixels[i]!.height, pixels[i]!.width],
+              payload,
+              frameId++,
+            );
             count(a, payload.byteLength, bytes.byteLength);
             const f = decodeFrame(bytes);
             return preprocess(await c.decode(f.payload, f.point), m.preprocessing);
           }),
         );
-        const out = await full.run(stack(restored.map((t) => ({ data: t.data, shape: t.shape.slice(1) }))));
+        const out = await full.run(
+          stack(restored.map((t) => ({ data: t.data, shape: t.shape.slice(1) }))),
+        );
         ys.forEach((y, i) => (a.correct += argmax(out, i) === y ? 1 : 0));
       }
     }

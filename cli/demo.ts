@@ -93,7 +93,18 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const splitBytes = numel(m.split.tensorShape) * 4;
   const render = () => {
     const t = new Table({
-      head: ['device', 'sent', 'results', 'errors', 'lost', 'top-1', 'B/frame', 'x vs fp32', 'p50 ms', 'p99 ms'],
+      head: [
+        'device',
+        'sent',
+        'results',
+        'errors',
+        'lost',
+        'top-1',
+        'B/frame',
+        'x vs fp32',
+        'p50 ms',
+        'p99 ms',
+      ],
       style: { head: [], border: [] },
     });
     for (const a of agents) {
@@ -139,7 +150,14 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     results: sum((s) => s.results),
     errors: sum((s) => s.errors),
     lost: sum((s) => s.lost),
-    accuracy: round(sum((s) => s.correct) / Math.max(1, sum((s) => s.labelled)), 4),
+    accuracy: round(
+      sum((s) => s.correct) /
+        Math.max(
+          1,
+          sum((s) => s.labelled),
+        ),
+      4,
+    ),
     bytesPerFrame: round(bytesPerFrame, 1),
     compressionRatio: bytesPerFrame ? round(splitBytes / bytesPerFrame, 2) : 0,
     latencyMs: { p50: round(percentile(lat, 50), 2), p99: round(percentile(lat, 99), 2) },

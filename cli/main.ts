@@ -17,7 +17,8 @@ const DEFAULT_MODEL = 'resnet9w05-cifar10';
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`an integer in ${min}..${max}`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`an integer in ${min}..${max}`);
     return n;
   };
 }
@@ -34,7 +35,9 @@ async function model(ref: string): Promise<Bundle> {
 
 const program = new Command()
   .name('splitfleet')
-  .description('Split inference for IoT fleets: CNN head on the device, tail on the edge, features over MQTT.')
+  .description(
+    'Split inference for IoT fleets: CNN head on the device, tail on the edge, features over MQTT.',
+  )
   .showHelpAfterError();
 
 program
@@ -83,7 +86,9 @@ program
       fleet: o.fleet,
       edgeId: o.edgeId,
     });
-    process.stdout.write(`edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}\n`);
+    process.stdout.write(
+      `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}\n`,
+    );
     const stop = async () => {
       process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
       await edge.close();
@@ -102,7 +107,11 @@ program
   .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
   .option('--codec <name>', 'feature codec', 'split-q')
   .option('--point <n>', 'codec operating point', int(0, 255), 0)
-  .option('--source <path>', "'sample', an image folder, a .tar.gz, or the CIFAR-10 binary release", 'sample')
+  .option(
+    '--source <path>',
+    "'sample', an image folder, a .tar.gz, or the CIFAR-10 binary release",
+    'sample',
+  )
   .option('--split <split>', 'dataset split to read', 'test')
   .option('--frames <n>', 'stop after n frames', int(1))
   .option('--loop', 'repeat the source forever')
@@ -128,7 +137,8 @@ program
       },
       {
         result: (r, ms) =>
-          !o.json && process.stdout.write(`frame ${r.frameId}: ${r.label} (${r.score}) in ${ms} ms\n`),
+          !o.json &&
+          process.stdout.write(`frame ${r.frameId}: ${r.label} (${r.score}) in ${ms} ms\n`),
       },
     );
     await agent.start();
@@ -147,18 +157,29 @@ program
       lost: s.lost,
       accuracy: s.labelled ? round(s.correct / s.labelled, 4) : null,
       bytesPerFrame: s.sent ? round(s.frameBytes / s.sent, 1) : 0,
-      latencyMs: { p50: round(percentile(s.latenciesMs, 50)), p99: round(percentile(s.latenciesMs, 99)) },
+      latencyMs: {
+        p50: round(percentile(s.latenciesMs, 50)),
+        p99: round(percentile(s.latenciesMs, 99)),
+      },
       headMsP50: round(percentile(s.headMs, 50), 3),
       reconnects: s.reconnects,
     };
-    process.stdout.write((o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n');
+    process.stdout.write(
+      (o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n',
+    );
   });
 
-const bench = program.command('bench').description('benchmarks (print a table; --json adds one JSON line)');
+const bench = program
+  .command('bench')
+  .description('benchmarks (print a table; --json adds one JSON line)');
 bench
   .command('rate')
   .description('bytes per sample vs top-1 for every codec and input-offload baseline')
-  .addOption(new Option('--data <path>', 'CIFAR-10 archive or folder').env('SPLITFLEET_CIFAR10').makeOptionMandatory())
+  .addOption(
+    new Option('--data <path>', 'CIFAR-10 archive or folder')
+      .env('SPLITFLEET_CIFAR10')
+      .makeOptionMandatory(),
+  )
   .option('--limit <n>', 'only the first n test samples (a quick run, not a result)', int(1))
   .option('--model <name>', 'model', DEFAULT_MODEL)
   .option('--threads <n>', 'inference threads', int(1, 64), 2)
@@ -177,7 +198,16 @@ bench
     if (o.json) {
       const { dataset, samples, unsplitAccuracy, rows } = r;
       process.stdout.write(
-        JSON.stringify({ dataset, samples, limited: r.limited, model: r.model, splitPoint: r.splitPoint, splitShape: r.splitShape, unsplitAccuracy, rows }) + '\n',
+        JSON.stringify({
+          dataset,
+          samples,
+          limited: r.limited,
+          model: r.model,
+          splitPoint: r.splitPoint,
+          splitShape: r.splitShape,
+          unsplitAccuracy,
+          rows,
+        }) + '\n',
       );
     }
   });
@@ -193,10 +223,14 @@ program
       );
     }
     for (const c of listCodecs()) {
-      process.stdout.write(`codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`);
+      process.stdout.write(
+        `codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`,
+      );
     }
     for (const c of imageCodecs) {
-      process.stdout.write(`input codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`);
+      process.stdout.write(
+        `input codec ${c.id} ${c.name} v${c.version}: ${c.points.map((p) => `${p.index}=${p.label}`).join(' ')}\n`,
+      );
     }
   });
 

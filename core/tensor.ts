@@ -10,7 +10,9 @@ export function numel(shape: readonly number[]): number {
 
 export function tensor(data: Float32Array, shape: readonly number[]): Tensor {
   if (data.length !== numel(shape)) {
-    throw new Error(`tensor data has ${data.length} elements, shape [${shape.join(',')}] needs ${numel(shape)}`);
+    throw new Error(
+      `tensor data has ${data.length} elements, shape [${shape.join(',')}] needs ${numel(shape)}`,
+    );
   }
   return { data, shape: [...shape] };
 }

@@ -76,7 +76,9 @@ export interface AgentEvents {
 /** MQTT 3.1.1 client ids are safe up to 23 characters; longer names are hashed, not cut. */
 function clientId(fleet: string, deviceId: string): string {
   const plain = `sf-${fleet}-${deviceId}`;
-  return plain.length <= 23 ? plain : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
+  return plain.length <= 23
+    ? plain
+    : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
 }
 
 export class Agent {
@@ -171,7 +173,9 @@ export class Agent {
           if (resent) log.info({ device: this.opts.deviceId, resent }, 're-sent unanswered frames');
           first?.();
         })
-        .catch((err: Error) => log.warn({ device: this.opts.deviceId, err: err.message }, 'subscribe failed'));
+        .catch((err: Error) =>
+          log.warn({ device: this.opts.deviceId, err: err.message }, 'subscribe failed'),
+        );
     });
     this.client.on('close', () => {
       this.ready = false;
@@ -183,7 +187,9 @@ export class Agent {
       this.stats.reconnects++;
       log.info({ device: this.opts.deviceId }, 'reconnecting');
     });
-    this.client.on('error', (err) => log.warn({ device: this.opts.deviceId, err: err.message }, 'mqtt error'));
+    this.client.on('error', (err) =>
+      log.warn({ device: this.opts.deviceId, err: err.message }, 'mqtt error'),
+    );
     this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
     await new Promise<void>((resolve, reject) => {
       const onErr = (e: Error) => reject(e);
@@ -219,7 +225,10 @@ export class Agent {
         if (!this.pending.delete(e.frameId)) return;
       }
       this.stats.errors++;
-      log.warn({ device: this.opts.deviceId, frameId: e.frameId, code: e.code, reason: e.reason }, 'edge error');
+      log.warn(
+        { device: this.opts.deviceId, frameId: e.frameId, code: e.code, reason: e.reason },
+        'edge error',
+      );
       this.events.error?.(e);
       this.wake();
     }
@@ -270,7 +279,8 @@ export class Agent {
     if (!this.ready) return;
     p.sentOn = this.conn;
     this.client.publish(this.topic('features'), p.frame, { qos: 1 }, (err) => {
-      if (err) log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');
+      if (err)
+        log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');
     });
   }
 
@@ -307,7 +317,9 @@ export class Agent {
     if (this.client) {
       // A clean stop publishes death itself (the will is only for unclean loss).
       if (this.client.connected) {
-        await this.client.publishAsync(this.topic('status'), this.status('offline'), { qos: 1, retain: true }).catch(() => undefined);
+        await this.client
+          .publishAsync(this.topic('status'), this.status('offline'), { qos: 1, retain: true })
+          .catch(() => undefined);
       }
       await this.client.endAsync();
     }

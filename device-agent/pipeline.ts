@@ -34,7 +34,9 @@ export class HeadPipeline {
   ): Promise<HeadPipeline> {
     const codec = codecByName(codecName);
     checkPoint(codec, point);
-    const head = await (opts.engine ?? onnxEngine).load(bundle.file('head'), { threads: opts.threads ?? 1 });
+    const head = await (opts.engine ?? onnxEngine).load(bundle.file('head'), {
+      threads: opts.threads ?? 1,
+    });
     return new HeadPipeline(bundle, codec, point, head);
   }
 
@@ -50,7 +52,10 @@ export class HeadPipeline {
     const t0 = performance.now();
     const feats = await this.head.run(x);
     const t1 = performance.now();
-    const payload = this.codec.encode({ data: feats.data, shape: feats.shape.slice(1) }, this.point);
+    const payload = this.codec.encode(
+      { data: feats.data, shape: feats.shape.slice(1) },
+      this.point,
+    );
     const frame = encodeFrame({
       frameId,
       modelId: m.modelId,

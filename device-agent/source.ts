@@ -36,7 +36,8 @@ export async function* frameSource(opts: SourceOptions): AsyncGenerator<Sample> 
       sent++;
       yield s;
     }
-    if (!any) throw new Error(`source ${path} holds no images of the ${opts.split ?? 'test'} split`);
+    if (!any)
+      throw new Error(`source ${path} holds no images of the ${opts.split ?? 'test'} split`);
     if (!opts.loop) return;
   }
 }

@@ -119,7 +119,11 @@ export class FrameDecoder {
     const t2 = performance.now();
     const m = model.manifest;
     if (numel(logits.shape) !== m.labels.length) {
-      throw new DecodeFailure('inference-failed', `tail produced ${numel(logits.shape)} logits`, frame.frameId);
+      throw new DecodeFailure(
+        'inference-failed',
+        `tail produced ${numel(logits.shape)} logits`,
+        frame.frameId,
+      );
     }
     const top = softmaxTopK(logits.data, m.labels, this.topk);
     const best = top[0]!;

@@ -17,7 +17,13 @@ import {
   type ErrorMessage,
   type ResultMessage,
 } from '../core/protocol/messages.js';
-import { DEFAULT_BASE, deviceFilter, deviceTopic, edgeStatusTopic, parseTopic } from '../core/protocol/topics.js';
+import {
+  DEFAULT_BASE,
+  deviceFilter,
+  deviceTopic,
+  edgeStatusTopic,
+  parseTopic,
+} from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
@@ -70,7 +76,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const decoders: FrameDecoder[] = [];
   for (let i = 0; i < nWorkers; i++) {
     decoders.push(
-      await FrameDecoder.create(opts.bundles, engine, { threads: opts.threadsPerWorker ?? 1, edgeId }),
+      await FrameDecoder.create(opts.bundles, engine, {
+        threads: opts.threadsPerWorker ?? 1,
+        edgeId,
+      }),
     );
   }
   const pool = new DecoderPool(decoders, opts.maxQueue ?? 256);
@@ -85,7 +94,14 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const publish = (topic: string, body: unknown, retain = false) =>
     new Promise<void>((resolve) => {
       aedes.publish(
-        { cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(body)), qos: 1, retain, dup: false },
+        {
+          cmd: 'publish',
+          topic,
+          payload: Buffer.from(JSON.stringify(body)),
+          qos: 1,
+          retain,
+          dup: false,
+        },
         (err) => {
           if (err) log.warn({ err, topic }, 'publish failed');
           resolve();
@@ -93,9 +109,23 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       );
     });
 
-  const sendError = (fleetId: string, deviceId: string, frameId: number | null, code: ErrorCode, reason: string) => {
+  const sendError = (
+    fleetId: string,
+    deviceId: string,
+    frameId: number | null,
+    code: ErrorCode,
+    reason: string,
+  ) => {
     stats.errors++;
-    const msg: ErrorMessage = { v: RESULT_VERSION, deviceId, frameId, code, reason, edgeId, ts: Date.now() };
+    const msg: ErrorMessage = {
+      v: RESULT_VERSION,
+      deviceId,
+      frameId,
+      code,
+      reason,
+      edgeId,
+      ts: Date.now(),
+    };
     log.debug({ deviceId, frameId, code, reason }, 'frame error');
     return publish(deviceTopic(fleetId, deviceId, 'error', base), msg);
   };
@@ -124,7 +154,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     try {
       parsed = decoders[0]!.parse(payload, now);
     } catch (e) {
-      const f = e instanceof DecodeFailure ? e : new DecodeFailure('malformed-frame', String(e), null);
+      const f =
+        e instanceof DecodeFailure ? e : new DecodeFailure('malformed-frame', String(e), null);
       void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
       return;
     }
@@ -139,7 +170,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       receivedAt: now,
       done: (err, result) => {
         if (err || !result) {
-          const f = err instanceof DecodeFailure ? err : new DecodeFailure('inference-failed', String(err), frame.frameId);
+          const f =
+            err instanceof DecodeFailure
+              ? err
+              : new DecodeFailure('inference-failed', String(err), frame.frameId);
           void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
           return;
         }
@@ -149,13 +183,25 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       },
     });
     if (!ok) {
-      void sendError(t.fleet, t.deviceId, frame.frameId, 'overloaded', `decoder queue full (${pool.maxQueue} frames)`);
+      void sendError(
+        t.fleet,
+        t.deviceId,
+        frame.frameId,
+        'overloaded',
+        `decoder queue full (${pool.maxQueue} frames)`,
+      );
     }
   };
 
-  await new Promise<void>((r) => aedes.subscribe(deviceFilter('features', fleet, base), onFeatures, r));
+  await new Promise<void>((r) =>
+    aedes.subscribe(deviceFilter('features', fleet, base), onFeatures, r),
+  );
   const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
-  await publish(statusTopic, { state: 'online', ts: Date.now(), models, workers: nWorkers } satisfies EdgeStatus, true);
+  await publish(
+    statusTopic,
+    { state: 'online', ts: Date.now(), models, workers: nWorkers } satisfies EdgeStatus,
+    true,
+  );
   log.info({ url: broker.url, wsUrl: broker.wsUrl, models, workers: nWorkers }, 'edge up');
 
   return {
@@ -166,7 +212,9 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     stats: () => ({ ...stats, backlog: pool.backlog }),
     on: (_event, fn) => void resultListeners.push(fn),
     async close() {
-      await new Promise<void>((r) => aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r));
+      await new Promise<void>((r) =>
+        aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r),
+      );
       await pool.close();
       await publish(statusTopic, { ...offline, ts: Date.now() }, true);
       await broker.close();

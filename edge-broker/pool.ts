@@ -47,13 +47,15 @@ export class DecoderPool {
     while (this.idle.length > 0 && this.queue.length > 0) {
       const d = this.idle.pop()!;
       const job = this.queue.shift()!;
-      d.run(job.deviceId, job.frame, job.receivedAt).then(
-        (r) => job.done(null, r),
-        (e: unknown) => job.done(e),
-      ).finally(() => {
-        this.idle.push(d);
-        this.pump();
-      });
+      d.run(job.deviceId, job.frame, job.receivedAt)
+        .then(
+          (r) => job.done(null, r),
+          (e: unknown) => job.done(e),
+        )
+        .finally(() => {
+          this.idle.push(d);
+          this.pump();
+        });
     }
   }
 

@@ -118,7 +118,9 @@ export const jpegScanCodec: ImageCodec = {
   async encode(img, point) {
     const q = pointOf(this, point).quality!;
     if (img.width !== JPEG_SCAN_SIZE.width || img.height !== JPEG_SCAN_SIZE.height) {
-      throw new CodecError(`jpeg-scan is set up for ${JPEG_SCAN_SIZE.width}x${JPEG_SCAN_SIZE.height} images`);
+      throw new CodecError(
+        `jpeg-scan is set up for ${JPEG_SCAN_SIZE.width}x${JPEG_SCAN_SIZE.height} images`,
+      );
     }
     const jpg = await baselineJpeg(img, q);
     const start = scanStart(jpg);

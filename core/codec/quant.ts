@@ -61,7 +61,8 @@ export const splitQuant: FeatureCodec = {
     checkPoint(this, point);
     const levels = (1 << bitsOf(point)) - 1;
     const n = numel(shape);
-    if (payload.byteLength < HEADER) throw new CodecError('split-q: payload shorter than its header');
+    if (payload.byteLength < HEADER)
+      throw new CodecError('split-q: payload shorter than its header');
     const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
     const lo = dv.getFloat32(0, true);
     const hi = dv.getFloat32(4, true);

@@ -14,7 +14,8 @@ const byId = new Map<number, FeatureCodec>();
 const byName = new Map<string, FeatureCodec>();
 
 export function registerCodec(c: FeatureCodec): void {
-  if (!Number.isInteger(c.id) || c.id < 1 || c.id > 255) throw new Error(`codec id ${c.id} out of range`);
+  if (!Number.isInteger(c.id) || c.id < 1 || c.id > 255)
+    throw new Error(`codec id ${c.id} out of range`);
   const taken = byId.get(c.id) ?? byName.get(c.name);
   if (taken && taken !== c) {
     throw new Error(`codec ${c.name} (${c.id}) collides with ${taken.name} (${taken.id})`);
@@ -31,7 +32,10 @@ export function codecById(id: number): FeatureCodec {
 
 export function codecByName(name: string): FeatureCodec {
   const c = byName.get(name);
-  if (!c) throw new CodecError(`unknown codec ${JSON.stringify(name)}; known: ${[...byName.keys()].join(', ')}`);
+  if (!c)
+    throw new CodecError(
+      `unknown codec ${JSON.stringify(name)}; known: ${[...byName.keys()].join(', ')}`,
+    );
   return c;
 }
 

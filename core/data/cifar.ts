@@ -105,7 +105,11 @@ async function* fromFolder(dir: string, split: Split): AsyncGenerator<Sample> {
   // A plain folder of images: no labels unless the parent folder is a class name.
   if (labelled === 0) {
     for (const p of loose) {
-      yield { name: relative(dir, p), label: CLASS_INDEX.get(basename(join(p, '..'))), bytes: await readFile(p) };
+      yield {
+        name: relative(dir, p),
+        label: CLASS_INDEX.get(basename(join(p, '..'))),
+        bytes: await readFile(p),
+      };
     }
   }
 }
@@ -124,7 +128,12 @@ async function* fromArchive(file: string, split: Split): AsyncGenerator<Sample> 
       for await (const c of entry) chunks.push(c as Buffer);
       const buf = Buffer.concat(chunks);
       if (isBatch) yield* binaryRecords(buf, basename(name));
-      else yield { name, label: hit!.label, bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength) };
+      else
+        yield {
+          name,
+          label: hit!.label,
+          bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength),
+        };
     } else {
       entry.resume();
     }

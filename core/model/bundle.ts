@@ -29,7 +29,13 @@ export interface Manifest {
   dataset: string;
   labels: string[];
   preprocessing: Preprocessing;
-  split: { point: string; points: string[]; tensorShape: number[]; headMacs: number; tailMacs: number };
+  split: {
+    point: string;
+    points: string[];
+    tensorShape: number[];
+    headMacs: number;
+    tailMacs: number;
+  };
   files: { head: BundleFile; tail: BundleFile };
   accuracy: {
     top1: number;
@@ -55,7 +61,17 @@ const fileSchema = {
 
 const manifestSchema: JSONSchemaType<Manifest> = {
   type: 'object',
-  required: ['format', 'name', 'modelId', 'version', 'labels', 'preprocessing', 'split', 'files', 'accuracy'],
+  required: [
+    'format',
+    'name',
+    'modelId',
+    'version',
+    'labels',
+    'preprocessing',
+    'split',
+    'files',
+    'accuracy',
+  ],
   properties: {
     format: { type: 'integer', const: MANIFEST_FORMAT },
     name: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]*$' },
@@ -69,7 +85,12 @@ const manifestSchema: JSONSchemaType<Manifest> = {
       required: ['layout', 'size', 'colorSpace', 'pixelDivisor', 'mean', 'std', 'resize'],
       properties: {
         layout: { type: 'string', const: 'NCHW' },
-        size: { type: 'array', items: [{ type: 'integer' }, { type: 'integer' }], minItems: 2, maxItems: 2 },
+        size: {
+          type: 'array',
+          items: [{ type: 'integer' }, { type: 'integer' }],
+          minItems: 2,
+          maxItems: 2,
+        },
         colorSpace: { type: 'string', const: 'RGB' },
         pixelDivisor: { type: 'number', exclusiveMinimum: 0 },
         mean: {
@@ -156,7 +177,9 @@ export async function loadBundle(dir: string): Promise<Bundle> {
     });
     const got = sha256(bytes);
     if (got !== f.sha256) {
-      throw new BundleError(`bundle ${m.name}: ${f.path} has sha256 ${got}, manifest says ${f.sha256}`);
+      throw new BundleError(
+        `bundle ${m.name}: ${f.path} has sha256 ${got}, manifest says ${f.sha256}`,
+      );
     }
   }
   return {
@@ -186,10 +209,14 @@ export async function resolveModel(ref: string, zoo = ZOO_DIR): Promise<Bundle> 
   if (ref.includes('/')) return loadBundle(ref);
   const [name, ver] = ref.split('@');
   const all = await listZoo(zoo);
-  const hits = all.filter((m) => m.name === name && (ver === undefined || String(m.version) === ver));
+  const hits = all.filter(
+    (m) => m.name === name && (ver === undefined || String(m.version) === ver),
+  );
   const m = hits[hits.length - 1];
   if (!m) {
-    throw new BundleError(`unknown model ${JSON.stringify(ref)}; the zoo has ${all.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'}`);
+    throw new BundleError(
+      `unknown model ${JSON.stringify(ref)}; the zoo has ${all.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'}`,
+    );
   }
   return loadBundle(join(zoo, `${m.name}-v${m.version}`));
 }

@@ -157,7 +157,10 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
   const [version, frameId] = raw as unknown[];
   const id = isUint(frameId, 0xffff_ffff) ? frameId : undefined;
   if (version !== FRAME_VERSION) {
-    throw new FrameError(`unsupported frame version ${String(version)} (want ${FRAME_VERSION})`, id);
+    throw new FrameError(
+      `unsupported frame version ${String(version)} (want ${FRAME_VERSION})`,
+      id,
+    );
   }
   if (raw.length !== 10) throw new FrameError(`v1 frame has 10 fields, got ${raw.length}`, id);
   const [, , modelId, modelVersion, codecId, codecVersion, point, shape, t, payload] = raw as [

@@ -89,8 +89,15 @@ function isObj(v: unknown): v is Record<string, unknown> {
 /** Parse a result payload; undefined when it is not a v1 result. */
 export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {
   try {
-    const v: unknown = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
-    if (isObj(v) && v.v === RESULT_VERSION && typeof v.frameId === 'number' && typeof v.classIndex === 'number') {
+    const v: unknown = JSON.parse(
+      typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
+    );
+    if (
+      isObj(v) &&
+      v.v === RESULT_VERSION &&
+      typeof v.frameId === 'number' &&
+      typeof v.classIndex === 'number'
+    ) {
       return v as unknown as ResultMessage;
     }
   } catch {
@@ -101,7 +108,9 @@ export function parseResult(payload: Uint8Array | string): ResultMessage | undef
 
 export function parseError(payload: Uint8Array | string): ErrorMessage | undefined {
   try {
-    const v: unknown = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
+    const v: unknown = JSON.parse(
+      typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
+    );
     if (isObj(v) && v.v === RESULT_VERSION && typeof v.code === 'string' && 'frameId' in v) {
       return v as unknown as ErrorMessage;
     }

@@ -62,7 +62,10 @@ export interface EdgeTopic {
 }
 
 /** Parse a concrete topic; undefined when it is not one of ours. */
-export function parseTopic(topic: string, base = DEFAULT_BASE): DeviceTopic | EdgeTopic | undefined {
+export function parseTopic(
+  topic: string,
+  base = DEFAULT_BASE,
+): DeviceTopic | EdgeTopic | undefined {
   const parts = topic.split('/');
   if (parts.length !== 5 || parts[0] !== base) return undefined;
   const [, fleet, kind, id, channel] = parts as [string, string, string, string, string];

@@ -6,7 +6,7 @@ import type { Tensor } from '../../core/tensor.js';
 /** A split tensor like the real one: non-negative, sparse-ish, with a long tail. */
 function features(seed = 1): Tensor {
   let s = seed;
-  const rnd = () => ((s = (s * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff);
+  const rnd = () => (s = (s * 1_103_515_245 + 12_345) & 0x7fffffff) / 0x7fffffff;
   const data = new Float32Array(64 * 16 * 16);
   for (let i = 0; i < data.length; i++) data[i] = rnd() < 0.4 ? 0 : -Math.log(rnd() + 1e-6) * 0.8;
   return { data, shape: [64, 16, 16] };
@@ -65,7 +65,10 @@ test('split-q reconstructs within half a quantization step at every point', (t) 
     const bytes = c.encode(x, p.index);
     const y = c.decode(bytes, x.shape, p.index);
     const step = (hi - lo) / (2 ** bits - 1);
-    t.true(maxAbs(x.data, y.data) <= step / 2 + 1e-5, `${p.label}: ${maxAbs(x.data, y.data)} > ${step / 2}`);
+    t.true(
+      maxAbs(x.data, y.data) <= step / 2 + 1e-5,
+      `${p.label}: ${maxAbs(x.data, y.data)} > ${step / 2}`,
+    );
     t.true(bytes.byteLength < last, 'fewer bits, fewer bytes');
     last = bytes.byteLength;
   }
@@ -82,7 +85,9 @@ test('corrupt or mismatched payloads raise CodecError, never a crash', (t) => {
   for (const c of listCodecs()) {
     for (const p of c.points) {
       const good = c.encode(x, p.index);
-      t.throws(() => c.decode(good.subarray(0, good.byteLength - 1), x.shape, p.index), { instanceOf: CodecError });
+      t.throws(() => c.decode(good.subarray(0, good.byteLength - 1), x.shape, p.index), {
+        instanceOf: CodecError,
+      });
       t.throws(() => c.decode(good, [64, 16, 15], p.index), { instanceOf: CodecError });
       t.throws(() => c.decode(good, x.shape, 200), { instanceOf: CodecError });
     }

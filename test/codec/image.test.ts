@@ -21,7 +21,10 @@ test('every input codec point round-trips a 32x32 image', async (t) => {
       t.is(back.height, 32);
       let err = 0;
       for (let i = 0; i < img.data.length; i++) err += Math.abs(img.data[i]! - back.data[i]!);
-      t.true(err / img.data.length < 40, `${c.name}/${p.label} mean abs error ${err / img.data.length}`);
+      t.true(
+        err / img.data.length < 40,
+        `${c.name}/${p.label} mean abs error ${err / img.data.length}`,
+      );
     }
   }
 });
@@ -34,7 +37,12 @@ test('jpeg-scan sends only the scan and decodes to the same pixels as the full f
     const viaScan = await jpegScanCodec.decode(scan, p.index);
     // The same image as a whole baseline JPEG file, headers included.
     const file = await sharp(img.data, { raw: { width: 32, height: 32, channels: 3 } })
-      .jpeg({ quality: p.quality!, optimiseCoding: false, progressive: false, chromaSubsampling: '4:2:0' })
+      .jpeg({
+        quality: p.quality!,
+        optimiseCoding: false,
+        progressive: false,
+        chromaSubsampling: '4:2:0',
+      })
       .toBuffer();
     t.true(scan.byteLength < file.byteLength - 300, 'tables and headers stay home');
     t.deepEqual(viaScan.data, (await decodeImage(file)).data);

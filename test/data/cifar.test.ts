@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -18,7 +18,8 @@ test.after.always(async () => {
 });
 
 async function jpeg(cls: string) {
-  return readFile(join(SAMPLE_DIR, 'test', cls, (await import('node:fs')).readdirSync(join(SAMPLE_DIR, 'test', cls))[0]!));
+  const d = join(SAMPLE_DIR, 'test', cls);
+  return readFile(join(d, (await readdir(d))[0]!));
 }
 
 test('ImageFolder .tar.gz: labels follow the official order, other splits skipped', async (t) => {
@@ -53,8 +54,16 @@ test('official binary release folder: pixels de-planarized, labels read', async 
   const bin = join(dir, 'cifar-10-batches-bin');
   await mkdir(bin, { recursive: true });
   const rec = (label: number, r: number, g: number, b: number) =>
-    Buffer.concat([Buffer.of(label), Buffer.alloc(1024, r), Buffer.alloc(1024, g), Buffer.alloc(1024, b)]);
-  await writeFile(join(bin, 'test_batch.bin'), Buffer.concat([rec(7, 10, 20, 30), rec(2, 1, 2, 3)]));
+    Buffer.concat([
+      Buffer.of(label),
+      Buffer.alloc(1024, r),
+      Buffer.alloc(1024, g),
+      Buffer.alloc(1024, b),
+    ]);
+  await writeFile(
+    join(bin, 'test_batch.bin'),
+    Buffer.concat([rec(7, 10, 20, 30), rec(2, 1, 2, 3)]),
+  );
   const got = [];
   for await (const s of readSamples(dir, { split: 'test' })) got.push(s);
   t.is(got.length, 2);
@@ -68,9 +77,12 @@ test('a truncated binary batch is refused', async (t) => {
   const bin = join(dir, 'bad');
   await mkdir(bin, { recursive: true });
   await writeFile(join(bin, 'test_batch.bin'), Buffer.alloc(3000));
-  await t.throwsAsync(async () => {
-    for await (const _ of readSamples(bin)) void _;
-  }, { message: /not a CIFAR-10 binary batch/ });
+  await t.throwsAsync(
+    async () => {
+      for await (const _ of readSamples(bin)) void _;
+    },
+    { message: /not a CIFAR-10 binary batch/ },
+  );
 });
 
 test('the shipped sample is a balanced labelled test split', async (t) => {
@@ -80,7 +92,10 @@ test('the shipped sample is a balanced labelled test split', async (t) => {
 });
 
 test('a missing source is a clear error', async (t) => {
-  await t.throwsAsync(async () => {
-    for await (const _ of readSamples(join(dir, 'nope'))) void _;
-  }, { message: /not found/ });
+  await t.throwsAsync(
+    async () => {
+      for await (const _ of readSamples(join(dir, 'nope'))) void _;
+    },
+    { message: /not found/ },
+  );
 });

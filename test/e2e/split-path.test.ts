@@ -9,12 +9,23 @@ import { HeadPipeline } from '../../device-agent/pipeline.js';
 import { frameSource } from '../../device-agent/source.js';
 import { startEdge, type Edge } from '../../edge-broker/edge.js';
 import { decodeFrame, encodeFrame } from '../../core/protocol/frame.js';
-import { parseError, parseResult, type ErrorMessage, type ResultMessage } from '../../core/protocol/messages.js';
+import {
+  parseError,
+  parseResult,
+  type ErrorMessage,
+  type ResultMessage,
+} from '../../core/protocol/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
 
 async function edgeAt(port = 0): Promise<Edge> {
-  return startEdge({ bundles: [await shippedModel()], port, wsPort: 0, workers: 2, edgeId: 'edge-test' });
+  return startEdge({
+    bundles: [await shippedModel()],
+    port,
+    wsPort: 0,
+    workers: 2,
+    edgeId: 'edge-test',
+  });
 }
 
 async function collect(url: string, filter: string) {
@@ -33,7 +44,12 @@ async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
   }
 }
 
-function agent(edge: Edge, deviceId: string, frames: number, extra: Partial<ConstructorParameters<typeof Agent>[0]> = {}) {
+function agent(
+  edge: Edge,
+  deviceId: string,
+  frames: number,
+  extra: Partial<ConstructorParameters<typeof Agent>[0]> = {},
+) {
   return shippedModel().then(
     (bundle) =>
       new Agent({
@@ -55,7 +71,10 @@ function agent(edge: Edge, deviceId: string, frames: number, extra: Partial<Cons
 test('every frame id gets exactly one result, seen by any subscriber', async (t) => {
   const edge = await edgeAt();
   const watcher = await collect(edge.url, deviceFilter('result', 'e2e'));
-  const agents = await Promise.all([agent(edge, 'cam-a', 25), agent(edge, 'cam-b', 25, { codec: 'split-fp16' })]);
+  const agents = await Promise.all([
+    agent(edge, 'cam-a', 25),
+    agent(edge, 'cam-b', 25, { codec: 'split-fp16' }),
+  ]);
   await Promise.all(agents.map((a) => a.start()));
   const stats = await Promise.all(agents.map((a) => a.run()));
   for (const s of stats) {
@@ -97,10 +116,14 @@ test('bad frames get a clear error on the error topic and the worker keeps going
     ['unknown codec', encodeFrame({ ...good, frameId: 1002, codecId: 200 })],
     ['codec version', encodeFrame({ ...good, frameId: 1003, codecVersion: 9 })],
     ['wrong shape', encodeFrame({ ...good, frameId: 1004, shape: [64, 16, 8] })],
-    ['corrupt payload', encodeFrame({ ...good, frameId: 1005, payload: good.payload.subarray(0, 20) })],
+    [
+      'corrupt payload',
+      encodeFrame({ ...good, frameId: 1005, payload: good.payload.subarray(0, 20) }),
+    ],
     ['unknown point', encodeFrame({ ...good, frameId: 1006, point: 77 })],
   ];
-  for (const [, bytes] of variants) await client.publishAsync(topic, Buffer.from(bytes), { qos: 1 });
+  for (const [, bytes] of variants)
+    await client.publishAsync(topic, Buffer.from(bytes), { qos: 1 });
   await client.publishAsync(topic, Buffer.from(encodeFrame(good)), { qos: 1 });
   await waitFor(() => msgs.length >= variants.length && results.msgs.length >= 1);
   const errs = msgs.map((m) => parseError(m.payload)!) as ErrorMessage[];
@@ -134,7 +157,8 @@ test('a redelivered frame id yields one result', async (t) => {
   const sample = (await frameSource({ source: 'sample', limit: 1 }).next()).value!;
   const { frame } = await pipe.encode(sample, 42);
   const pub: MqttClient = await connectAsync(edge.url);
-  for (let i = 0; i < 3; i++) await pub.publishAsync(deviceTopic('e2e', 'dup', 'features'), Buffer.from(frame), { qos: 1 });
+  for (let i = 0; i < 3; i++)
+    await pub.publishAsync(deviceTopic('e2e', 'dup', 'features'), Buffer.from(frame), { qos: 1 });
   await waitFor(() => results.msgs.length >= 1);
   await new Promise((r) => setTimeout(r, 300));
   t.is(results.msgs.length, 1);

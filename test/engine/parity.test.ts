@@ -31,17 +31,26 @@ test('decoded pixels, head features and logits match PyTorch', async (t) => {
   const ref = JSON.parse(await readFile(join(dir, 'reference.json'), 'utf8')) as Reference;
   const headRef = new Float32Array((await readFile(join(dir, 'head.f32'))).buffer.slice(0));
 
-  const pixels = await Promise.all(ref.images.map(async (p) => decodeImage(await readFile(join(SAMPLE_DIR, p)))));
-  pixels.forEach((px, i) => t.is(sha256(px.data), ref.pixelsSha256[i], `pixels of ${ref.images[i]} (sharp vs PIL)`));
+  const pixels = await Promise.all(
+    ref.images.map(async (p) => decodeImage(await readFile(join(SAMPLE_DIR, p)))),
+  );
+  pixels.forEach((px, i) =>
+    t.is(sha256(px.data), ref.pixelsSha256[i], `pixels of ${ref.images[i]} (sharp vs PIL)`),
+  );
 
-  const x = stack(pixels.map((p) => preprocess(p, m.preprocessing)).map((v) => ({ data: v.data, shape: v.shape.slice(1) })));
+  const x = stack(
+    pixels
+      .map((p) => preprocess(p, m.preprocessing))
+      .map((v) => ({ data: v.data, shape: v.shape.slice(1) })),
+  );
   const head = await onnxEngine.load(bundle.file('head'), { threads: 1 });
   const tail = await onnxEngine.load(bundle.file('tail'), { threads: 1 });
   const feats = await head.run(x);
   t.deepEqual(feats.shape.slice(1), m.split.tensorShape);
   t.deepEqual(ref.headShape, m.split.tensorShape);
   let headDiff = 0;
-  for (let i = 0; i < headRef.length; i++) headDiff = Math.max(headDiff, Math.abs(headRef[i]! - feats.data[i]!));
+  for (let i = 0; i < headRef.length; i++)
+    headDiff = Math.max(headDiff, Math.abs(headRef[i]! - feats.data[i]!));
 
   const logits = await tail.run(feats);
   let logitDiff = 0;
@@ -51,7 +60,9 @@ test('decoded pixels, head features and logits match PyTorch', async (t) => {
     const top = (a: ArrayLike<number>) => Array.from(a).indexOf(Math.max(...Array.from(a)));
     t.is(top(got), top(row), `top-1 of ${ref.images[i]}`);
   });
-  t.log(`max |onnx - pytorch|: head ${headDiff.toExponential(2)}, logits ${logitDiff.toExponential(2)}`);
+  t.log(
+    `max |onnx - pytorch|: head ${headDiff.toExponential(2)}, logits ${logitDiff.toExponential(2)}`,
+  );
   t.true(headDiff <= MAX_ABS_DIFF, `head diff ${headDiff}`);
   t.true(logitDiff <= MAX_ABS_DIFF, `logit diff ${logitDiff}`);
   await head.close();

@@ -50,17 +50,34 @@ test('decodes from a Buffer view with a byteOffset (as mqtt.js delivers)', (t) =
 test('rejects truncated frames at every length', (t) => {
   const bytes = encodeFrame(base());
   for (let n = 0; n < bytes.byteLength; n++) {
-    t.throws(() => decodeFrame(bytes.subarray(0, n), now), { instanceOf: FrameError }, `length ${n}`);
+    t.throws(
+      () => decodeFrame(bytes.subarray(0, n), now),
+      { instanceOf: FrameError },
+      `length ${n}`,
+    );
   }
 });
 
 test('rejects oversize frames and payloads', (t) => {
   t.throws(() => decodeFrame(new Uint8Array(MAX_FRAME_BYTES + 1), now), { message: /exceeds/ });
-  t.throws(() => encodeFrame(base({ payload: new Uint8Array(MAX_PAYLOAD_BYTES + 1) })), { message: /exceeds/ });
+  t.throws(() => encodeFrame(base({ payload: new Uint8Array(MAX_PAYLOAD_BYTES + 1) })), {
+    message: /exceeds/,
+  });
 });
 
 test('rejects a wrong version and reports the frame id it could read', (t) => {
-  const raw = new Packr({ useRecords: false }).pack([2, 77, 1, 1, 3, 1, 0, [4], 5, new Uint8Array(4)]);
+  const raw = new Packr({ useRecords: false }).pack([
+    2,
+    77,
+    1,
+    1,
+    3,
+    1,
+    0,
+    [4],
+    5,
+    new Uint8Array(4),
+  ]);
   const e = t.throws(() => decodeFrame(raw, now), { instanceOf: FrameError });
   t.regex(e.message, /version 2/);
   t.is(e.frameId, 77);
@@ -83,7 +100,11 @@ test('rejects malformed fields', (t) => {
   for (const [i, v, re] of cases) {
     const arr = [...ok];
     arr[i] = v;
-    t.throws(() => decodeFrame(packr.pack(arr), now), { instanceOf: FrameError, message: re }, `field ${i}`);
+    t.throws(
+      () => decodeFrame(packr.pack(arr), now),
+      { instanceOf: FrameError, message: re },
+      `field ${i}`,
+    );
   }
   t.throws(() => decodeFrame(packr.pack({ a: 1 }), now), { message: /array/ });
   t.throws(() => decodeFrame(packr.pack([...ok, 1]), now), { message: /10 fields/ });

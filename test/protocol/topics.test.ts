@@ -1,11 +1,21 @@
 import test from 'ava';
-import { deviceFilter, deviceTopic, edgeStatusTopic, parseTopic } from '../../core/protocol/topics.js';
+import {
+  deviceFilter,
+  deviceTopic,
+  edgeStatusTopic,
+  parseTopic,
+} from '../../core/protocol/topics.js';
 
 test('device topics round trip through the parser', (t) => {
   for (const ch of ['features', 'result', 'error', 'status', 'config'] as const) {
     const topic = deviceTopic('plant-1', 'cam.07', ch);
     t.is(topic, `splitfleet/plant-1/device/cam.07/${ch}`);
-    t.deepEqual(parseTopic(topic), { kind: 'device', fleet: 'plant-1', deviceId: 'cam.07', channel: ch });
+    t.deepEqual(parseTopic(topic), {
+      kind: 'device',
+      fleet: 'plant-1',
+      deviceId: 'cam.07',
+      channel: ch,
+    });
   }
 });
 
