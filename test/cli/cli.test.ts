@@ -1,0 +1,123 @@
+/** The real command-line tool, run as a user would (from source through tsx). */
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { PROJECT_ROOT, SAMPLE_DIR } from '../../core/paths.js';
+
+function run(
+  args: string[],
+  timeoutMs = 150_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), ...args],
+      {
+        cwd: PROJECT_ROOT,
+        env: { ...process.env, LOG_LEVEL: 'warn' },
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, unknown>;
+
+test('demo --json ends with the summary line', async (t) => {
+  const r = await run([
+    'demo',
+    '--frames',
+    '24',
+    '--devices',
+    '2',
+    '--fps',
+    '0',
+    '--port',
+    '0',
+    '--ws-port',
+    '0',
+    '--json',
+  ]);
+  t.is(r.code, 0, r.stderr);
+  const s = lastJson(r.stdout);
+  for (const k of [
+    'frames',
+    'results',
+    'errors',
+    'lost',
+    'accuracy',
+    'bytesPerFrame',
+    'compressionRatio',
+    'latencyMs',
+    'model',
+    'codec',
+  ]) {
+    t.true(k in s, k);
+  }
+  t.is(s.frames, 24);
+  t.is(s.results, 24);
+  t.is(s.lost, 0);
+  t.true((s.compressionRatio as number) > 1);
+  t.regex(r.stderr, /mosquitto_sub/);
+});
+
+test('bench rate --limit --json prints a table and one JSON object last', async (t) => {
+  const r = await run([
+    'bench',
+    'rate',
+    '--data',
+    SAMPLE_DIR,
+    '--limit',
+    '20',
+    '--batch',
+    '10',
+    '--json',
+  ]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /LIMITED run/);
+  const j = lastJson(r.stdout) as {
+    samples: number;
+    rows: Record<string, unknown>[];
+    unsplitAccuracy: number;
+  };
+  t.is(j.samples, 20);
+  const methods = new Set(j.rows.map((x) => x.method));
+  for (const m of [
+    'unsplit',
+    'split-fp32',
+    'split-fp16',
+    'split-q8',
+    'jpeg',
+    'jpeg-scan',
+    'webp',
+    'png',
+  ])
+    t.true(methods.has(m), m);
+  const fp32 = j.rows.find((x) => x.method === 'split-fp32')!;
+  t.is(fp32.ratioVsSplitTensor, Math.round((65536 / (fp32.bytesPerSample as number)) * 100) / 100);
+  t.is(fp32.accuracy, j.unsplitAccuracy, 'the lossless split equals the unsplit model');
+  for (const row of j.rows) {
+    for (const k of ['method', 'point', 'bytesPerSample', 'ratioVsSplitTensor', 'accuracy', 'drop'])
+      t.true(k in row);
+  }
+});
+
+test('bad input to the CLI is a clear error, not a stack trace', async (t) => {
+  const r1 = await run(['demo', '--model', 'nope', '--frames', '1']);
+  t.is(r1.code, 1);
+  t.regex(r1.stderr, /unknown model "nope"/);
+  const r2 = await run(['bench', 'rate', '--data', '/nonexistent', '--limit', '1']);
+  t.is(r2.code, 1);
+  t.regex(r2.stderr, /not found/);
+  const r3 = await run(['demo', '--frames', 'x']);
+  t.not(r3.code, 0);
+  t.regex(r3.stderr, /integer/);
+});

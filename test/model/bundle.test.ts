@@ -1,0 +1,71 @@
+import test from 'ava';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BundleError, listZoo, loadBundle, resolveModel } from '../../core/model/bundle.js';
+import { MODEL, shippedModel } from '../helpers/model.js';
+
+let dir: string;
+test.before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sf-bundle-'));
+});
+test.after.always(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function copyShipped(name: string): Promise<string> {
+  const b = await shippedModel();
+  const dst = join(dir, name);
+  await cp(b.dir, dst, { recursive: true });
+  return dst;
+}
+
+test('the shipped bundle verifies and describes itself', async (t) => {
+  const b = await shippedModel();
+  const m = b.manifest;
+  t.is(m.name, MODEL);
+  t.is(m.modelId, 1);
+  t.deepEqual(m.labels.length, 10);
+  t.true(m.files.head.path.includes(m.files.head.sha256.slice(0, 8)), 'hash in the file name');
+  t.deepEqual(m.files.head.output.slice(1), m.split.tensorShape);
+  t.deepEqual(m.files.tail.input.slice(1), m.split.tensorShape);
+  t.true(
+    m.accuracy.samples === 10_000 && m.accuracy.top1 >= 0.9,
+    `top-1 ${m.accuracy.top1} on ${m.accuracy.samples}`,
+  );
+  const zoo = await listZoo();
+  t.true(zoo.some((z) => z.name === MODEL));
+});
+
+test('a file that does not match its sha256 is refused', async (t) => {
+  const d = await copyShipped('tampered');
+  const b = await loadBundle(d);
+  const f = b.file('tail');
+  const bytes = await readFile(f);
+  bytes[bytes.length - 1] ^= 0xff;
+  await writeFile(f, bytes);
+  await t.throwsAsync(loadBundle(d), { instanceOf: BundleError, message: /sha256/ });
+});
+
+test('an invalid manifest is refused with the failing fields', async (t) => {
+  const d = await copyShipped('bad-manifest');
+  const m = JSON.parse(await readFile(join(d, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+  m.modelId = 0;
+  delete m.labels;
+  await writeFile(join(d, 'manifest.json'), JSON.stringify(m));
+  const e = await t.throwsAsync(loadBundle(d), { instanceOf: BundleError });
+  t.regex(e.message, /modelId/);
+  t.regex(e.message, /labels/);
+});
+
+test('unknown models are named in the error with what the zoo has', async (t) => {
+  await t.throwsAsync(resolveModel('no-such-model'), {
+    instanceOf: BundleError,
+    message: new RegExp(MODEL),
+  });
+  await t.throwsAsync(resolveModel(`${MODEL}@99`), { instanceOf: BundleError });
+  await t.throwsAsync(loadBundle(join(dir, 'missing')), {
+    instanceOf: BundleError,
+    message: /cannot read/,
+  });
+});
