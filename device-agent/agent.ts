@@ -153,6 +153,9 @@ export class Agent {
     let first: (() => void) | undefined;
     const firstReady = new Promise<void>((r) => (first = r));
     this.client.on('connect', () => {
+      // No Nagle on TCP: a frame must not wait for the ACK of the previous one.
+      const sock = this.client.stream as { setNoDelay?: (on: boolean) => void };
+      sock.setNoDelay?.(true);
       const conn = ++this.conn;
       this.ready = false;
       this.client.publish(this.topic('status'), this.status('online'), { qos: 1, retain: true });

@@ -35,7 +35,8 @@ function listen(server: Server | HttpServer, port: number, host: string): Promis
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
   const aedes = await Aedes.createBroker(opts.aedes ?? {});
-  const tcp = createServer(aedes.handle);
+  // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
+  const tcp = createServer({ noDelay: true }, aedes.handle);
   const port = await listen(tcp, opts.port ?? 1883, host);
   let http: HttpServer | null = null;
   let wss: WebSocketServer | null = null;
