@@ -78,6 +78,13 @@ export class FrameDecoder {
     } catch (e) {
       throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
     }
+    if (!codec.points.some((p) => p.index === frame.point)) {
+      throw new DecodeFailure(
+        'unknown-codec',
+        `codec ${codec.name} has no operating point ${frame.point}`,
+        frame.frameId,
+      );
+    }
     if (codec.version !== frame.codecVersion) {
       throw new DecodeFailure(
         'unknown-codec',

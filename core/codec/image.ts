@@ -5,7 +5,7 @@
  *
  * Ids are pinned beside the feature codecs' (core/codec/registry.ts).
  */
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 import { decodeImage, type RgbImage } from '../image/image.js';
 import { CodecError, type OperatingPoint } from './types.js';
 
@@ -31,7 +31,7 @@ function raw(img: RgbImage) {
 
 async function decodeChecked(name: string, bytes: Uint8Array): Promise<RgbImage> {
   try {
-    return await decodeImage(bytes);
+    return await decodeImage(bytes, true);
   } catch (e) {
     throw new CodecError(`${name}: undecodable image: ${(e as Error).message}`);
   }
@@ -144,36 +144,38 @@ export const jpegScanCodec: ImageCodec = {
   },
 };
 
-export const webpCodec: ImageCodec = {
-  id: 18,
-  name: 'webp',
-  version: 1,
-  points: qualities('webp', [90, 75, 50, 25, 10]),
-  async encode(img, point) {
-    const q = pointOf(this, point).quality!;
-    const buf = await raw(img).webp({ quality: q, effort: 6 }).toBuffer();
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  },
-  async decode(bytes, point) {
-    pointOf(this, point);
-    return decodeChecked('webp', bytes);
-  },
-};
+/** A codec whose bytes are a whole image file that sharp writes and reads. */
+function fileCodec(
+  id: number,
+  name: string,
+  points: ImageCodec['points'],
+  write: (img: Sharp, quality: number | undefined) => Sharp,
+): ImageCodec {
+  return {
+    id,
+    name,
+    version: 1,
+    points,
+    async encode(img, point) {
+      const buf = await write(raw(img), pointOf(this, point).quality).toBuffer();
+      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+    },
+    async decode(bytes, point) {
+      pointOf(this, point);
+      return decodeChecked(name, bytes);
+    },
+  };
+}
 
-export const pngCodec: ImageCodec = {
-  id: 19,
-  name: 'png',
-  version: 1,
-  points: [{ index: 0, label: 'lossless', method: 'png' }],
-  async encode(img, point) {
-    pointOf(this, point);
-    const buf = await raw(img).png({ compressionLevel: 9, adaptiveFiltering: true }).toBuffer();
-    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  },
-  async decode(bytes, point) {
-    pointOf(this, point);
-    return decodeChecked('png', bytes);
-  },
-};
+export const webpCodec = fileCodec(18, 'webp', qualities('webp', [90, 75, 50, 25, 10]), (img, q) =>
+  img.webp({ quality: q, effort: 6 }),
+);
+
+export const pngCodec = fileCodec(
+  19,
+  'png',
+  [{ index: 0, label: 'lossless', method: 'png' }],
+  (img) => img.png({ compressionLevel: 9, adaptiveFiltering: true }),
+);
 
 export const imageCodecs: readonly ImageCodec[] = [jpegCodec, jpegScanCodec, webpCodec, pngCodec];

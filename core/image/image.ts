@@ -28,9 +28,13 @@ export interface Preprocessing {
 // One decode at a time per call; sharp's own thread pool is sized to the machine.
 sharp.concurrency(1);
 
-/** Decode JPEG/PNG/WebP bytes to RGB (alpha dropped). Throws on undecodable input. */
-export async function decodeImage(bytes: Uint8Array): Promise<RgbImage> {
-  const { data, info } = await sharp(bytes, { failOn: 'warning' })
+/**
+ * Decode JPEG/PNG/WebP bytes to RGB (alpha dropped). Throws on undecodable input.
+ * `strict` also refuses images the decoder only warns about (truncated or corrupt data
+ * it would paint grey): the edge uses it for bytes from the network.
+ */
+export async function decodeImage(bytes: Uint8Array, strict = false): Promise<RgbImage> {
+  const { data, info } = await sharp(bytes, { failOn: strict ? 'warning' : 'error' })
     .removeAlpha()
     .toColourspace('srgb')
     .raw()

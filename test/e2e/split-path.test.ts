@@ -136,7 +136,7 @@ test('bad frames get a clear error on the error topic and the worker keeps going
       [1003, 'unknown-codec'],
       [1004, 'malformed-frame'],
       [1005, 'corrupt-payload'],
-      [1006, 'corrupt-payload'],
+      [1006, 'unknown-codec'],
     ],
   );
   for (const e of errs) t.true(e.reason.length > 5 && e.deviceId === 'mallory');

@@ -42,7 +42,7 @@ test('a file that does not match its sha256 is refused', async (t) => {
   const b = await loadBundle(d);
   const f = b.file('tail');
   const bytes = await readFile(f);
-  bytes[bytes.length - 1] ^= 0xff;
+  bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
   await writeFile(f, bytes);
   await t.throwsAsync(loadBundle(d), { instanceOf: BundleError, message: /sha256/ });
 });

@@ -98,7 +98,7 @@ test('rejects malformed fields', (t) => {
     [9, 'text', /bin/],
   ];
   for (const [i, v, re] of cases) {
-    const arr = [...ok];
+    const arr: unknown[] = [...ok];
     arr[i] = v;
     t.throws(
       () => decodeFrame(packr.pack(arr), now),
