@@ -162,6 +162,8 @@ program
         p99: round(percentile(s.latenciesMs, 99)),
       },
       headMsP50: round(percentile(s.headMs, 50), 3),
+      fps: s.elapsedMs > 0 ? round((1000 * s.sent) / s.elapsedMs, 2) : 0,
+      skipped: s.skipped,
       reconnects: s.reconnects,
     };
     process.stdout.write(

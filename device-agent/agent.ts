@@ -21,6 +21,7 @@ import {
 } from '../core/protocol/messages.js';
 import { DEFAULT_BASE, deviceTopic } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
+import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
 
@@ -52,15 +53,22 @@ export interface AgentStats {
   lost: number;
   correct: number;
   labelled: number;
+  /** Source images that could not be decoded, skipped and counted. */
+  skipped: number;
   frameBytes: number;
   payloadBytes: number;
+  /** The newest 100,000 end-to-end latencies and head times. */
   latenciesMs: number[];
   headMs: number[];
   reconnects: number;
+  /** Wall time of run(), for the achieved frame rate. */
+  elapsedMs: number;
 }
 
 interface Pending {
+  /** Capture time: Unix ms for the frame, and the monotonic clock for latency. */
   capturedAt: number;
+  t0: number;
   label: number | undefined;
   /** Kept until answered: re-sent after a reconnect (the edge collapses duplicates). */
   frame: Buffer;
@@ -89,16 +97,19 @@ export class Agent {
     lost: 0,
     correct: 0,
     labelled: 0,
+    skipped: 0,
     frameBytes: 0,
     payloadBytes: 0,
     latenciesMs: [],
     headMs: [],
     reconnects: 0,
+    elapsedMs: 0,
   };
   private client!: MqttClient;
   private pipeline!: HeadPipeline;
   private readonly pending = new Map<number, Pending>();
-  private nextId = randomInt(0, 0x7fff_ffff);
+  // Ids start high so every frame id costs the same 5 header bytes.
+  private nextId = randomInt(0x1000_0000, 0x7fff_ffff);
   private seq = Date.now();
   private stopping = false;
   private waiters: (() => void)[] = [];
@@ -206,15 +217,15 @@ export class Agent {
   }
 
   private onMessage(topic: string, payload: Buffer): void {
-    const now = Date.now();
+    const now = performance.now();
     if (topic === this.topic('result')) {
       const r = parseResult(payload);
       const p = r && this.pending.get(r.frameId);
       if (!r || !p) return; // unknown, duplicate or already timed out
       this.pending.delete(r.frameId);
-      const latency = now - p.capturedAt;
+      const latency = now - p.t0;
       this.stats.results++;
-      this.stats.latenciesMs.push(latency);
+      pushBounded(this.stats.latenciesMs, latency);
       if (p.label !== undefined) {
         this.stats.labelled++;
         if (p.label === r.classIndex) this.stats.correct++;
@@ -238,9 +249,9 @@ export class Agent {
   }
 
   private sweep(): void {
-    const limit = Date.now() - (this.opts.resultTimeoutMs ?? 30_000);
+    const limit = performance.now() - (this.opts.resultTimeoutMs ?? 30_000);
     for (const [id, p] of this.pending) {
-      if (p.capturedAt < limit) {
+      if (p.t0 < limit) {
         this.pending.delete(id);
         this.stats.lost++;
       }
@@ -265,15 +276,27 @@ export class Agent {
   async send(s: Sample): Promise<void> {
     const frameId = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0;
+    const t0 = performance.now();
     const capturedAt = Date.now();
-    const enc = await this.pipeline.encode(s, frameId, capturedAt);
+    let enc;
+    try {
+      enc = await this.pipeline.encode(s, frameId, capturedAt);
+    } catch (e) {
+      // One bad image must not stop a camera: skip it, count it, say so.
+      this.stats.skipped++;
+      log.warn(
+        { device: this.opts.deviceId, sample: s.name, err: (e as Error).message },
+        'skipped',
+      );
+      return;
+    }
     const frame = Buffer.from(enc.frame.buffer, enc.frame.byteOffset, enc.frame.byteLength);
-    const p: Pending = { capturedAt, label: s.label, frame, sentOn: 0 };
+    const p: Pending = { capturedAt, t0, label: s.label, frame, sentOn: 0 };
     this.pending.set(frameId, p);
     this.stats.sent++;
     this.stats.frameBytes += enc.frame.byteLength;
     this.stats.payloadBytes += enc.payloadBytes;
-    this.stats.headMs.push(enc.headMs);
+    pushBounded(this.stats.headMs, enc.headMs);
     this.publishFrame(frameId, p);
   }
 
@@ -292,7 +315,8 @@ export class Agent {
     const fps = this.opts.fps ?? 0;
     const window = this.opts.maxInFlight ?? 4;
     const interval = fps > 0 ? 1000 / fps : 0;
-    let next = performance.now();
+    const started = performance.now();
+    let next = started;
     for await (const s of frameSource(this.opts.source)) {
       if (this.stopping) break;
       await this.until(() => this.pending.size < window || this.stopping);
@@ -305,6 +329,7 @@ export class Agent {
       await this.send(s);
     }
     await this.until(() => this.pending.size === 0 || this.stopping);
+    this.stats.elapsedMs = performance.now() - started;
     return this.stats;
   }
 

@@ -1,10 +1,13 @@
 /**
  * The embedded MQTT broker: Aedes on TCP, and on WebSocket for browsers.
  */
+import type { EventEmitter } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type AedesOptions } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
+import { log } from '../core/util/log.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -35,37 +38,52 @@ function listen(server: Server | HttpServer, port: number, host: string): Promis
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
   const aedes = await Aedes.createBroker(opts.aedes ?? {});
+  // Aedes can emit 'error' (e.g. while clearing wills); its types do not declare it.
+  (aedes as unknown as EventEmitter).on('error', (err: unknown) =>
+    log.warn({ err: String(err) }, 'broker error'),
+  );
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
   const tcp = createServer({ noDelay: true }, aedes.handle);
-  const port = await listen(tcp, opts.port ?? 1883, host);
   let http: HttpServer | null = null;
   let wss: WebSocketServer | null = null;
-  let wsUrl: string | null = null;
-  if (opts.wsPort !== null) {
-    http = createHttpServer((_req, res) => {
-      res.writeHead(426, { 'content-type': 'text/plain' });
-      res.end('splitfleet edge: MQTT over WebSocket only\n');
-    });
-    wss = new WebSocketServer({ server: http });
-    wss.on('connection', (ws, req) => {
-      const stream = createWebSocketStream(ws);
-      stream.on('error', () => stream.destroy());
-      aedes.handle(stream, req);
-    });
-    const wsPort = await listen(http, opts.wsPort ?? 9001, host);
-    wsUrl = `ws://${host}:${wsPort}`;
-  }
-  const shown = host === '0.0.0.0' ? '127.0.0.1' : host;
-  return {
-    aedes,
-    url: `mqtt://${shown}:${port}`,
-    wsUrl: wsUrl?.replace('0.0.0.0', '127.0.0.1') ?? null,
-    async close() {
-      for (const ws of wss?.clients ?? []) ws.terminate();
-      await new Promise<void>((r) => aedes.close(() => r()));
-      await new Promise<void>((r) => tcp.close(() => r()));
-      if (wss) await new Promise<void>((r) => wss!.close(() => r()));
-      if (http) await new Promise<void>((r) => http!.close(() => r()));
-    },
+
+  const close = async () => {
+    // Stop accepting first, then drop the clients, then wait for the listeners.
+    const closed = (srv: Server | HttpServer) =>
+      new Promise<void>((r) => (srv.listening ? srv.close(() => r()) : r()));
+    const waits = [closed(tcp), ...(http ? [closed(http)] : [])];
+    for (const ws of wss?.clients ?? []) ws.terminate();
+    await new Promise<void>((r) => aedes.close(() => r()));
+    if (wss) await new Promise<void>((r) => wss!.close(() => r()));
+    await Promise.all(waits);
   };
+
+  try {
+    const port = await listen(tcp, opts.port ?? 1883, host);
+    let wsUrl: string | null = null;
+    if (opts.wsPort !== null) {
+      http = createHttpServer((_req, res) => {
+        res.writeHead(426, { 'content-type': 'text/plain' });
+        res.end('splitfleet edge: MQTT over WebSocket only\n');
+      });
+      // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
+      wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES + 4096 });
+      wss.on('connection', (ws, req) => {
+        const stream = createWebSocketStream(ws);
+        stream.on('error', () => stream.destroy());
+        aedes.handle(stream, req);
+      });
+      const wsPort = await listen(http, opts.wsPort ?? 9001, host);
+      wsUrl = `ws://${host === '0.0.0.0' ? '127.0.0.1' : host}:${wsPort}`;
+    }
+    return {
+      aedes,
+      url: `mqtt://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
+      wsUrl,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
 }

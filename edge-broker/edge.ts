@@ -3,8 +3,9 @@
  *
  * Features arrive on <base>/<fleet>/device/<id>/features. Each frame is checked on
  * receipt (a bad one gets an error at once), queued for a decoder, and its result is
- * published on .../result, or an error on .../error. QoS 1 redeliveries of a frame id
- * already seen from that device are collapsed, so every frame id gets one answer.
+ * published on .../result, or an error on .../error. QoS 1 redeliveries and re-sends of
+ * a frame id already seen from that device are collapsed: the frame is decoded once and
+ * a redelivery of an answered frame gets the same answer again (answers.ts).
  */
 import type { AedesPublishPacket } from 'aedes';
 import { onnxEngine } from '../core/engine/onnx.js';
@@ -28,6 +29,7 @@ import { log } from '../core/util/log.js';
 import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import { DecoderPool } from './pool.js';
+import { AnswerCache } from './answers.js';
 
 export interface EdgeOptions extends BrokerOptions {
   edgeId?: string;
@@ -62,7 +64,7 @@ export interface Edge {
 }
 
 const DEDUPE_MS = 120_000;
-const DEDUPE_MAX = 100_000;
+const DEDUPE_MAX = 50_000;
 
 export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const edgeId = opts.edgeId ?? 'edge-1';
@@ -73,31 +75,37 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const nWorkers = Math.max(1, opts.workers ?? 1);
   if (opts.bundles.length === 0) throw new Error('the edge needs at least one model bundle');
 
+  const broker = await startBroker(opts);
   const decoders: FrameDecoder[] = [];
-  for (let i = 0; i < nWorkers; i++) {
-    decoders.push(
-      await FrameDecoder.create(opts.bundles, engine, {
-        threads: opts.threadsPerWorker ?? 1,
-        edgeId,
-      }),
-    );
+  try {
+    for (let i = 0; i < nWorkers; i++) {
+      decoders.push(
+        await FrameDecoder.create(opts.bundles, engine, {
+          threads: opts.threadsPerWorker ?? 1,
+          edgeId,
+        }),
+      );
+    }
+  } catch (e) {
+    for (const d of decoders) await d.close();
+    await broker.close();
+    throw e;
   }
   const pool = new DecoderPool(decoders, opts.maxQueue ?? 256);
   const statusTopic = edgeStatusTopic(statusFleet, edgeId, base);
   const offline: EdgeStatus = { state: 'offline', ts: 0 };
-  const broker = await startBroker(opts);
   const { aedes } = broker;
   const stats: EdgeStats = { received: 0, results: 0, errors: 0, duplicates: 0, backlog: 0 };
-  const seen = new Map<string, number>();
+  const answers = new AnswerCache(DEDUPE_MS, DEDUPE_MAX);
   const resultListeners: ((r: ResultMessage) => void)[] = [];
 
-  const publish = (topic: string, body: unknown, retain = false) =>
+  const publishRaw = (topic: string, payload: Buffer, retain = false) =>
     new Promise<void>((resolve) => {
       aedes.publish(
         {
           cmd: 'publish',
           topic,
-          payload: Buffer.from(JSON.stringify(body)),
+          payload,
           qos: 1,
           retain,
           dup: false,
@@ -108,8 +116,18 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         },
       );
     });
+  const publish = (topic: string, body: unknown, retain = false) =>
+    publishRaw(topic, Buffer.from(JSON.stringify(body)), retain);
+
+  /** Publish the answer to a frame and remember it for redeliveries. */
+  const answer = (key: string | null, topic: string, body: unknown) => {
+    const payload = Buffer.from(JSON.stringify(body));
+    if (key) answers.answer(key, { topic, payload });
+    return publishRaw(topic, payload);
+  };
 
   const sendError = (
+    key: string | null,
     fleetId: string,
     deviceId: string,
     frameId: number | null,
@@ -127,20 +145,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       ts: Date.now(),
     };
     log.debug({ deviceId, frameId, code, reason }, 'frame error');
-    return publish(deviceTopic(fleetId, deviceId, 'error', base), msg);
-  };
-
-  const isDuplicate = (key: string, now: number): boolean => {
-    const at = seen.get(key);
-    if (at !== undefined && now - at < DEDUPE_MS) return true;
-    seen.set(key, now);
-    if (seen.size > DEDUPE_MAX) {
-      for (const [k, t] of seen) {
-        if (now - t < DEDUPE_MS && seen.size <= DEDUPE_MAX) break;
-        seen.delete(k);
-      }
-    }
-    return false;
+    return answer(key, deviceTopic(fleetId, deviceId, 'error', base), msg);
   };
 
   const onFeatures = (packet: AedesPublishPacket, cb: () => void) => {
@@ -156,12 +161,15 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     } catch (e) {
       const f =
         e instanceof DecodeFailure ? e : new DecodeFailure('malformed-frame', String(e), null);
-      void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
+      void sendError(null, t.fleet, t.deviceId, f.frameId, f.code, f.message);
       return;
     }
     const { frame } = parsed;
-    if (isDuplicate(`${t.fleet}/${t.deviceId}/${frame.frameId}`, now)) {
+    const key = `${t.fleet}/${t.deviceId}/${frame.frameId}`;
+    const prior = answers.seen(key, now);
+    if (prior) {
       stats.duplicates++;
+      if (prior.answer) void publishRaw(prior.answer.topic, prior.answer.payload);
       return;
     }
     const ok = pool.submit({
@@ -174,16 +182,24 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
             err instanceof DecodeFailure
               ? err
               : new DecodeFailure('inference-failed', String(err), frame.frameId);
-          void sendError(t.fleet, t.deviceId, f.frameId, f.code, f.message);
+          void sendError(key, t.fleet, t.deviceId, f.frameId, f.code, f.message);
           return;
         }
         stats.results++;
-        for (const fn of resultListeners) fn(result);
-        void publish(deviceTopic(t.fleet, t.deviceId, 'result', base), result);
+        for (const fn of resultListeners) {
+          try {
+            fn(result);
+          } catch (e) {
+            log.warn({ err: String(e) }, 'result listener failed');
+          }
+        }
+        void answer(key, deviceTopic(t.fleet, t.deviceId, 'result', base), result);
       },
     });
     if (!ok) {
+      answers.forget(key); // a refused frame may come again for a real try
       void sendError(
+        null,
         t.fleet,
         t.deviceId,
         frame.frameId,

@@ -52,6 +52,7 @@ export class DecoderPool {
           (r) => job.done(null, r),
           (e: unknown) => job.done(e),
         )
+        .catch(() => undefined) // a throwing `done` must not become an unhandled rejection
         .finally(() => {
           this.idle.push(d);
           this.pump();

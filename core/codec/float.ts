@@ -20,6 +20,8 @@ function floatCodec(
     points: [{ index: 0, label, method: name }],
     encode(t, point) {
       checkPoint(this, point);
+      if (!t.data.every(Number.isFinite))
+        throw new CodecError(`${name}: tensor holds a non-finite value`);
       const out = new Uint8Array(t.data.length * width);
       const dv = new DataView(out.buffer);
       for (let i = 0; i < t.data.length; i++) write(dv, i * width, t.data[i]!);
@@ -35,7 +37,11 @@ function floatCodec(
       }
       const dv = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
       const data = new Float32Array(n);
-      for (let i = 0; i < n; i++) data[i] = read(dv, i * width);
+      for (let i = 0; i < n; i++) {
+        const v = read(dv, i * width);
+        if (!Number.isFinite(v)) throw new CodecError(`${name}: non-finite value at ${i}`);
+        data[i] = v;
+      }
       return { data, shape: [...shape] };
     },
   };

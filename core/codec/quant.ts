@@ -34,13 +34,11 @@ export const splitQuant: FeatureCodec = {
     let lo = Infinity;
     let hi = -Infinity;
     for (const v of t.data) {
+      if (!Number.isFinite(v)) throw new CodecError('split-q: tensor holds a non-finite value');
       if (v < lo) lo = v;
       if (v > hi) hi = v;
     }
-    if (!Number.isFinite(lo) || !Number.isFinite(hi)) {
-      if (t.data.length === 0) lo = hi = 0;
-      else throw new CodecError('split-q: tensor holds a non-finite value');
-    }
+    if (t.data.length === 0) lo = hi = 0;
     // The stored bounds are float32: quantize against exactly what the decoder will read.
     lo = Math.fround(lo);
     hi = Math.fround(hi);
@@ -80,6 +78,7 @@ export const splitQuant: FeatureCodec = {
       throw new CodecError(`split-q: ${sym.byteLength} symbols for ${n} values`);
     }
     const step = levels > 0 ? (hi - lo) / levels : 0;
+    if (!Number.isFinite(step)) throw new CodecError('split-q: range overflows');
     const data = new Float32Array(n);
     for (let i = 0; i < n; i++) {
       const q = sym[i]!;

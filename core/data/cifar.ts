@@ -8,6 +8,7 @@
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join, relative, sep } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import type { RgbImage } from '../image/image.js';
@@ -117,26 +118,36 @@ async function* fromFolder(dir: string, split: Split): AsyncGenerator<Sample> {
 async function* fromArchive(file: string, split: Split): AsyncGenerator<Sample> {
   const extract = tar.extract();
   const input = createReadStream(file);
-  (file.endsWith('.tar') ? input : input.pipe(createGunzip())).pipe(extract);
+  // pipeline() forwards a read or gunzip error to `extract`, so the loop below throws it.
+  const piping = (
+    file.endsWith('.tar') ? pipeline(input, extract) : pipeline(input, createGunzip(), extract)
+  ).catch((e: Error) => extract.destroy(new Error(`cannot read archive ${file}: ${e.message}`)));
   const wanted = new Set(batchNames(split));
-  for await (const entry of extract) {
-    const name = entry.header.name;
-    const chunks: Buffer[] = [];
-    const hit = entry.header.type === 'file' ? folderLabel(name) : undefined;
-    const isBatch = entry.header.type === 'file' && wanted.has(basename(name));
-    if ((hit && hit.split === split) || isBatch) {
-      for await (const c of entry) chunks.push(c as Buffer);
-      const buf = Buffer.concat(chunks);
-      if (isBatch) yield* binaryRecords(buf, basename(name));
-      else
-        yield {
-          name,
-          label: hit!.label,
-          bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength),
-        };
-    } else {
-      entry.resume();
+  try {
+    for await (const entry of extract) {
+      const name = entry.header.name;
+      const chunks: Buffer[] = [];
+      const hit = entry.header.type === 'file' ? folderLabel(name) : undefined;
+      const isBatch = entry.header.type === 'file' && wanted.has(basename(name));
+      if ((hit && hit.split === split) || isBatch) {
+        for await (const c of entry) chunks.push(c as Buffer);
+        const buf = Buffer.concat(chunks);
+        if (isBatch) yield* binaryRecords(buf, basename(name));
+        else
+          yield {
+            name,
+            label: hit!.label,
+            bytes: new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength),
+          };
+      } else {
+        entry.resume();
+      }
     }
+  } finally {
+    // An early break (limit) or an error: release the file.
+    input.destroy();
+    extract.destroy();
+    await piping;
   }
 }
 

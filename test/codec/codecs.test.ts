@@ -101,3 +101,12 @@ test('corrupt or mismatched payloads raise CodecError, never a crash', (t) => {
   const bomb = q.encode({ data: new Float32Array(1 << 20), shape: [1 << 20] }, 0);
   t.throws(() => q.decode(bomb, [16], 0), { instanceOf: CodecError });
 });
+
+test('non-finite values are refused on both sides', (t) => {
+  const nan = { data: Float32Array.of(1, NaN, 2), shape: [3] };
+  for (const c of listCodecs()) t.throws(() => c.encode(nan, 0), { instanceOf: CodecError }, c.name);
+  const fp32 = codecByName('split-fp32');
+  const bytes = new Uint8Array(12);
+  new DataView(bytes.buffer).setFloat32(4, Infinity, true);
+  t.throws(() => fp32.decode(bytes, [3], 0), { instanceOf: CodecError, message: /non-finite/ });
+});

@@ -99,3 +99,14 @@ test('a missing source is a clear error', async (t) => {
     { message: /not found/ },
   );
 });
+
+test('a corrupt archive is a clear error, not a crash', async (t) => {
+  const file = join(dir, 'broken.tar.gz');
+  await writeFile(file, Buffer.from('this is not gzip at all, not even close'));
+  await t.throwsAsync(
+    async () => {
+      for await (const _ of readSamples(file)) void _;
+    },
+    { message: /cannot read archive|incorrect header|unexpected end/i },
+  );
+});

@@ -1,0 +1,56 @@
+/**
+ * Frame ids seen recently per device, and the answer each got. A QoS 1 redelivery or
+ * an agent's re-send of a frame already answered gets the same answer again (its first
+ * answer may have gone to a session that no longer exists); one still in progress is
+ * ignored, since its answer is coming. Bounded in time and in entries.
+ */
+export interface Answer {
+  topic: string;
+  payload: Buffer;
+}
+
+interface Entry {
+  at: number;
+  answer?: Answer;
+}
+
+export class AnswerCache {
+  private readonly entries = new Map<string, Entry>();
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries: number,
+  ) {}
+
+  /** The entry for a frame seen within the ttl, or undefined (and it is now marked seen). */
+  seen(key: string, now: number): Entry | undefined {
+    const e = this.entries.get(key);
+    if (e && now - e.at < this.ttlMs) return e;
+    this.entries.delete(key);
+    this.entries.set(key, { at: now });
+    this.evict(now);
+    return undefined;
+  }
+
+  answer(key: string, answer: Answer): void {
+    const e = this.entries.get(key);
+    if (e) e.answer = answer;
+  }
+
+  /** Forget a frame (it was refused and may be sent again for a real try). */
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private evict(now: number): void {
+    // Insertion order is arrival order: expired and surplus entries are at the front.
+    for (const [k, e] of this.entries) {
+      if (now - e.at < this.ttlMs && this.entries.size <= this.maxEntries) break;
+      this.entries.delete(k);
+    }
+  }
+}
