@@ -1,0 +1,139 @@
+"""Stochastic weight averaging (Izmailov et al., "Averaging Weights Leads to Wider Optima
+and Better Generalization", UAI 2018) on top of a finished training run.
+
+    /usr/bin/python3 -m splitfleet_models.swa --from runs/resnet9-w05 --out runs/resnet9-w05-swa \
+        --data ../../shared/datasets/cifar10-jpeg.tar.gz --epochs 4 --lr 0.02 --every 100
+
+Continues SGD at a constant learning rate from ``<from>/final.pt`` with the recipe's
+augmentation, averages the weights every ``--every`` steps, recomputes the batch-norm
+statistics of the average on the training set, and writes ``<out>/final.pt`` (the same
+format train.py writes, so evaluate.py and export.py take it). Resumable per epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
+
+from .data import load_cifar10
+from .nets import build
+from .preprocess import normalize_batch
+from .train import augment, evaluate, save_atomic, set_seed
+
+
+@torch.no_grad()
+def update_bn(model, x_all: torch.Tensor, batch: int) -> None:
+    """Recompute BN running statistics with a cumulative average over the training set."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for i in range(0, len(x_all), batch):
+        x = normalize_batch(x_all[i : i + batch].float()).contiguous(memory_format=torch.channels_last)
+        model(x)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--from", dest="src", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
+    ap.add_argument("--cache", default="../.cache")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=0.02)
+    ap.add_argument("--every", type=int, default=100, help="average every N steps")
+    args = ap.parse_args(argv)
+    if not args.data:
+        ap.error("--data (or SPLITFLEET_CIFAR10) is required")
+
+    base = torch.load(Path(args.src) / "final.pt", map_location="cpu")
+    cfg = dict(base["cfg"])
+    swa_cfg = {"from": str(args.src), "epochs": args.epochs, "lr": args.lr, "every": args.every}
+    torch.set_num_threads(int(cfg["threads"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train.log", "a", buffering=1)
+
+    def emit(**rec):
+        rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        log.write(json.dumps(rec) + "\n")
+        print(json.dumps(rec), flush=True)
+
+    t0 = time.time()
+    data = load_cifar10(args.data, cache_dir=args.cache)
+    tr, te = data["train"], data["test"]
+    set_seed(int(cfg["seed"]) + 1000)
+    model = build(cfg["arch"], float(cfg["width"])).to(memory_format=torch.channels_last)
+    model.load_state_dict(base["model"])
+    avg = AveragedModel(model)
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=args.lr,
+        momentum=cfg["momentum"],
+        nesterov=True,
+        weight_decay=cfg["weight_decay"],
+    )
+    gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1000)
+    start = 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        st = torch.load(ckpt, map_location="cpu")
+        if st["swa"] != swa_cfg:
+            raise SystemExit(f"{ckpt} was made with other settings: {st['swa']}")
+        model.load_state_dict(st["model"])
+        avg.load_state_dict(st["avg"])
+        opt.load_state_dict(st["opt"])
+        gen.set_state(st["gen"])
+        start = st["epoch"]
+        emit(event="resume", epoch=start)
+    else:
+        emit(event="start", swa=swa_cfg, base_top1=base.get("test_top1"))
+
+    x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
+    y_all = torch.from_numpy(tr.labels)
+    bs = int(cfg["batch"])
+    steps = len(y_all) // bs
+    for epoch in range(start, args.epochs):
+        model.train()
+        te0 = time.time()
+        perm = torch.randperm(len(y_all), generator=gen)
+        tot = 0.0
+        for s in range(steps):
+            idx = perm[s * bs : (s + 1) * bs]
+            x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            tot += float(loss)
+            if (s + 1) % args.every == 0:
+                avg.update_parameters(model)
+        save_atomic(
+            dict(model=model.state_dict(), avg=avg.state_dict(), opt=opt.state_dict(), gen=gen.get_state(),
+                 epoch=epoch + 1, swa=swa_cfg),
+            ckpt,
+        )
+        emit(event="epoch", epoch=epoch + 1, loss=round(tot / steps, 4), averaged=int(avg.n_averaged),
+             seconds=round(time.time() - te0, 1))
+
+    final_model = avg.module
+    update_bn(final_model, x_all, 128)
+    final_model.eval()
+    acc = evaluate(final_model, te.images, te.labels)
+    cfg_out = dict(cfg, swa=swa_cfg)
+    save_atomic(dict(model=final_model.state_dict(), cfg=cfg_out, test_top1=acc), out / "final.pt")
+    emit(event="done", test_top1=round(acc, 4), base_top1=base.get("test_top1"),
+         minutes=round((time.time() - t0) / 60, 1))
+
+
+if __name__ == "__main__":
+    main()
