@@ -245,6 +245,13 @@ export async function benchRate(opts: {
   };
 }
 
+function rateTitle(r: RateReport): string {
+  return (
+    `${r.model}, split after ${r.splitPoint} [${r.splitShape.join('x')}] = ${r.splitTensorBytes} B fp32; ` +
+    `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}`
+  );
+}
+
 export function rateTable(r: RateReport): string {
   const t = new Table({
     head: ['method', 'point', 'payload B', 'framed B', 'MQTT B', 'x vs split', 'top-1', 'drop'],
@@ -262,8 +269,20 @@ export function rateTable(r: RateReport): string {
       (row.drop * 100).toFixed(2),
     ]);
   }
-  const title =
-    `${r.model}, split after ${r.splitPoint} [${r.splitShape.join('x')}] = ${r.splitTensorBytes} B fp32; ` +
-    `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}`;
-  return `${title}\n${t.toString()}`;
+  return `${rateTitle(r)}\n${t.toString()}`;
+}
+
+/** The same table in Markdown, for pasting into READMEs. */
+export function rateMarkdown(r: RateReport): string {
+  const lines = [
+    '| method | point | payload B | framed B | MQTT B | x vs split | top-1 | drop (pts) |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const row of r.rows) {
+    lines.push(
+      `| ${row.method} | ${row.point} | ${row.payloadBytes} | ${row.bytesPerSample} | ${row.wireBytes} | ` +
+        `${row.ratioVsSplitTensor} | ${(row.accuracy * 100).toFixed(2)}% | ${(row.drop * 100).toFixed(2)} |`,
+    );
+  }
+  return `${rateTitle(r)}\n\n${lines.join('\n')}`;
 }

@@ -9,7 +9,7 @@ import { listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
 import { listZoo, loadBundle, resolveModel, type Bundle } from '../core/model/bundle.js';
 import { percentile, round } from '../core/util/stats.js';
-import { benchRate, rateTable } from './bench-rate.js';
+import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
 
 const DEFAULT_MODEL = 'resnet9w05-cifar10';
@@ -187,6 +187,7 @@ bench
   .option('--threads <n>', 'inference threads', int(1, 64), 2)
   .option('--batch <n>', 'samples per inference batch', int(1, 4096), 200)
   .option('--json', 'print one JSON object on the last line')
+  .option('--markdown', 'print the table as Markdown')
   .action(async (o) => {
     const r = await benchRate({
       data: o.data,
@@ -196,7 +197,7 @@ bench
       batch: o.batch,
       progress: process.stderr.isTTY,
     });
-    process.stdout.write(rateTable(r) + '\n');
+    process.stdout.write((o.markdown ? rateMarkdown(r) : rateTable(r)) + '\n');
     if (o.json) {
       const { dataset, samples, unsplitAccuracy, rows } = r;
       process.stdout.write(
