@@ -104,7 +104,8 @@ test('corrupt or mismatched payloads raise CodecError, never a crash', (t) => {
 
 test('non-finite values are refused on both sides', (t) => {
   const nan = { data: Float32Array.of(1, NaN, 2), shape: [3] };
-  for (const c of listCodecs()) t.throws(() => c.encode(nan, 0), { instanceOf: CodecError }, c.name);
+  for (const c of listCodecs())
+    t.throws(() => c.encode(nan, 0), { instanceOf: CodecError }, c.name);
   const fp32 = codecByName('split-fp32');
   const bytes = new Uint8Array(12);
   new DataView(bytes.buffer).setFloat32(4, Infinity, true);
