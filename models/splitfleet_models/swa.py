@@ -19,13 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
 from .data import load_cifar10
 from .nets import build
 from .preprocess import normalize_batch
-from .train import augment, evaluate, save_atomic, set_seed
+from .train import evaluate, save_atomic, set_seed, train_epoch
 
 
 @torch.no_grad()
@@ -99,30 +98,20 @@ def main(argv=None) -> None:
 
     x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
     y_all = torch.from_numpy(tr.labels)
-    bs = int(cfg["batch"])
-    steps = len(y_all) // bs
+
+    def average(step: int) -> None:
+        if (step + 1) % args.every == 0:
+            avg.update_parameters(model)
+
     for epoch in range(start, args.epochs):
-        model.train()
         te0 = time.time()
-        perm = torch.randperm(len(y_all), generator=gen)
-        tot = 0.0
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
-            x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += float(loss)
-            if (s + 1) % args.every == 0:
-                avg.update_parameters(model)
+        loss = train_epoch(model, opt, x_all, y_all, gen, cfg, epoch=epoch, after_step=average)
         save_atomic(
             dict(model=model.state_dict(), avg=avg.state_dict(), opt=opt.state_dict(), gen=gen.get_state(),
                  epoch=epoch + 1, swa=swa_cfg),
             ckpt,
         )
-        emit(event="epoch", epoch=epoch + 1, loss=round(tot / steps, 4), averaged=int(avg.n_averaged),
+        emit(event="epoch", epoch=epoch + 1, loss=round(loss, 4), averaged=int(avg.n_averaged),
              seconds=round(time.time() - te0, 1))
 
     final_model = avg.module

@@ -77,6 +77,34 @@ def augment(x: torch.Tensor, gen: torch.Generator, cutout: int) -> torch.Tensor:
     return out
 
 
+def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=None, after_step=None) -> float:
+    """One pass over the training set (last partial batch dropped); returns the mean loss.
+
+    lr_fn(step, steps_per_epoch) sets the learning rate before each step; after_step(s)
+    runs after each optimizer step (SWA averages there).
+    """
+    model.train()
+    bs = int(cfg["batch"])
+    steps = len(y_all) // bs
+    perm = torch.randperm(len(y_all), generator=gen)
+    tot = 0.0
+    for s in range(steps):
+        idx = perm[s * bs : (s + 1) * bs]
+        x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
+        x = x.contiguous(memory_format=torch.channels_last)
+        if lr_fn is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr_fn(epoch * steps + s, steps)
+        loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot += float(loss)
+        if after_step is not None:
+            after_step(s)
+    return tot / max(1, steps)
+
+
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 128) -> float:
     model.eval()
@@ -157,26 +185,10 @@ def main(argv=None) -> None:
 
     x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
     y_all = torch.from_numpy(tr.labels)
-    bs = int(cfg["batch"])
-    steps = len(y_all) // bs  # drop the last partial batch
     for epoch in range(start, int(cfg["epochs"])):
-        model.train()
         te0 = time.time()
-        perm = torch.randperm(len(y_all), generator=gen)
-        tot, n = 0.0, 0
-        for s in range(steps):
-            idx = perm[s * bs : (s + 1) * bs]
-            x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
-            x = x.contiguous(memory_format=torch.channels_last)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(epoch * steps + s, steps, cfg)
-            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += float(loss) * len(idx)
-            n += len(idx)
-        rec = dict(event="epoch", epoch=epoch + 1, loss=round(tot / n, 4), seconds=round(time.time() - te0, 1))
+        loss = train_epoch(model, opt, x_all, y_all, gen, cfg, lr_fn=lambda step, steps: lr_at(step, steps, cfg), epoch=epoch)
+        rec = dict(event="epoch", epoch=epoch + 1, loss=round(loss, 4), seconds=round(time.time() - te0, 1))
         last = epoch + 1 == int(cfg["epochs"])
         if last or (epoch + 1) % int(cfg["eval_every"]) == 0:
             rec["test_top1"] = round(evaluate(model, te.images, te.labels), 4)
