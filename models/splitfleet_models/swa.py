@@ -13,7 +13,6 @@ format train.py writes, so evaluate.py and export.py take it). Resumable per epo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 from .data import load_cifar10
 from .nets import build
 from .preprocess import normalize_batch
-from .train import evaluate, save_atomic, set_seed, train_epoch
+from .train import evaluate, make_sgd, run_logger, save_atomic, set_seed, train_epoch
 
 
 @torch.no_grad()
@@ -59,12 +58,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(cfg["threads"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a", buffering=1)
-
-    def emit(**rec):
-        rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        log.write(json.dumps(rec) + "\n")
-        print(json.dumps(rec), flush=True)
+    emit = run_logger(out)
 
     t0 = time.time()
     data = load_cifar10(args.data, cache_dir=args.cache)
@@ -73,13 +67,7 @@ def main(argv=None) -> None:
     model = build(cfg["arch"], float(cfg["width"])).to(memory_format=torch.channels_last)
     model.load_state_dict(base["model"])
     avg = AveragedModel(model)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=args.lr,
-        momentum=cfg["momentum"],
-        nesterov=True,
-        weight_decay=cfg["weight_decay"],
-    )
+    opt = make_sgd(model, cfg, args.lr)
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1000)
     start = 0
     ckpt = out / "last.pt"

@@ -77,6 +77,29 @@ def augment(x: torch.Tensor, gen: torch.Generator, cutout: int) -> torch.Tensor:
     return out
 
 
+def make_sgd(model, cfg: dict, lr: float = 0.0) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=lr,
+        momentum=cfg["momentum"],
+        nesterov=True,
+        weight_decay=cfg["weight_decay"],
+    )
+
+
+def run_logger(out: Path):
+    """emit(**record): one JSON line to <out>/train.log and to stdout."""
+    log = open(out / "train.log", "a", buffering=1)
+
+    def emit(**rec):
+        rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        line = json.dumps(rec)
+        log.write(line + "\n")
+        print(line, flush=True)
+
+    return emit
+
+
 def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=None, after_step=None) -> float:
     """One pass over the training set (last partial batch dropped); returns the mean loss.
 
@@ -144,13 +167,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(int(cfg["threads"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train.log", "a", buffering=1)
-
-    def emit(**rec):
-        rec["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        line = json.dumps(rec)
-        log.write(line + "\n")
-        print(line, flush=True)
+    emit = run_logger(out)
 
     t0 = time.time()
     data = load_cifar10(args.data, cache_dir=args.cache)
@@ -160,13 +177,7 @@ def main(argv=None) -> None:
     set_seed(int(cfg["seed"]))
     # channels_last halves the step time of these convolutions on CPU (measured here).
     model = build(cfg["arch"], float(cfg["width"])).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(),
-        lr=0.0,
-        momentum=cfg["momentum"],
-        nesterov=True,
-        weight_decay=cfg["weight_decay"],
-    )
+    opt = make_sgd(model, cfg)
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     start = 0
     ckpt = out / "last.pt"
