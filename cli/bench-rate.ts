@@ -116,7 +116,6 @@ export async function benchRate(opts: {
   };
 
   let total = 0;
-  const labels: number[] = [];
   const bar =
     opts.progress !== false
       ? new cliProgress.SingleBar(
@@ -140,7 +139,6 @@ export async function benchRate(opts: {
     const samples = batch;
     batch = [];
     const ys = samples.map((s) => s.label ?? -1);
-    labels.push(...ys);
     const pixels: RgbImage[] = await Promise.all(
       samples.map((s) => (s.rgb ? s.rgb : decodeImage(s.bytes!))),
     );

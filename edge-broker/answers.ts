@@ -42,10 +42,6 @@ export class AnswerCache {
     this.entries.delete(key);
   }
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   private evict(now: number): void {
     // Insertion order is arrival order: expired and surplus entries are at the front.
     for (const [k, e] of this.entries) {

@@ -37,6 +37,7 @@ function listen(server: Server | HttpServer, port: number, host: string): Promis
 
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host; // where clients on this host connect
   const aedes = await Aedes.createBroker(opts.aedes ?? {});
   // Aedes can emit 'error' (e.g. while clearing wills); its types do not declare it.
   (aedes as unknown as EventEmitter).on('error', (err: unknown) =>
@@ -74,11 +75,11 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
         aedes.handle(stream, req);
       });
       const wsPort = await listen(http, opts.wsPort ?? 9001, host);
-      wsUrl = `ws://${host === '0.0.0.0' ? '127.0.0.1' : host}:${wsPort}`;
+      wsUrl = `ws://${shown}:${wsPort}`;
     }
     return {
       aedes,
-      url: `mqtt://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`,
+      url: `mqtt://${shown}:${port}`,
       wsUrl,
       close,
     };

@@ -4,7 +4,7 @@
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
 import { codecById } from '../core/codec/registry.js';
-import { CodecError } from '../core/codec/types.js';
+import { checkPoint, CodecError } from '../core/codec/types.js';
 import type { Engine, Session } from '../core/engine/engine.js';
 import type { Bundle, Manifest } from '../core/model/bundle.js';
 import { decodeFrame, FrameError, type Frame } from '../core/protocol/frame.js';
@@ -78,12 +78,10 @@ export class FrameDecoder {
     } catch (e) {
       throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
     }
-    if (!codec.points.some((p) => p.index === frame.point)) {
-      throw new DecodeFailure(
-        'unknown-codec',
-        `codec ${codec.name} has no operating point ${frame.point}`,
-        frame.frameId,
-      );
+    try {
+      checkPoint(codec, frame.point);
+    } catch (e) {
+      throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
     }
     if (codec.version !== frame.codecVersion) {
       throw new DecodeFailure(

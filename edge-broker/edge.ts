@@ -93,7 +93,6 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   }
   const pool = new DecoderPool(decoders, opts.maxQueue ?? 256);
   const statusTopic = edgeStatusTopic(statusFleet, edgeId, base);
-  const offline: EdgeStatus = { state: 'offline', ts: 0 };
   const { aedes } = broker;
   const stats: EdgeStats = { received: 0, results: 0, errors: 0, duplicates: 0, backlog: 0 };
   const answers = new AnswerCache(DEDUPE_MS, DEDUPE_MAX);
@@ -232,7 +231,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r),
       );
       await pool.close();
-      await publish(statusTopic, { ...offline, ts: Date.now() }, true);
+      await publish(statusTopic, { state: 'offline', ts: Date.now() } satisfies EdgeStatus, true);
       await broker.close();
     },
   };
