@@ -40,6 +40,10 @@ DEFAULTS = dict(
     seed=1,
     threads=2,
     eval_every=4,
+    # "bf16": forward and loss under CPU autocast to bfloat16 (weights, optimizer and
+    # evaluation stay float32). 2.3x faster steps on this machine's AVX512-BF16 cores;
+    # very slow on CPUs without native bf16, so the default is off.
+    autocast="none",
 )
 
 
@@ -118,7 +122,8 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
         if lr_fn is not None:
             for g in opt.param_groups:
                 g["lr"] = lr_fn(epoch * steps + s, steps)
-        loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.get("autocast") == "bf16"):
+            loss = F.cross_entropy(model(x), y_all[idx], label_smoothing=float(cfg["label_smoothing"]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
