@@ -1,0 +1,225 @@
+"""Learned feature codecs around a trained backbone (nets.py), one class per method.
+
+Every codec has the same two halves, which export.py turns into two ONNX files:
+
+* ``device(x)``: the image (normalized) -> integer symbols (a float tensor of whole
+  numbers), everything the device runs: backbone head (if any) + encoder + quantizer.
+* ``edge(symbols)``: symbols -> logits: dequantizer + decoder + the backbone's tail.
+
+Channels a device does not send arrive as the symbol -1 (the TypeScript codec fills
+them), so one AECNN model serves every k. ``forward(x)`` is the training pass and
+returns what the losses need.
+
+* ``BottleNetPP``: Shao & Zhang, "BottleNet++: An end-to-end approach for feature
+  compression in device-edge co-inference systems" (ICC workshops 2020): a strided
+  convolution shrinking channels and space, batch norm, sigmoid, 8-bit quantization;
+  a mirrored transposed-convolution decoder. No entropy coding.
+* ``AECNN``: Li, Iosifidis, Zhang, "Attention-based feature compression for CNN
+  inference offloading in edge computing" (2022): squeeze-and-excitation channel
+  attention ranks the split tensor's channels, the top k are kept, encoded by a light
+  per-channel (depthwise) convolution, quantized to n bits and entropy-coded; a
+  lightweight decoder rebuilds the full tensor. Our extension: the kept channels are
+  ordered by rank and trained with nested dropout over k, so one model serves many k.
+* ``FrankenSplit``: Furutanpey, Raith, Dustdar, "FrankenSplit: Efficient neural feature
+  compression with shallow variational bottleneck injection for mobile edge computing"
+  (2023): a shallow encoder on the raw image, a factorized-prior entropy bottleneck and
+  a decoder that restores the teacher's deeper tensor, so the teacher's tail finishes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .entropy import FactorizedPrior
+from .nets import SplitNet
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """Rounding with a straight-through gradient."""
+    return x + (torch.round(x) - x).detach()
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Ballé et al., ICLR 2016), simplified: one
+    1x1 convolution of squares, parameters kept positive by softplus."""
+
+    def __init__(self, c: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta = nn.Parameter(torch.zeros(c) + 0.5413)  # softplus -> 1
+        self.gamma = nn.Parameter(torch.eye(c).reshape(c, c, 1, 1) * 0.1 - 2.25)  # softplus ~ 0.1
+
+    def forward(self, x):
+        norm = F.conv2d(x * x, F.softplus(self.gamma), F.softplus(self.beta) + 1e-6)
+        norm = torch.sqrt(norm)
+        return x * norm if self.inverse else x / norm
+
+
+class FrozenTeacher(nn.Module):
+    """The backbone split at `point`: head and tail, weights frozen."""
+
+    def __init__(self, net: SplitNet, point: str):
+        super().__init__()
+        self.point = point
+        self.head = net.head(point)
+        self.tail = net.tail(point)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+
+class BottleNetPP(nn.Module):
+    method = "bottlenetpp"
+
+    def __init__(self, teacher: FrozenTeacher, cin: int, channels: int):
+        super().__init__()
+        self.teacher = teacher
+        self.channels = channels
+        self.enc = nn.Sequential(nn.Conv2d(cin, channels, 3, 2, 1), nn.BatchNorm2d(channels), nn.Sigmoid())
+        self.dec = nn.Sequential(
+            nn.ConvTranspose2d(channels, cin, 3, 2, 1, output_padding=1),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(),
+        )
+
+    def device(self, x):
+        return torch.round(self.enc(self.teacher.head(x)) * 255.0)
+
+    def edge(self, symbols):
+        return self.teacher.tail(self.dec(symbols.clamp(0, 255) / 255.0))
+
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.teacher.head(x)
+        z = ste_round(self.enc(f) * 255.0) / 255.0
+        return dict(logits=self.teacher.tail(self.dec(z)), features=f)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018): one weight in (0, 1) per channel."""
+
+    def __init__(self, c: int, reduction: int = 4):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(c, c // reduction), nn.ReLU(), nn.Linear(c // reduction, c), nn.Sigmoid())
+
+    def forward(self, f):
+        return self.fc(f.mean(dim=(2, 3)))
+
+
+class AECNN(nn.Module):
+    method = "aecnn"
+
+    def __init__(self, teacher: FrozenTeacher, cin: int, kmax: int, bits: int, ks: list[int]):
+        super().__init__()
+        self.teacher = teacher
+        self.kmax, self.bits, self.ks = kmax, bits, list(ks)
+        self.levels = (1 << bits) - 1
+        self.attention = ChannelAttention(cin)
+        # rank of channels by mean attention on the training set (set after stage 2)
+        self.register_buffer("order", torch.arange(cin))
+        self.enc = nn.Sequential(
+            nn.Conv2d(kmax, kmax, 3, 2, 1, groups=kmax),
+            nn.ReLU(),
+            nn.Conv2d(kmax, kmax, 3, 1, 1, groups=kmax),
+            nn.Sigmoid(),
+        )
+        hid = 2 * cin
+        self.dec = nn.Sequential(
+            nn.Conv2d(2 * kmax, hid, 3, 1, 1),
+            nn.BatchNorm2d(hid),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hid, hid, 4, 2, 1),
+            nn.BatchNorm2d(hid),
+            nn.ReLU(),
+            nn.Conv2d(hid, cin, 3, 1, 1),
+            nn.ReLU(),
+        )
+
+    def attend(self, f):
+        return f * self.attention(f)[:, :, None, None]
+
+    def select(self, f):
+        return self.attend(f)[:, self.order[: self.kmax]]
+
+    def device(self, x):
+        return torch.round(self.enc(self.select(self.teacher.head(x))) * self.levels)
+
+    def _decode(self, z, mask):
+        return self.dec(torch.cat([z * mask, mask], 1))
+
+    def edge(self, symbols):
+        mask = (symbols >= 0).float()
+        return self.teacher.tail(self._decode(symbols.clamp_min(0) / self.levels, mask))
+
+    def forward(self, x, k: int | None = None, stage: str = "codec"):
+        with torch.no_grad():
+            f = self.teacher.head(x)
+        if stage == "attention":
+            return dict(logits=self.teacher.tail(self.attend(f)), attention=self.attention(f))
+        z = ste_round(self.enc(self.select(f)) * self.levels) / self.levels
+        k = self.kmax if k is None else k
+        mask = torch.zeros_like(z)
+        mask[:, :k] = 1.0
+        rebuilt = self._decode(z, mask)
+        return dict(logits=self.teacher.tail(rebuilt), features=f, rebuilt=rebuilt, symbols=z * self.levels)
+
+
+class FrankenSplit(nn.Module):
+    method = "frankensplit"
+
+    def __init__(self, teacher: FrozenTeacher, target_channels: int, down: int, latent: int, hidden: int):
+        """`down`: how much smaller the teacher's tensor is than the image (2, 4 or 8);
+        the encoder reaches it with that many stride-2 steps."""
+        super().__init__()
+        if down not in (2, 4, 8):
+            raise ValueError(f"FrankenSplit: target downsampling {down} is not 2, 4 or 8")
+        self.teacher = teacher
+        self.latent = latent
+        self.enc = nn.Sequential(
+            nn.Conv2d(3, hidden, 5, 2, 2),
+            GDN(hidden),
+            nn.Conv2d(hidden, hidden, 3, 2 if down >= 8 else 1, 1),
+            GDN(hidden),
+            nn.Conv2d(hidden, latent, 5, 2 if down >= 4 else 1, 2),
+        )
+        self.prior = FactorizedPrior(latent)
+        wide = 2 * target_channels
+        self.dec = nn.Sequential(
+            nn.Conv2d(latent, wide, 3, 1, 1),
+            GDN(wide, inverse=True),
+            nn.Conv2d(wide, wide, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(wide, target_channels, 3, 1, 1),
+            nn.ReLU(),
+        )
+
+    def device(self, x):
+        return torch.round(self.enc(x))
+
+    def edge(self, symbols):
+        return self.teacher.tail(self.dec(symbols))
+
+    def forward(self, x):
+        y = self.enc(x)
+        y_hat, lik = self.prior(y)
+        restored = self.dec(y_hat)
+        return dict(restored=restored, likelihoods=lik, logits=self.teacher.tail(restored))
+
+
+class DeviceHalf(nn.Module):
+    def __init__(self, codec: nn.Module):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, x):
+        return self.codec.device(x)
+
+
+class EdgeHalf(nn.Module):
+    def __init__(self, codec: nn.Module):
+        super().__init__()
+        self.codec = codec
+
+    def forward(self, s):
+        return self.codec.edge(s)

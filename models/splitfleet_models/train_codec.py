@@ -1,0 +1,295 @@
+"""Train a learned feature codec (codecs.py) around a trained backbone, stage by stage.
+
+    /usr/bin/python3 -m splitfleet_models.train_codec --data ../../shared/datasets/cifar10-jpeg.tar.gz \
+        --recipe recipes/frankensplit-l0.yaml --out runs/frankensplit-l0
+
+The recipe names the method, the teacher run (a folder with final.pt from train.py), the
+method's shape parameters and a list of stages; each stage has its own epochs, learning
+rate and loss weights. Resumable like train.py: ``<out>/last.pt`` after every epoch
+(stage, epoch, weights, optimizer, RNG), one JSON line per epoch in ``<out>/train.log``.
+Stages:
+
+* ``attention`` (AECNN): channel attention on the frozen backbone, cross-entropy plus an
+  L1 push on the weights; at its end the channels are ranked by mean attention.
+* ``codec``: encoder and decoder with the backbone frozen. BottleNet++ and AECNN:
+  cross-entropy through the frozen tail plus `mse` x feature error (AECNN samples k per
+  batch: nested dropout over its operating points). FrankenSplit: saliency-weighted
+  distortion of the restored teacher tensor + `lam` x bits per pixel (+ `kd` x
+  distillation of the teacher's logits).
+* ``joint``: the same loss with the tail trainable too (a short fine-tune).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from .codecs import AECNN, BottleNetPP, FrankenSplit, FrozenTeacher
+from .data import load_cifar10
+from .entropy import bits
+from .nets import build
+from .preprocess import normalize_batch
+from .train import augment, run_logger, save_atomic, set_seed
+
+METHODS = ("bottlenetpp", "aecnn", "frankensplit")
+
+
+def load_recipe(path: str | None, overrides: dict) -> dict:
+    cfg = dict(batch=128, seed=1, threads=2, autocast="none", cutout=0, saliency=0.5, kd=0.0, mse=1.0, l1=0.0)
+    if path:
+        cfg.update(yaml.safe_load(Path(path).read_text()) or {})
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if cfg.get("method") not in METHODS:
+        raise SystemExit(f"recipe method must be one of {METHODS}")
+    if not cfg.get("stages"):
+        raise SystemExit("recipe has no stages")
+    return cfg
+
+
+def load_teacher(run: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    st = torch.load(Path(run) / "final.pt", map_location="cpu")
+    net = build(st["cfg"]["arch"], float(st["cfg"]["width"]))
+    net.load_state_dict(st["model"])
+    net.eval()
+    return net, st["cfg"]
+
+
+def build_codec(cfg: dict, teacher_run: str | os.PathLike | None = None) -> torch.nn.Module:
+    net, _ = load_teacher(teacher_run or cfg["teacher"])
+    point = cfg["point"]
+    teacher = FrozenTeacher(net, point)
+    with torch.no_grad():
+        shape = teacher.head(torch.zeros(1, 3, 32, 32)).shape[1:]
+    m = cfg["method"]
+    if m == "bottlenetpp":
+        codec = BottleNetPP(teacher, shape[0], int(cfg["channels"]))
+    elif m == "aecnn":
+        codec = AECNN(teacher, shape[0], int(cfg["kmax"]), int(cfg["bits"]), list(cfg["ks"]))
+    else:
+        codec = FrankenSplit(teacher, shape[0], 32 // shape[1], int(cfg["latent"]), int(cfg["hidden"]))
+    codec.teacher.eval()
+    return codec
+
+
+def set_mode(codec: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
+    """Training mode with the teacher's batch norm kept in eval; returns the trainable
+    parameters of this stage."""
+    codec.train()
+    codec.teacher.eval()
+    for p in codec.parameters():
+        p.requires_grad_(False)
+    name = stage["name"]
+    if name == "attention":
+        mods = [codec.attention]
+    else:
+        mods = [m for n, m in codec.named_children() if n not in ("teacher", "attention")]
+        if name == "joint":
+            mods.append(codec.teacher.tail)
+    params = [p for m in mods for p in m.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def saliency(teacher: FrozenTeacher, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) of the true class at the teacher's split tensor,
+    normalized to mean 1 per image: (B, H, W)."""
+    t = t.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = teacher.tail(t)
+        (g,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), t)
+    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * t).sum(1)).detach()
+    return cam / (cam.mean(dim=(1, 2), keepdim=True) + 1e-6)
+
+
+def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    w = {**cfg, **stage}
+    m = cfg["method"]
+    if stage["name"] == "attention":
+        out = codec(x, stage="attention")
+        ce = F.cross_entropy(out["logits"], y)
+        loss = ce + float(w["l1"]) * out["attention"].mean()
+        return loss, dict(ce=float(ce))
+    if m == "frankensplit":
+        with torch.no_grad():
+            t = codec.teacher.head(x)
+            t_logits = codec.teacher.tail(t)
+        sal = saliency(codec.teacher, t, y) if float(w["saliency"]) > 0 else None
+        out = codec(x)
+        err = (out["restored"].float() - t.float()) ** 2
+        if sal is not None:
+            s = float(w["saliency"])
+            err = err * ((1 - s) + s * sal[:, None])
+        dist = err.mean()
+        bpp = bits(out["likelihoods"]) / (x.shape[0] * x.shape[2] * x.shape[3])
+        loss = dist + float(w["lam"]) * bpp
+        rec = dict(dist=float(dist), bpp=float(bpp))
+        if float(w["kd"]) > 0:
+            kd = F.kl_div(F.log_softmax(out["logits"].float(), 1), F.softmax(t_logits.float(), 1), reduction="batchmean")
+            loss = loss + float(w["kd"]) * kd
+            rec["kd"] = float(kd)
+        return loss, rec
+    kw = {}
+    if m == "aecnn":
+        ks = codec.ks
+        kw["k"] = ks[int(torch.randint(0, len(ks), (1,), generator=gen))]
+    out = codec(x, **kw)
+    ce = F.cross_entropy(out["logits"].float(), y)
+    loss = ce
+    rec = dict(ce=float(ce))
+    if m == "aecnn" and float(w["mse"]) > 0:
+        mse = F.mse_loss(out["rebuilt"].float(), out["features"].float())
+        loss = loss + float(w["mse"]) * mse
+        rec["mse"] = float(mse)
+    return loss, rec
+
+
+@torch.no_grad()
+def rank_channels(codec: AECNN, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """AECNN: channel order by mean attention weight over `images`, most important first."""
+    codec.eval()
+    tot = None
+    for i in range(0, len(images), batch):
+        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        a = codec.attention(codec.teacher.head(x)).sum(0)
+        tot = a if tot is None else tot + a
+    return torch.argsort(tot, descending=True)
+
+
+@torch.no_grad()
+def symbols_of(codec, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The exported device half on `images`: integer symbols, (N, C, H, W) int32."""
+    codec.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        out.append(codec.device(x).numpy().astype(np.int32))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def evaluate_codec(codec, images: np.ndarray, labels: np.ndarray, k: int | None = None, batch: int = 256) -> float:
+    """Top-1 of edge(device(x)) exactly as exported; AECNN channels >= k arrive as -1."""
+    codec.eval()
+    correct = 0
+    for i in range(0, len(labels), batch):
+        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        s = codec.device(x)
+        if k is not None:
+            s[:, k:] = -1
+        correct += int((codec.edge(s).argmax(1).numpy() == labels[i : i + batch]).sum())
+    return correct / len(labels)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
+    ap.add_argument("--recipe", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cache", default=".cache")
+    ap.add_argument("--teacher", help="overrides the recipe's teacher run folder")
+    ap.add_argument("--lam", type=float, help="overrides the recipe's rate weight")
+    ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs (smoke runs)")
+    args = ap.parse_args(argv)
+    if not args.data:
+        ap.error("--data (or SPLITFLEET_CIFAR10) is required")
+    cfg = load_recipe(args.recipe, dict(teacher=args.teacher, lam=args.lam))
+    stages = [dict(s) for s in cfg["stages"]]
+    for s in stages:
+        s["epochs"] = max(1, round(int(s["epochs"]) * args.epochs_scale))
+    cfg["stages"] = stages
+    torch.set_num_threads(int(cfg["threads"]))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    emit = run_logger(out)
+
+    data = load_cifar10(args.data, cache_dir=args.cache)
+    tr, te = data["train"], data["test"]
+    set_seed(int(cfg["seed"]))
+    codec = build_codec(cfg)
+    gen = torch.Generator().manual_seed(int(cfg["seed"]))
+    pos = (0, 0)  # (stage index, epochs done in it)
+    ckpt = out / "last.pt"
+    opt_state = None
+    if ckpt.exists():
+        st = torch.load(ckpt, map_location="cpu")
+        if st["cfg"] != cfg:
+            raise SystemExit(f"{ckpt} was made with another recipe: {st['cfg']}")
+        codec.load_state_dict(st["model"])
+        gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["py_rng"])
+        pos, opt_state = tuple(st["pos"]), st["opt"]
+        emit(event="resume", stage=pos[0], epoch=pos[1])
+    else:
+        emit(event="start", cfg=cfg)
+
+    x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
+    y_all = torch.from_numpy(tr.labels)
+    bs = int(cfg["batch"])
+    steps = len(y_all) // bs
+    t_start = time.time()
+    for si in range(pos[0], len(stages)):
+        stage = stages[si]
+        params = set_mode(codec, stage)
+        opt = torch.optim.Adam(params, lr=float(stage["lr"]))
+        if opt_state is not None and si == pos[0]:
+            opt.load_state_dict(opt_state)
+        total = int(stage["epochs"]) * steps
+        first = pos[1] if si == pos[0] else 0
+        for epoch in range(first, int(stage["epochs"])):
+            t0 = time.time()
+            set_mode(codec, stage)
+            perm = torch.randperm(len(y_all), generator=gen)
+            sums: dict[str, float] = {}
+            for s in range(steps):
+                idx = perm[s * bs : (s + 1) * bs]
+                x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
+                # cosine decay within the stage
+                lr = float(stage["lr"]) * 0.5 * (1 + np.cos(np.pi * (epoch * steps + s) / total))
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
+                    loss, rec = step_loss(codec, x, y_all[idx], cfg, stage, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in rec.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            rec = dict(event="epoch", stage=stage["name"], epoch=epoch + 1, seconds=round(time.time() - t0, 1))
+            rec.update({k: round(v / steps, 5) for k, v in sums.items()})
+            last_of_stage = epoch + 1 == int(stage["epochs"])
+            if last_of_stage and stage["name"] == "attention":
+                codec.order.copy_(rank_channels(codec, tr.images[:10000]))
+                rec["order"] = codec.order.tolist()
+            if last_of_stage and stage["name"] != "attention":
+                rec["test_top1"] = round(evaluate_codec(codec, te.images, te.labels), 4)
+            nxt = (si, epoch + 1) if not last_of_stage else (si + 1, 0)
+            save_atomic(
+                dict(
+                    model=codec.state_dict(),
+                    opt=opt.state_dict() if not last_of_stage else None,
+                    gen=gen.get_state(),
+                    torch_rng=torch.get_rng_state(),
+                    py_rng=random.getstate(),
+                    pos=nxt,
+                    cfg=cfg,
+                ),
+                ckpt,
+            )
+            emit(**rec)
+        opt_state = None
+    save_atomic(dict(model=codec.state_dict(), cfg=cfg), out / "final.pt")
+    emit(event="done", minutes=round((time.time() - t_start) / 60, 1))
+
+
+if __name__ == "__main__":
+    main()
