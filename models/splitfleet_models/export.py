@@ -99,7 +99,8 @@ def main(argv=None) -> None:
         files[role] = {"path": name, "sha256": h, "input": [-1, *shp], "output": [-1, *oshape]}
 
     manifest = {
-        "format": 1,
+        "format": 2,
+        "kind": "backbone",
         "name": args.name,
         "modelId": args.model_id,
         "version": args.version,

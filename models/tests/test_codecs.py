@@ -55,7 +55,29 @@ class CodecSmokeTest(unittest.TestCase):
         train_codec.main(args)  # resume: nothing runs again
         log = [json.loads(l) for l in (out / "train.log").read_text().splitlines()]
         self.assertEqual(sum(r["event"] == "epoch" for r in log), len(recipe["stages"]))
+        self.export(out, method)
         return out, log
+
+    def export(self, run, method):
+        import hashlib
+
+        from splitfleet_models import export_codec
+
+        zoo, fx = self.dir / "zoo", self.dir / "fixtures"
+        export_codec.main(["--run", str(run), "--name", f"tiny-{method}", "--model-id", "9", "--data", str(self.dir / "data"),
+                           "--cache", str(self.dir / "cache"), "--zoo", str(zoo), "--fixtures", str(fx),
+                           "--table-images", "64"])
+        bundle = zoo / f"tiny-{method}-v1"
+        m = json.loads((bundle / "manifest.json").read_text())
+        self.assertEqual((m["format"], m["kind"], m["codec"]["method"]), (2, "codec", method))
+        self.assertEqual(m["codec"]["id"], export_codec.CODEC_IDS[method])
+        for f in m["files"].values():
+            self.assertEqual(hashlib.sha256((bundle / f["path"]).read_bytes()).hexdigest(), f["sha256"])
+        for p in m["codec"]["points"]:
+            self.assertIn(p["head"], m["files"])
+            self.assertEqual(p["entropy"] is None, method == "bottlenetpp")
+        ref = json.loads((fx / f"tiny-{method}-v1" / "reference.json").read_text())
+        self.assertGreater(len(ref["cases"]), 0)
 
     def test_bottlenetpp(self):
         out, log = self.run_method("bottlenetpp")

@@ -1,0 +1,218 @@
+"""Export trained learned codecs (train_codec.py) as one model bundle.
+
+    /usr/bin/python3 -m splitfleet_models.export_codec --run runs/frankensplit-l0 --run runs/frankensplit-l1 \
+        --name frankensplit-cifar10 --model-id 3 --version 1 \
+        --data ../../shared/datasets/cifar10-jpeg.tar.gz --zoo zoo --fixtures ../test/fixtures
+
+Each ``--run`` of BottleNet++ or FrankenSplit becomes one operating point (rate index =
+order of the flags); an AECNN run becomes one point per k in its recipe, all sharing
+one pair of networks. Per point the bundle holds ``head-<sha8>.onnx`` (device: image ->
+integer symbols), ``tail-<sha8>.onnx`` (edge: symbols -> logits) and, for entropy-coded
+methods, ``entropy-<sha8>.json`` (integer CDF tables, one per channel: FrankenSplit's
+learned prior, AECNN's per-channel histograms of training-set symbols). The manifest
+(format 2, kind "codec") lists the points with their symbol shape, channels sent,
+multiply-accumulates on each side, measured top-1 and ideal bits per image on the test
+split. With ``--fixtures``: PyTorch symbols, logits and rANS bitstreams of sample
+images, for the TypeScript parity test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import rans
+from .codecs import DeviceHalf, EdgeHalf
+from .data import CLASSES, load_cifar10
+from .entropy import histogram_tables, table_bits, tables_json
+from .export import onnx_bytes, sha256
+from .nets import count_macs
+from .preprocess import manifest_entry, normalize_batch
+from .train_codec import build_codec, evaluate_codec, load_teacher, symbols_of
+
+# Pinned codec ids (core/codec/registry.ts): never reuse, never renumber.
+CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6}
+CODEC_VERSION = 1
+
+
+def load_run(run: str):
+    st = torch.load(Path(run) / "final.pt", map_location="cpu")
+    codec = build_codec(st["cfg"])
+    codec.load_state_dict(st["model"])
+    codec.eval()
+    return codec, st["cfg"]
+
+
+def channel_of(shape) -> callable:
+    hw = shape[1] * shape[2]
+    return lambda i: i // hw
+
+
+def encode_symbols(sym: np.ndarray, tables, keep: int) -> bytes:
+    """One image's symbols (C, H, W), first `keep` channels, channel tables."""
+    flat = sym[:keep].reshape(-1).tolist()
+    return rans.encode(flat, tables, channel_of(sym.shape))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", action="append", required=True, help="codec run folder (final.pt); repeat for rate points")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--model-id", type=int, required=True)
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
+    ap.add_argument("--cache", default="../.cache")
+    ap.add_argument("--zoo", default="zoo")
+    ap.add_argument("--table-images", type=int, default=10000, help="training images for AECNN histograms")
+    ap.add_argument("--fixtures", help="folder for TypeScript parity fixtures")
+    ap.add_argument("--sample", default="samples/cifar10-test-sample")
+    args = ap.parse_args(argv)
+    if not args.data:
+        ap.error("--data (or SPLITFLEET_CIFAR10) is required: accuracy and tables are measured")
+    torch.set_num_threads(2)
+    data = load_cifar10(args.data, cache_dir=args.cache)
+    tr, te = data["train"], data["test"]
+
+    runs = [load_run(r) for r in args.run]
+    methods = {cfg["method"] for _, cfg in runs}
+    if len(methods) != 1:
+        raise SystemExit(f"one method per bundle, got {sorted(methods)}")
+    method = methods.pop()
+    if method == "aecnn" and len(runs) != 1:
+        raise SystemExit("AECNN: one run (its k values are the points)")
+
+    out = Path(args.zoo) / f"{args.name}-v{args.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    for old in list(out.glob("*.onnx")) + list(out.glob("entropy-*.json")):
+        old.unlink()
+    files: dict[str, dict] = {}
+
+    def put(role: str, stem: str, data_bytes: bytes, suffix: str, **extra) -> None:
+        h = sha256(data_bytes)
+        name = f"{stem}-{h[:8]}{suffix}"
+        (out / name).write_bytes(data_bytes)
+        files[role] = {"path": name, "sha256": h, **extra}
+
+    points = []
+    fixture_sets = []
+    for ri, (codec, cfg) in enumerate(runs):
+        sym_shape = tuple(codec.device(torch.zeros(1, 3, 32, 32)).shape[1:])
+        tag = "" if len(runs) == 1 else f".{ri}"
+        put(f"head{tag}", "head", onnx_bytes(DeviceHalf(codec), (3, 32, 32)), ".onnx",
+            input=[-1, 3, 32, 32], output=[-1, *sym_shape])
+        put(f"tail{tag}", "tail", onnx_bytes(EdgeHalf(codec), sym_shape), ".onnx",
+            input=[-1, *sym_shape], output=[-1, len(CLASSES)])
+        device_macs = count_macs(DeviceHalf(codec))
+        edge_macs = count_macs(EdgeHalf(codec), (1, *sym_shape))
+        test_sym = symbols_of(codec, te.images)
+        tables = None
+        if method == "frankensplit":
+            tables = codec.prior.tables()
+        elif method == "aecnn":
+            tables = histogram_tables(symbols_of(codec, tr.images[: args.table_images]), codec.levels + 1)
+        if tables is not None:
+            put(f"entropy{tag}", "entropy", (json.dumps(tables_json(tables), separators=(",", ":")) + "\n").encode(), ".json")
+        ks = codec.ks if method == "aecnn" else [sym_shape[0]]
+        for k in ks:
+            top1 = evaluate_codec(codec, te.images, te.labels, k=k if method == "aecnn" else None)
+            if tables is not None:
+                ideal = table_bits(test_sym[:, :k], tables[:k]) / len(te.labels)
+            else:
+                ideal = 8.0 * k * sym_shape[1] * sym_shape[2]
+            label = {"aecnn": f"k={k}", "bottlenetpp": f"c={sym_shape[0]}"}.get(method, f"lam={cfg.get('lam')}")
+            points.append(
+                dict(
+                    index=len(points),
+                    label=label,
+                    method=method,
+                    head=f"head{tag}",
+                    tail=f"tail{tag}",
+                    entropy=f"entropy{tag}" if tables is not None else None,
+                    symbolShape=list(sym_shape),
+                    keep=k,
+                    deviceMacs=device_macs,
+                    edgeMacs=edge_macs,
+                    top1=round(top1, 4),
+                    bitsPerImage=round(ideal, 1),
+                )
+            )
+            print(json.dumps({"point": points[-1]["index"], "label": label, "top1": points[-1]["top1"],
+                              "bitsPerImage": points[-1]["bitsPerImage"]}), flush=True)
+        fixture_sets.append((codec, tables, ks))
+
+    teacher_net, tcfg = load_teacher(runs[0][1]["teacher"])
+    manifest = {
+        "format": 2,
+        "kind": "codec",
+        "name": args.name,
+        "modelId": args.model_id,
+        "version": args.version,
+        "arch": f"{method} on {tcfg['arch']}(width={tcfg['width']}) at {runs[0][1]['point']}",
+        "dataset": "cifar10",
+        "labels": list(CLASSES),
+        "preprocessing": manifest_entry(),
+        "codec": {
+            "method": method,
+            "id": CODEC_IDS[method],
+            "version": CODEC_VERSION,
+            "coding": "raw8" if method == "bottlenetpp" else "rans",
+            "teacherPoint": runs[0][1]["point"],
+            "teacherMacs": count_macs(teacher_net),
+            "points": points,
+        },
+        "files": files,
+        "accuracy": {
+            "top1": max(p["top1"] for p in points),
+            "split": "test",
+            "samples": len(te.labels),
+            "source": os.path.basename(args.data),
+            "engine": f"pytorch {torch.__version__}",
+        },
+        "training": {"runs": [cfg for _, cfg in runs]},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(json.dumps({"bundle": str(out), "points": len(points)}))
+
+    if args.fixtures:
+        write_fixtures(Path(args.fixtures) / f"{args.name}-v{args.version}", Path(args.sample), fixture_sets, method)
+
+
+def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4) -> None:
+    """Per point: PyTorch symbols, the rANS (or raw) payload and logits of a few sample images."""
+    all_imgs = sorted(sample.rglob("*.jpg"))
+    imgs = all_imgs[:: max(1, len(all_imgs) // n)][:n]
+    pix = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in imgs])
+    x = normalize_batch(torch.from_numpy(pix).permute(0, 3, 1, 2).float())
+    cases = []
+    with torch.no_grad():
+        for si, (codec, tables, ks) in enumerate(sets):
+            sym = codec.device(x)
+            for k in ks:
+                s_k = sym.clone()
+                s_k[:, k:] = -1
+                logits = codec.edge(s_k).numpy()
+                for j in range(len(imgs)):
+                    s = sym[j].numpy().astype(np.int64)
+                    payload = (
+                        encode_symbols(s, tables, k) if tables is not None else bytes(s[:k].reshape(-1).astype(np.uint8))
+                    )
+                    cases.append(dict(set=si, keep=k, image=str(imgs[j].relative_to(sample)),
+                                      symbols=s[:k].reshape(-1).tolist(), payload=payload.hex(),
+                                      logits=[float(v) for v in logits[j]]))
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "reference.json").write_text(json.dumps({"method": method, "engine": f"pytorch {torch.__version__}",
+                                                    "cases": cases}) + "\n")
+    print(json.dumps({"fixtures": str(dst), "cases": len(cases)}))
+
+
+if __name__ == "__main__":
+    main()
