@@ -10,11 +10,11 @@ import cliProgress from 'cli-progress';
 import Table from 'cli-table3';
 import { imageCodecs } from '../core/codec/image.js';
 import { codecById, listCodecs } from '../core/codec/registry.js';
-import type { FeatureCodec } from '../core/codec/types.js';
 import { readSamples, type Sample } from '../core/data/cifar.js';
 import { onnxEngine } from '../core/engine/onnx.js';
 import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
-import type { Bundle } from '../core/model/bundle.js';
+import type { Session } from '../core/engine/engine.js';
+import type { Bundle, Manifest } from '../core/model/bundle.js';
 import { decodeFrame, encodeFrame } from '../core/protocol/frame.js';
 import { deviceTopic } from '../core/protocol/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
@@ -29,11 +29,18 @@ export interface RateRow {
   ratioVsSplitTensor: number;
   accuracy: number;
   drop: number;
+  /** Network FLOPs (2 x multiply-accumulates) on the device per sample; image codecs' own arithmetic is not counted. */
+  encoderFlops: number;
+  /** Device side per sample, one thread, batch 1: network + encoder + framing. */
+  encoderMsPerSample: number;
+  /** Edge side per sample, one thread, batch 1: frame check + decoder + network. */
+  decoderMsPerSample: number;
 }
 
 export interface RateReport {
   dataset: string;
   samples: number;
+  timingSamples: number;
   limited: boolean;
   model: string;
   splitPoint: string;
@@ -58,39 +65,60 @@ interface Acc {
   payload: number;
   framed: number;
   wire: number;
+  flops: number;
+  encMs: number;
+  decMs: number;
 }
 
-function argmax(t: Tensor, i: number): number {
+function argmax(t: Tensor, i = 0): number {
   const row = sliceBatch(t, i).data;
   let best = 0;
   for (let j = 1; j < row.length; j++) if (row[j]! > row[best]!) best = j;
   return best;
 }
 
+/**
+ * One row of the benchmark: how a sample goes device -> bytes -> edge -> logits. The
+ * accuracy pass runs it batched; the timing pass runs it one sample at a time.
+ */
+interface Path {
+  method: string;
+  point: string;
+  flops: number;
+  /** Device: pixels (+ stored file) -> frame bytes. */
+  device(
+    px: Tensor,
+    img: RgbImage,
+    stored: Uint8Array | undefined,
+    id: number,
+  ): Promise<Uint8Array>;
+  /** Edge: frame bytes -> network input (one sample). */
+  edge(frame: Uint8Array): Promise<Tensor>;
+  /** Edge network on a batch of `edge()` outputs. */
+  tail: Session;
+  /** Device network shared by paths (run once per batch in the accuracy pass). */
+  head: Session | null;
+  skip?: (stored: boolean) => boolean;
+}
+
 export async function benchRate(opts: {
   data: string;
+  /** The backbone whose split tensor the baselines code. */
   bundle: Bundle;
+  /** Learned-codec bundles (kind "codec") to put in the same table. */
+  codecBundles?: readonly Bundle[];
   limit?: number;
   batch?: number;
   threads?: number;
+  /** Samples timed one at a time with one thread (0: no timing). */
+  timingSamples?: number;
   progress?: boolean;
 }): Promise<RateReport> {
   const m = opts.bundle.manifest;
-  const threads = opts.threads ?? 2;
-  const load = (r: 'head' | 'tail') => onnxEngine.load(opts.bundle.file(r), { threads });
-  const [head, tail] = [await load('head'), await load('tail')];
-  /** The unsplit model: the same head and tail with nothing in between. */
-  const full = { run: async (x: Tensor) => tail.run(await head.run(x)) };
+  if (m.kind !== 'backbone') throw new Error(`bench rate --model needs a backbone, not ${m.name}`);
   const topic = deviceTopic('default', 'device-0001', 'features');
-  const featureCodecs: FeatureCodec[] = listCodecs();
-  const accs = new Map<string, Acc>();
-  const acc = (method: string, point: string) => {
-    const k = `${method}/${point}`;
-    let a = accs.get(k);
-    if (!a) accs.set(k, (a = { method, point, correct: 0, payload: 0, framed: 0, wire: 0 }));
-    return a;
-  };
-  const header = (
+  const frameOf = (
+    mm: Manifest,
     codecId: number,
     codecVersion: number,
     point: number,
@@ -100,8 +128,8 @@ export async function benchRate(opts: {
   ) =>
     encodeFrame({
       frameId: id,
-      modelId: m.modelId,
-      modelVersion: m.version,
+      modelId: mm.modelId,
+      modelVersion: mm.version,
       codecId,
       codecVersion,
       point,
@@ -109,10 +137,127 @@ export async function benchRate(opts: {
       captureTs: Date.now(),
       payload,
     });
-  const count = (a: Acc, payload: number, frame: number) => {
-    a.payload += payload;
-    a.framed += frame;
-    a.wire += mqttPublishBytes(topic, frame);
+
+  /** Build every path with sessions of `threads` threads (accuracy) or 1 (timing). */
+  const buildPaths = async (threads: number) => {
+    const sessions: Session[] = [];
+    const load = async (b: Bundle, role: string) => {
+      const s = await onnxEngine.load(b.file(role), { threads });
+      sessions.push(s);
+      return s;
+    };
+    const head = await load(opts.bundle, 'head');
+    const tail = await load(opts.bundle, 'tail');
+    /** The unsplit model: the same head and tail with nothing in between. */
+    const full: Session = {
+      inputName: head.inputName,
+      outputName: tail.outputName,
+      run: async (x: Tensor) => tail.run(await head.run(x)),
+      close: async () => {},
+    };
+    const paths: Path[] = [];
+    paths.push({
+      method: 'unsplit',
+      point: 'local',
+      flops: 2 * (m.split.headMacs + m.split.tailMacs),
+      head: null,
+      tail: full,
+      device: async (px) => {
+        // everything on the device: the "frame" is the class index
+        const logits = await full.run(px);
+        return Uint8Array.of(argmax(logits));
+      },
+      edge: async () => ({ data: new Float32Array(0), shape: [0] }),
+    });
+    for (const c of listCodecs()) {
+      for (const p of c.points) {
+        paths.push({
+          method: p.method,
+          point: p.label,
+          flops: 2 * m.split.headMacs,
+          head,
+          tail,
+          device: async (feats, _img, _s, id) => {
+            const payload = c.encode(feats, p.index);
+            return frameOf(m, c.id, c.version, p.index, feats.shape, payload, id);
+          },
+          edge: async (bytes) => {
+            const f = decodeFrame(bytes);
+            return codecById(f.codecId).decode(f.payload, f.shape, f.point);
+          },
+        });
+      }
+    }
+    for (const c of imageCodecs) {
+      for (const p of c.points) {
+        paths.push({
+          method: p.method,
+          point: p.label,
+          flops: 0,
+          head: null,
+          tail: full,
+          // 'jpeg as stored' needs the stored JPEG files (not in the binary release).
+          skip: (stored) => c.name === 'jpeg' && p.quality === undefined && !stored,
+          device: async (_px, img, stored, id) => {
+            const payload = await c.encode(img, p.index, stored);
+            return frameOf(m, c.id, c.version, p.index, [3, img.height, img.width], payload, id);
+          },
+          edge: async (bytes) => {
+            const f = decodeFrame(bytes);
+            const t = preprocess(await c.decode(f.payload, f.point), m.preprocessing);
+            return { data: t.data, shape: t.shape.slice(1) };
+          },
+        });
+      }
+    }
+    for (const b of opts.codecBundles ?? []) {
+      const cm = b.manifest;
+      if (cm.kind !== 'codec' || !b.codec) continue;
+      const codec = b.codec;
+      const heads = new Map<string, Session>();
+      const tails = new Map<string, Session>();
+      for (const p of cm.codec.points) {
+        if (!heads.has(p.head)) heads.set(p.head, await load(b, p.head));
+        if (!tails.has(p.tail)) tails.set(p.tail, await load(b, p.tail));
+        paths.push({
+          method: p.method,
+          point: p.label,
+          flops: 2 * p.deviceMacs,
+          head: heads.get(p.head)!,
+          tail: tails.get(p.tail)!,
+          device: async (sym, _img, _s, id) => {
+            const payload = codec.encode(sym, p.index);
+            return frameOf(cm, codec.id, codec.version, p.index, sym.shape, payload, id);
+          },
+          edge: async (bytes) => {
+            const f = decodeFrame(bytes);
+            return codec.decode(f.payload, f.shape, f.point);
+          },
+        });
+      }
+    }
+    return { paths, close: () => Promise.all(sessions.map((s) => s.close())) };
+  };
+
+  const accs = new Map<Path['method'] | string, Acc>();
+  const acc = (p: Path) => {
+    const k = `${p.method}/${p.point}`;
+    let a = accs.get(k);
+    if (!a) {
+      a = {
+        method: p.method,
+        point: p.point,
+        correct: 0,
+        payload: 0,
+        framed: 0,
+        wire: 0,
+        flops: p.flops,
+        encMs: 0,
+        decMs: 0,
+      };
+      accs.set(k, a);
+    }
+    return a;
   };
 
   let total = 0;
@@ -128,7 +273,10 @@ export async function benchRate(opts: {
       : null;
   bar?.start(opts.limit ?? 10_000, 0);
 
+  const { paths, close } = await buildPaths(opts.threads ?? 2);
   const batchSize = opts.batch ?? 200;
+  const timingSamples = opts.timingSamples ?? 100;
+  const timed: { px: Tensor; img: RgbImage; stored: Uint8Array | undefined }[] = [];
   let batch: Sample[] = [];
   // Frame ids as a device makes them (always >= 2^28): a uint32 costs 5 bytes in msgpack,
   // so every row pays the same real header.
@@ -139,64 +287,47 @@ export async function benchRate(opts: {
     const samples = batch;
     batch = [];
     const ys = samples.map((s) => s.label ?? -1);
-    const pixels: RgbImage[] = await Promise.all(
+    const imgs: RgbImage[] = await Promise.all(
       samples.map((s) => (s.rgb ? s.rgb : decodeImage(s.bytes!))),
     );
-    const x = stack(
-      pixels
-        .map((p) => preprocess(p, m.preprocessing))
-        .map((t) => ({ data: t.data, shape: t.shape.slice(1) })),
-    );
-
-    const feats = await head.run(x);
-    const unsplit = await tail.run(feats);
-    const u = acc('unsplit', 'local');
-    ys.forEach((y, i) => (u.correct += argmax(unsplit, i) === y ? 1 : 0));
-
-    const shape = feats.shape.slice(1);
-    for (const c of featureCodecs) {
-      for (const p of c.points) {
-        const a = acc(p.method, p.label);
-        const decoded: Tensor[] = [];
-        for (let i = 0; i < samples.length; i++) {
-          const payload = c.encode(sliceBatch(feats, i), p.index);
-          const bytes = header(c.id, c.version, p.index, shape, payload, frameId++);
-          count(a, payload.byteLength, bytes.byteLength);
-          const f = decodeFrame(bytes);
-          decoded.push(codecById(f.codecId).decode(f.payload, f.shape, f.point));
-        }
-        const out = await tail.run(stack(decoded));
-        ys.forEach((y, i) => (a.correct += argmax(out, i) === y ? 1 : 0));
-      }
+    const pxs = imgs.map((p) => {
+      const t = preprocess(p, m.preprocessing);
+      return { data: t.data, shape: t.shape.slice(1) };
+    });
+    for (let i = 0; i < samples.length && timed.length < timingSamples; i++) {
+      timed.push({ px: pxs[i]!, img: imgs[i]!, stored: samples[i]!.bytes });
     }
-
-    // 'jpeg as stored' needs the stored JPEG files (not in the binary release).
+    const x = stack(pxs);
     const stored = samples.every((s) => s.bytes && s.bytes[0] === 0xff && s.bytes[1] === 0xd8);
-    for (const c of imageCodecs) {
-      for (const p of c.points) {
-        if (c.name === 'jpeg' && p.quality === undefined && !stored) continue;
-        const a = acc(p.method, p.label);
-        const restored = await Promise.all(
-          samples.map(async (s, i) => {
-            const payload = await c.encode(pixels[i]!, p.index, s.bytes);
-            const bytes = header(
-              c.id,
-              c.version,
-              p.index,
-              [3, pixels[i]!.height, pixels[i]!.width],
-              payload,
-              frameId++,
-            );
-            count(a, payload.byteLength, bytes.byteLength);
-            const f = decodeFrame(bytes);
-            return preprocess(await c.decode(f.payload, f.point), m.preprocessing);
-          }),
-        );
-        const out = await full.run(
-          stack(restored.map((t) => ({ data: t.data, shape: t.shape.slice(1) }))),
-        );
+    const headOut = new Map<Session, Tensor>();
+    for (const p of paths) {
+      if (p.skip?.(stored)) continue;
+      const a = acc(p);
+      if (p.method === 'unsplit') {
+        const out = await p.tail.run(x);
         ys.forEach((y, i) => (a.correct += argmax(out, i) === y ? 1 : 0));
+        continue;
       }
+      let feats: Tensor | null = null;
+      if (p.head) {
+        feats = headOut.get(p.head) ?? (await p.head.run(x));
+        headOut.set(p.head, feats);
+      }
+      const inputs: Tensor[] = [];
+      for (let i = 0; i < samples.length; i++) {
+        const bytes = await p.device(
+          feats ? sliceBatch(feats, i) : pxs[i]!,
+          imgs[i]!,
+          samples[i]!.bytes,
+          frameId++,
+        );
+        a.framed += bytes.byteLength;
+        a.payload += decodeFrame(bytes).payload.byteLength;
+        a.wire += mqttPublishBytes(topic, bytes.byteLength);
+        inputs.push(await p.edge(bytes));
+      }
+      const out = await p.tail.run(stack(inputs));
+      ys.forEach((y, i) => (a.correct += argmax(out, i) === y ? 1 : 0));
     }
     total += samples.length;
     bar?.update(total);
@@ -211,8 +342,46 @@ export async function benchRate(opts: {
   await flush();
   bar?.setTotal(total);
   bar?.stop();
-  await Promise.all([head, tail].map((s) => s.close()));
+  await close();
   if (total === 0) throw new Error(`no labelled test samples in ${opts.data}`);
+
+  // Timing: one thread, one sample at a time, the device and edge halves apart.
+  if (timed.length > 0) {
+    const one = await buildPaths(1);
+    const storedAll = timed.every((s) => s.stored && s.stored[0] === 0xff && s.stored[1] === 0xd8);
+    const warm = Math.min(5, timed.length);
+    for (const p of one.paths) {
+      if (p.skip?.(storedAll)) continue;
+      const a = acc(p);
+      let enc = 0;
+      let dec = 0;
+      for (let k = 0; k < warm + timed.length; k++) {
+        const s = timed[k % timed.length]!;
+        const x = { data: s.px.data, shape: [1, ...s.px.shape] };
+        const t0 = performance.now();
+        const input = p.head ? sliceBatch(await p.head.run(x), 0) : s.px;
+        const bytes = await p.device(
+          p.method === 'unsplit' ? x : input,
+          s.img,
+          s.stored,
+          frameId++,
+        );
+        const t1 = performance.now();
+        if (p.method !== 'unsplit') {
+          const e = await p.edge(bytes);
+          await p.tail.run({ data: e.data, shape: [1, ...e.shape] });
+        }
+        const t2 = performance.now();
+        if (k >= warm) {
+          enc += t1 - t0;
+          dec += t2 - t1;
+        }
+      }
+      a.encMs = enc / timed.length;
+      a.decMs = dec / timed.length;
+    }
+    await one.close();
+  }
 
   const splitTensorBytes = numel(m.split.tensorShape) * 4;
   const unsplitAccuracy = accs.get('unsplit/local')!.correct / total;
@@ -228,11 +397,15 @@ export async function benchRate(opts: {
       ratioVsSplitTensor: framed > 0 ? round(splitTensorBytes / framed, 2) : 0,
       accuracy: round(accuracy, 4),
       drop: round(unsplitAccuracy - accuracy, 4),
+      encoderFlops: a.flops,
+      encoderMsPerSample: round(a.encMs, 3),
+      decoderMsPerSample: round(a.decMs, 3),
     };
   });
   return {
     dataset: opts.data,
     samples: total,
+    timingSamples: timed.length,
     limited: opts.limit !== undefined,
     model: `${m.name}@${m.version}`,
     splitPoint: m.split.point,
@@ -246,41 +419,53 @@ export async function benchRate(opts: {
 function rateTitle(r: RateReport): string {
   return (
     `${r.model}, split after ${r.splitPoint} [${r.splitShape.join('x')}] = ${r.splitTensorBytes} B fp32; ` +
-    `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}`
+    `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}; ` +
+    `times: mean of ${r.timingSamples} samples, one thread, batch 1`
   );
 }
 
+const HEAD = [
+  'method',
+  'point',
+  'payload B',
+  'framed B',
+  'MQTT B',
+  'x vs split',
+  'top-1',
+  'drop',
+  'device MFLOPs',
+  'device ms',
+  'edge ms',
+];
+
+function cells(row: RateRow): (string | number)[] {
+  return [
+    row.method,
+    row.point,
+    row.payloadBytes,
+    row.bytesPerSample,
+    row.wireBytes,
+    row.ratioVsSplitTensor,
+    (row.accuracy * 100).toFixed(2) + '%',
+    (row.drop * 100).toFixed(2),
+    (row.encoderFlops / 1e6).toFixed(1),
+    row.encoderMsPerSample.toFixed(2),
+    row.decoderMsPerSample.toFixed(2),
+  ];
+}
+
 export function rateTable(r: RateReport): string {
-  const t = new Table({
-    head: ['method', 'point', 'payload B', 'framed B', 'MQTT B', 'x vs split', 'top-1', 'drop'],
-    style: { head: [], border: [] },
-  });
-  for (const row of r.rows) {
-    t.push([
-      row.method,
-      row.point,
-      row.payloadBytes,
-      row.bytesPerSample,
-      row.wireBytes,
-      row.ratioVsSplitTensor,
-      (row.accuracy * 100).toFixed(2) + '%',
-      (row.drop * 100).toFixed(2),
-    ]);
-  }
+  const t = new Table({ head: HEAD, style: { head: [], border: [] } });
+  for (const row of r.rows) t.push(cells(row));
   return `${rateTitle(r)}\n${t.toString()}`;
 }
 
 /** The same table in Markdown, for pasting into READMEs. */
 export function rateMarkdown(r: RateReport): string {
   const lines = [
-    '| method | point | payload B | framed B | MQTT B | x vs split | top-1 | drop (pts) |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| ${HEAD.join(' | ')} |`,
+    `| --- | --- |${' ---: |'.repeat(HEAD.length - 2)}`,
+    ...r.rows.map((row) => `| ${cells(row).join(' | ')} |`),
   ];
-  for (const row of r.rows) {
-    lines.push(
-      `| ${row.method} | ${row.point} | ${row.payloadBytes} | ${row.bytesPerSample} | ${row.wireBytes} | ` +
-        `${row.ratioVsSplitTensor} | ${(row.accuracy * 100).toFixed(2)}% | ${(row.drop * 100).toFixed(2)} |`,
-    );
-  }
   return `${rateTitle(r)}\n\n${lines.join('\n')}`;
 }

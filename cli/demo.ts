@@ -7,9 +7,8 @@ import Table from 'cli-table3';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge, type Edge } from '../edge-broker/edge.js';
 import { codecByName } from '../core/codec/registry.js';
-import type { Bundle } from '../core/model/bundle.js';
+import { describeSplit, splitTensorBytes, type Bundle } from '../core/model/bundle.js';
 import { deviceFilter } from '../core/protocol/topics.js';
-import { numel } from '../core/tensor.js';
 import { percentile, round } from '../core/util/stats.js';
 
 export interface DemoOptions {
@@ -59,13 +58,13 @@ async function startEdgeOnFreePort(opts: DemoOptions): Promise<Edge> {
 
 export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const m = opts.bundle.manifest;
-  const codec = codecByName(opts.codec);
+  const codec = opts.bundle.codec ?? codecByName(opts.codec);
   const out = opts.json ? process.stderr : process.stdout;
   const edge = await startEdgeOnFreePort(opts);
   out.write(
     `splitfleet demo: edge broker on ${edge.url} (WebSocket ${edge.wsUrl ?? 'off'})\n` +
       `  watch results:  mosquitto_sub -L '${edge.url}/${deviceFilter('result', 'demo')}' -v\n` +
-      `  model ${m.name}@${m.version}, split after ${m.split.point} [${m.split.tensorShape.join('x')}], ` +
+      `  model ${m.name}@${m.version}, split after ${describeSplit(m)}, ` +
       `codec ${codec.name} point ${opts.point}, ${opts.devices} devices, ${opts.frames} frames\n\n`,
   );
 
@@ -90,7 +89,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   }
   await Promise.all(agents.map((a) => a.start()));
 
-  const splitBytes = numel(m.split.tensorShape) * 4;
+  const splitBytes = splitTensorBytes(m);
   const render = () => {
     const t = new Table({
       head: [

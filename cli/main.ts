@@ -5,9 +5,16 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge } from '../edge-broker/edge.js';
-import { listCodecs } from '../core/codec/registry.js';
+import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
-import { listZoo, loadBundle, resolveModel, type Bundle } from '../core/model/bundle.js';
+import {
+  codecBundle,
+  describeSplit,
+  listZoo,
+  loadBundle,
+  resolveModel,
+  type Bundle,
+} from '../core/model/bundle.js';
 import { percentile, round } from '../core/util/stats.js';
 import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
@@ -33,6 +40,17 @@ async function model(ref: string): Promise<Bundle> {
   return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);
 }
 
+/** The model a device runs for a codec: a learned codec (aecnn, frankensplit, ...) is its
+ * own bundle, so with the default model the zoo's newest bundle of that codec is used. */
+async function modelFor(codec: string, ref: string): Promise<Bundle> {
+  if (codec in LEARNED_CODEC_IDS && ref === DEFAULT_MODEL) {
+    const b = await codecBundle(codec);
+    if (!b) throw new Error(`the model zoo has no ${codec} bundle`);
+    return b;
+  }
+  return model(ref);
+}
+
 const program = new Command()
   .name('splitfleet')
   .description(
@@ -45,7 +63,7 @@ program
   .description('edge + embedded broker + simulated devices on the shipped sample, offline')
   .option('--frames <n>', 'frames to send in all', int(1), 300)
   .option('--devices <n>', 'simulated devices', int(1, 64), 3)
-  .option('--codec <name>', 'feature codec', 'split-q')
+  .option('--codec <name>', 'feature codec (split-q, aecnn, frankensplit, ...)', 'split-q')
   .option('--point <n>', 'codec operating point', int(0, 255), 0)
   .option('--fps <n>', 'frames per second per device (0: as fast as possible)', num, 20)
   .option('--workers <n>', 'decoder workers', int(1, 64), 2)
@@ -56,7 +74,11 @@ program
   .option('--ws-port <n>', 'MQTT WebSocket port', int(0, 65535), 9001)
   .option('--json', 'end with one JSON summary line on stdout')
   .action(async (o) => {
-    const s = await runDemo({ ...o, bundle: await model(o.model), json: Boolean(o.json) });
+    const s = await runDemo({
+      ...o,
+      bundle: await modelFor(o.codec, o.model),
+      json: Boolean(o.json),
+    });
     process.exitCode = s.results + s.errors === s.frames && s.lost === 0 ? 0 : 1;
   });
 
@@ -105,7 +127,7 @@ program
   .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
   .option('--fleet <id>', 'fleet id', 'default')
   .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
-  .option('--codec <name>', 'feature codec', 'split-q')
+  .option('--codec <name>', 'feature codec (split-q, aecnn, frankensplit, ...)', 'split-q')
   .option('--point <n>', 'codec operating point', int(0, 255), 0)
   .option(
     '--source <path>',
@@ -126,7 +148,7 @@ program
         url: o.url,
         fleet: o.fleet,
         deviceId: o.device,
-        bundle: await model(o.model),
+        bundle: await modelFor(o.codec, o.model),
         codec: o.codec,
         point: o.point,
         source: { source: o.source, split: o.split, loop: Boolean(o.loop), limit: o.frames },
@@ -186,12 +208,30 @@ bench
   .option('--model <name>', 'model', DEFAULT_MODEL)
   .option('--threads <n>', 'inference threads', int(1, 64), 2)
   .option('--batch <n>', 'samples per inference batch', int(1, 4096), 200)
+  .option(
+    '--codecs <names...>',
+    "learned-codec bundles to include (zoo names or folders; 'all' or 'none')",
+    ['all'],
+  )
+  .option('--timing <n>', 'samples timed one by one with one thread (0: none)', int(0), 100)
   .option('--json', 'print one JSON object on the last line')
   .option('--markdown', 'print the table as Markdown')
   .action(async (o) => {
+    const names = o.codecs as string[];
+    const codecBundles = names.includes('none')
+      ? []
+      : names.includes('all')
+        ? await Promise.all(
+            (await listZoo())
+              .filter((m) => m.kind === 'codec')
+              .map((m) => resolveModel(`${m.name}@${m.version}`)),
+          )
+        : await Promise.all(names.map(model));
     const r = await benchRate({
       data: o.data,
       bundle: await model(o.model),
+      codecBundles,
+      timingSamples: o.timing,
       limit: o.limit,
       threads: o.threads,
       batch: o.batch,
@@ -204,6 +244,7 @@ bench
         JSON.stringify({
           dataset,
           samples,
+          timingSamples: r.timingSamples,
           limited: r.limited,
           model: r.model,
           splitPoint: r.splitPoint,
@@ -221,9 +262,16 @@ program
   .action(async () => {
     for (const m of await listZoo()) {
       process.stdout.write(
-        `model ${m.name}@${m.version} (id ${m.modelId}): ${m.arch}, split after ${m.split.point} ` +
-          `[${m.split.tensorShape.join('x')}], top-1 ${(m.accuracy.top1 * 100).toFixed(2)}% on ${m.accuracy.samples} ${m.accuracy.split} samples\n`,
+        `model ${m.name}@${m.version} (id ${m.modelId}): ${m.arch}, split after ${describeSplit(m)}, top-1 ${(m.accuracy.top1 * 100).toFixed(2)}% on ${m.accuracy.samples} ${m.accuracy.split} samples\n`,
       );
+      if (m.kind === 'codec') {
+        for (const p of m.codec.points) {
+          process.stdout.write(
+            `  codec ${m.codec.id} ${m.codec.method} point ${p.index}=${p.label}: top-1 ${(p.top1 * 100).toFixed(2)}%, ` +
+              `${(p.bitsPerImage / 8).toFixed(1)} B/image (ideal), device ${p.deviceMacs} MACs\n`,
+          );
+        }
+      }
     }
     for (const c of listCodecs()) {
       process.stdout.write(

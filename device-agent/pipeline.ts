@@ -3,7 +3,7 @@
  *   decode -> preprocess -> head -> codec encode -> frame.
  */
 import { codecByName } from '../core/codec/registry.js';
-import { checkPoint, type FeatureCodec } from '../core/codec/types.js';
+import { checkPoint, CodecError, type FeatureCodec } from '../core/codec/types.js';
 import type { Sample } from '../core/data/cifar.js';
 import type { Engine, Session } from '../core/engine/engine.js';
 import { onnxEngine } from '../core/engine/onnx.js';
@@ -32,9 +32,22 @@ export class HeadPipeline {
     point: number,
     opts: { engine?: Engine; threads?: number } = {},
   ): Promise<HeadPipeline> {
-    const codec = codecByName(codecName);
-    checkPoint(codec, point);
-    const head = await (opts.engine ?? onnxEngine).load(bundle.file('head'), {
+    const m = bundle.manifest;
+    let role = 'head';
+    let codec: FeatureCodec;
+    if (m.kind === 'codec') {
+      // A learned codec's bundle carries the codec and one device network per point.
+      codec = bundle.codec!;
+      if (codecName !== codec.name) {
+        throw new CodecError(`model ${m.name} is a ${codec.name} codec, not ${codecName}`);
+      }
+      checkPoint(codec, point);
+      role = m.codec.points.find((p) => p.index === point)!.head;
+    } else {
+      codec = codecByName(codecName);
+      checkPoint(codec, point);
+    }
+    const head = await (opts.engine ?? onnxEngine).load(bundle.file(role), {
       threads: opts.threads ?? 1,
     });
     return new HeadPipeline(bundle, codec, point, head);

@@ -4,7 +4,7 @@
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
 import { codecById } from '../core/codec/registry.js';
-import { checkPoint, CodecError } from '../core/codec/types.js';
+import { checkPoint, CodecError, type FeatureCodec } from '../core/codec/types.js';
 import type { Engine, Session } from '../core/engine/engine.js';
 import type { Bundle, Manifest } from '../core/model/bundle.js';
 import { decodeFrame, FrameError, type Frame } from '../core/protocol/frame.js';
@@ -27,9 +27,19 @@ export class DecodeFailure extends Error {
   }
 }
 
+/** What a frame of one model needs at the edge: its codec, tail network and shape. */
+interface Route {
+  codec: FeatureCodec;
+  tail: Session;
+  shape: readonly number[];
+}
+
 interface LoadedModel {
   manifest: Manifest;
-  tail: Session;
+  /** Learned-codec bundles bring their own codec; backbones use the registry's. */
+  codec: FeatureCodec | null;
+  /** One session per tail file role. */
+  tails: Map<string, Session>;
 }
 
 export const modelKey = (id: number, version: number) => `${id}:${version}`;
@@ -49,10 +59,50 @@ export class FrameDecoder {
   ): Promise<FrameDecoder> {
     const models = new Map<string, LoadedModel>();
     for (const b of bundles) {
-      const tail = await engine.load(b.file('tail'), { threads: opts.threads });
-      models.set(modelKey(b.manifest.modelId, b.manifest.version), { manifest: b.manifest, tail });
+      const m = b.manifest;
+      const roles = m.kind === 'codec' ? new Set(m.codec.points.map((p) => p.tail)) : ['tail'];
+      const tails = new Map<string, Session>();
+      for (const role of roles) {
+        tails.set(role, await engine.load(b.file(role), { threads: opts.threads }));
+      }
+      models.set(modelKey(m.modelId, m.version), { manifest: m, codec: b.codec, tails });
     }
     return new FrameDecoder(models, opts.edgeId, opts.topk ?? 3);
+  }
+
+  private route(model: LoadedModel, frame: Frame): Route {
+    const fail = (msg: string) => new DecodeFailure('unknown-codec', msg, frame.frameId);
+    let codec: FeatureCodec;
+    if (model.codec) {
+      codec = model.codec;
+      if (frame.codecId !== codec.id) {
+        throw fail(
+          `model ${model.manifest.name} takes codec ${codec.name} (${codec.id}), not ${frame.codecId}`,
+        );
+      }
+    } else {
+      try {
+        codec = codecById(frame.codecId);
+      } catch (e) {
+        throw fail((e as Error).message);
+      }
+    }
+    try {
+      checkPoint(codec, frame.point);
+    } catch (e) {
+      throw fail((e as Error).message);
+    }
+    if (codec.version !== frame.codecVersion) {
+      throw fail(
+        `codec ${codec.name} version ${frame.codecVersion} is not supported (have ${codec.version})`,
+      );
+    }
+    const m = model.manifest;
+    if (m.kind === 'codec') {
+      const p = m.codec.points.find((x) => x.index === frame.point)!;
+      return { codec, tail: model.tails.get(p.tail)!, shape: p.symbolShape };
+    }
+    return { codec, tail: model.tails.get('tail')!, shape: m.split.tensorShape };
   }
 
   /** Parse and check a frame without running inference (cheap, done on receipt). */
@@ -72,29 +122,11 @@ export class FrameDecoder {
         frame.frameId,
       );
     }
-    let codec;
-    try {
-      codec = codecById(frame.codecId);
-    } catch (e) {
-      throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
-    }
-    try {
-      checkPoint(codec, frame.point);
-    } catch (e) {
-      throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
-    }
-    if (codec.version !== frame.codecVersion) {
-      throw new DecodeFailure(
-        'unknown-codec',
-        `codec ${codec.name} version ${frame.codecVersion} is not supported (have ${codec.version})`,
-        frame.frameId,
-      );
-    }
-    const want = model.manifest.split.tensorShape;
+    const want = this.route(model, frame).shape;
     if (frame.shape.length !== want.length || frame.shape.some((d, i) => d !== want[i])) {
       throw new DecodeFailure(
         'malformed-frame',
-        `shape [${frame.shape.join(',')}] does not match model split shape [${want.join(',')}]`,
+        `shape [${frame.shape.join(',')}] does not match the model's [${want.join(',')}]`,
         frame.frameId,
       );
     }
@@ -106,7 +138,7 @@ export class FrameDecoder {
     const t0 = performance.now();
     const model = this.models.get(modelKey(frame.modelId, frame.modelVersion));
     if (!model) throw new DecodeFailure('unknown-model', 'model not served', frame.frameId);
-    const codec = codecById(frame.codecId);
+    const { codec, tail } = this.route(model, frame);
     let features;
     try {
       features = codec.decode(frame.payload, frame.shape, frame.point);
@@ -117,7 +149,7 @@ export class FrameDecoder {
     const t1 = performance.now();
     let logits;
     try {
-      logits = await model.tail.run({ data: features.data, shape: [1, ...frame.shape] });
+      logits = await tail.run({ data: features.data, shape: [1, ...frame.shape] });
     } catch (e) {
       throw new DecodeFailure('inference-failed', (e as Error).message, frame.frameId);
     }
@@ -159,6 +191,6 @@ export class FrameDecoder {
   }
 
   async close(): Promise<void> {
-    for (const m of this.models.values()) await m.tail.close();
+    for (const m of this.models.values()) for (const t of m.tails.values()) await t.close();
   }
 }

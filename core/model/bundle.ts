@@ -1,26 +1,34 @@
 /**
- * Model bundles: a folder with manifest.json and the files it lists (head for the
- * device, tail for the edge; tail(head(x)) is the unsplit model), each named with its hash and checked against the sha256 in the manifest
- * before it is used. The manifest is written by models/splitfleet_models/export.py.
+ * Model bundles: a folder with manifest.json and the files it lists, each named with its
+ * hash and checked against the sha256 in the manifest before it is used. Two kinds:
+ * a backbone (head for the device, tail for the edge, tail(head(x)) is the unsplit
+ * model; written by models/splitfleet_models/export.py) and a learned codec (per
+ * operating point a device network to integer symbols, CDF tables, an edge network;
+ * written by export_codec.py).
  */
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Ajv, type JSONSchemaType } from 'ajv';
+import { Ajv } from 'ajv';
+import { learnedCodec, parseTables } from '../codec/learned.js';
+import type { CdfTable } from '../codec/rans.js';
+import { LEARNED_CODEC_IDS } from '../codec/registry.js';
+import type { FeatureCodec } from '../codec/types.js';
 import type { Preprocessing } from '../image/image.js';
 import { ZOO_DIR } from '../paths.js';
 
-export const MANIFEST_FORMAT = 1;
+/** Current manifest format; format 1 (backbones only, no `kind`) is migrated on load. */
+export const MANIFEST_FORMAT = 2;
 
 export interface BundleFile {
   path: string;
   sha256: string;
-  /** Tensor shape of the model input / output, -1 for the batch axis. */
-  input: number[];
-  output: number[];
+  /** Tensor shape of a model's input / output, -1 for the batch axis (ONNX files only). */
+  input?: number[];
+  output?: number[];
 }
 
-export interface Manifest {
+interface ManifestBase {
   format: number;
   name: string;
   modelId: number;
@@ -29,14 +37,8 @@ export interface Manifest {
   dataset: string;
   labels: string[];
   preprocessing: Preprocessing;
-  split: {
-    point: string;
-    points: string[];
-    tensorShape: number[];
-    headMacs: number;
-    tailMacs: number;
-  };
-  files: { head: BundleFile; tail: BundleFile };
+  /** role -> file; the roles a manifest names must all be here. */
+  files: Record<string, BundleFile>;
   accuracy: {
     top1: number;
     split: string;
@@ -48,32 +50,121 @@ export interface Manifest {
   created: string;
 }
 
+/** A trained backbone split in two: head (device) and tail (edge), the split tensor between. */
+export interface BackboneManifest extends ManifestBase {
+  kind: 'backbone';
+  split: {
+    point: string;
+    points: string[];
+    tensorShape: number[];
+    headMacs: number;
+    tailMacs: number;
+  };
+}
+
+/** One operating point of a learned codec: its networks, tables and measured figures. */
+export interface CodecPoint {
+  index: number;
+  label: string;
+  method: string;
+  /** File roles: device network (image -> symbols), edge network (symbols -> logits). */
+  head: string;
+  tail: string;
+  /** Role of the CDF tables (rANS coding); null for raw 8-bit symbols. */
+  entropy: string | null;
+  symbolShape: number[];
+  /** Channels sent (the rest arrive as -1). */
+  keep: number;
+  deviceMacs: number;
+  edgeMacs: number;
+  top1: number;
+  bitsPerImage: number;
+}
+
+/** A learned feature codec (BottleNet++, AECNN, FrankenSplit) with its own halves. */
+export interface CodecManifest extends ManifestBase {
+  kind: 'codec';
+  codec: {
+    method: string;
+    id: number;
+    version: number;
+    coding: 'rans' | 'raw8';
+    teacherPoint: string;
+    /** Shape of the teacher's tensor at teacherPoint (the fp32 reference for ratios). */
+    teacherShape: number[];
+    teacherMacs: number;
+    points: CodecPoint[];
+  };
+}
+
+export type Manifest = BackboneManifest | CodecManifest;
+
+const intArray = { type: 'array', items: { type: 'integer' } } as const;
+
 const fileSchema = {
   type: 'object',
-  required: ['path', 'sha256', 'input', 'output'],
+  required: ['path', 'sha256'],
   properties: {
     path: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$' },
     sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
-    input: { type: 'array', items: { type: 'integer' } },
-    output: { type: 'array', items: { type: 'integer' } },
+    input: intArray,
+    output: intArray,
   },
 } as const;
 
-const manifestSchema: JSONSchemaType<Manifest> = {
+const pointSchema = {
+  type: 'object',
+  required: [
+    'index',
+    'label',
+    'method',
+    'head',
+    'tail',
+    'entropy',
+    'symbolShape',
+    'keep',
+    'deviceMacs',
+    'edgeMacs',
+    'top1',
+    'bitsPerImage',
+  ],
+  properties: {
+    index: { type: 'integer', minimum: 0, maximum: 255 },
+    label: { type: 'string' },
+    method: { type: 'string' },
+    head: { type: 'string' },
+    tail: { type: 'string' },
+    entropy: { type: ['string', 'null'] },
+    symbolShape: {
+      type: 'array',
+      items: { type: 'integer', minimum: 1 },
+      minItems: 3,
+      maxItems: 3,
+    },
+    keep: { type: 'integer', minimum: 1 },
+    deviceMacs: { type: 'integer' },
+    edgeMacs: { type: 'integer' },
+    top1: { type: 'number', minimum: 0, maximum: 1 },
+    bitsPerImage: { type: 'number', minimum: 0 },
+  },
+} as const;
+
+const manifestSchema = {
   type: 'object',
   required: [
     'format',
+    'kind',
     'name',
     'modelId',
     'version',
     'labels',
     'preprocessing',
-    'split',
     'files',
     'accuracy',
   ],
   properties: {
     format: { type: 'integer', const: MANIFEST_FORMAT },
+    kind: { enum: ['backbone', 'codec'] },
     name: { type: 'string', pattern: '^[a-z0-9][a-z0-9.-]*$' },
     modelId: { type: 'integer', minimum: 1, maximum: 65535 },
     version: { type: 'integer', minimum: 1, maximum: 65535 },
@@ -119,11 +210,30 @@ const manifestSchema: JSONSchemaType<Manifest> = {
         tailMacs: { type: 'integer' },
       },
     },
-    files: {
+    codec: {
       type: 'object',
-      required: ['head', 'tail'],
-      properties: { head: fileSchema, tail: fileSchema },
+      required: [
+        'method',
+        'id',
+        'version',
+        'coding',
+        'teacherPoint',
+        'teacherShape',
+        'teacherMacs',
+        'points',
+      ],
+      properties: {
+        method: { type: 'string' },
+        id: { type: 'integer', minimum: 1, maximum: 255 },
+        version: { type: 'integer', minimum: 1, maximum: 255 },
+        coding: { enum: ['rans', 'raw8'] },
+        teacherPoint: { type: 'string' },
+        teacherShape: { type: 'array', items: { type: 'integer', minimum: 1 } },
+        teacherMacs: { type: 'integer' },
+        points: { type: 'array', items: pointSchema, minItems: 1 },
+      },
     },
+    files: { type: 'object', additionalProperties: fileSchema },
     accuracy: {
       type: 'object',
       required: ['top1', 'split', 'samples', 'source', 'engine'],
@@ -138,9 +248,23 @@ const manifestSchema: JSONSchemaType<Manifest> = {
     training: { type: 'object' },
     created: { type: 'string' },
   },
-} as unknown as JSONSchemaType<Manifest>;
+  if: { properties: { kind: { const: 'backbone' } } },
+  then: {
+    required: ['split'],
+    properties: { files: { required: ['head', 'tail'] } },
+  },
+  else: { required: ['codec'] },
+} as const;
 
-const validate = new Ajv({ allErrors: true }).compile(manifestSchema);
+/** Format 1 (backbones only) -> 2: the same fields plus `kind`. */
+function migrate(m: unknown): unknown {
+  if (m && typeof m === 'object' && (m as { format?: unknown }).format === 1) {
+    return { ...m, format: 2, kind: 'backbone' };
+  }
+  return m;
+}
+
+const validate = new Ajv({ allErrors: true }).compile<Manifest>(manifestSchema);
 
 export class BundleError extends Error {
   override name = 'BundleError';
@@ -150,27 +274,63 @@ export interface Bundle {
   dir: string;
   manifest: Manifest;
   /** Absolute path of a listed file, after its hash was verified. */
-  file(role: keyof Manifest['files']): string;
+  file(role: string): string;
+  /** The bundle's own codec (kind "codec"): its tables and operating points; else null. */
+  codec: FeatureCodec | null;
 }
 
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
+function parseManifest(raw: unknown, where: string): Manifest {
+  const m = migrate(raw);
+  if (!validate(m)) {
+    const errs = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
+    throw new BundleError(`invalid manifest in ${where}: ${errs.join('; ')}`);
+  }
+  if (m.kind === 'codec') {
+    const c = m.codec;
+    const pinned = LEARNED_CODEC_IDS[c.method as keyof typeof LEARNED_CODEC_IDS];
+    if (pinned !== c.id) {
+      throw new BundleError(
+        `invalid manifest in ${where}: codec ${c.method} has id ${c.id}, the registry pins ${pinned ?? 'no id'}`,
+      );
+    }
+    const seen = new Set<number>();
+    for (const p of c.points) {
+      for (const role of [p.head, p.tail, p.entropy]) {
+        if (role !== null && !m.files[role]) {
+          throw new BundleError(
+            `invalid manifest in ${where}: point ${p.index} names missing file ${role}`,
+          );
+        }
+      }
+      if ((p.entropy === null) !== (c.coding === 'raw8')) {
+        throw new BundleError(
+          `invalid manifest in ${where}: point ${p.index} tables do not fit coding ${c.coding}`,
+        );
+      }
+      if (p.keep > p.symbolShape[0]! || seen.has(p.index)) {
+        throw new BundleError(`invalid manifest in ${where}: point ${p.index} is inconsistent`);
+      }
+      seen.add(p.index);
+    }
+  }
+  return m;
+}
+
 /** Load a bundle folder: validate the manifest and verify every file's sha256. */
 export async function loadBundle(dir: string): Promise<Bundle> {
   const abs = resolve(dir);
-  let manifest: unknown;
+  let raw: unknown;
   try {
-    manifest = JSON.parse(await readFile(join(abs, 'manifest.json'), 'utf8'));
+    raw = JSON.parse(await readFile(join(abs, 'manifest.json'), 'utf8'));
   } catch (e) {
     throw new BundleError(`cannot read ${join(abs, 'manifest.json')}: ${(e as Error).message}`);
   }
-  if (!validate(manifest)) {
-    const errs = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
-    throw new BundleError(`invalid manifest in ${abs}: ${errs.join('; ')}`);
-  }
-  const m = manifest;
+  const m = parseManifest(raw, abs);
+  const contents = new Map<string, Buffer>();
   for (const [role, f] of Object.entries(m.files)) {
     const bytes = await readFile(join(abs, f.path)).catch((e: Error) => {
       throw new BundleError(`bundle ${m.name}: missing ${role} file ${f.path}: ${e.message}`);
@@ -181,11 +341,32 @@ export async function loadBundle(dir: string): Promise<Bundle> {
         `bundle ${m.name}: ${f.path} has sha256 ${got}, manifest says ${f.sha256}`,
       );
     }
+    if (f.path.endsWith('.json')) contents.set(role, bytes);
+  }
+  let codec: FeatureCodec | null = null;
+  if (m.kind === 'codec') {
+    const tables = new Map<string, CdfTable[]>();
+    for (const p of m.codec.points) {
+      if (p.entropy === null || tables.has(p.entropy)) continue;
+      try {
+        tables.set(p.entropy, parseTables(contents.get(p.entropy)!.toString('utf8')));
+      } catch (e) {
+        throw new BundleError(
+          `bundle ${m.name}: ${m.files[p.entropy]!.path}: ${(e as Error).message}`,
+        );
+      }
+    }
+    codec = learnedCodec(m, tables);
   }
   return {
     dir: abs,
     manifest: m,
-    file: (role) => join(abs, m.files[role].path),
+    file: (role) => {
+      const f = m.files[role];
+      if (!f) throw new BundleError(`bundle ${m.name} has no file ${role}`);
+      return join(abs, f.path);
+    },
+    codec,
   };
 }
 
@@ -195,13 +376,48 @@ export async function listZoo(zoo = ZOO_DIR): Promise<Manifest[]> {
   for (const d of await readdir(zoo, { withFileTypes: true }).catch(() => [])) {
     if (!d.isDirectory()) continue;
     try {
-      const m = JSON.parse(await readFile(join(zoo, d.name, 'manifest.json'), 'utf8')) as unknown;
-      if (validate(m)) out.push(m);
+      const raw = JSON.parse(await readFile(join(zoo, d.name, 'manifest.json'), 'utf8')) as unknown;
+      out.push(parseManifest(raw, d.name));
     } catch {
       // not a bundle folder
     }
   }
   return out.sort((a, b) => a.modelId - b.modelId || a.version - b.version);
+}
+
+/** Symbols/tensor shape a frame of `point` carries, and the fp32 bytes of the tensor at the split. */
+export function frameShape(m: Manifest, point: number): number[] {
+  if (m.kind === 'backbone') return m.split.tensorShape;
+  const p = m.codec.points.find((x) => x.index === point);
+  if (!p) throw new BundleError(`model ${m.name} has no point ${point}`);
+  return p.symbolShape;
+}
+
+/** The manifest of a backbone bundle; throws for a codec bundle. */
+export function backbone(m: Manifest): BackboneManifest {
+  if (m.kind !== 'backbone')
+    throw new BundleError(`model ${m.name} is a ${m.kind} bundle, not a backbone`);
+  return m;
+}
+
+/** Bytes of the float32 tensor at the model's split point (the reference for ratios). */
+export function splitTensorBytes(m: Manifest): number {
+  const shape = m.kind === 'backbone' ? m.split.tensorShape : m.codec.teacherShape;
+  return shape.reduce((a, b) => a * b, 1) * 4;
+}
+
+/** Where the network is split: "layer1 [64x16x16]". */
+export function describeSplit(m: Manifest): string {
+  return m.kind === 'backbone'
+    ? `${m.split.point} [${m.split.tensorShape.join('x')}]`
+    : `${m.codec.method} into ${m.codec.teacherPoint}, ${m.codec.points.length} points`;
+}
+
+/** The newest bundle of a learned codec method in the zoo ("frankensplit"), or null. */
+export async function codecBundle(method: string, zoo = ZOO_DIR): Promise<Bundle | null> {
+  const hits = (await listZoo(zoo)).filter((m) => m.kind === 'codec' && m.codec.method === method);
+  const m = hits[hits.length - 1];
+  return m ? loadBundle(join(zoo, `${m.name}-v${m.version}`)) : null;
 }
 
 /** Resolve a model by bundle folder, by name ("resnet9w05-cifar10" = newest version) or name@version. */

@@ -165,6 +165,7 @@ def main(argv=None) -> None:
             "version": CODEC_VERSION,
             "coding": "raw8" if method == "bottlenetpp" else "rans",
             "teacherPoint": runs[0][1]["point"],
+            "teacherShape": list(runs[0][0].teacher.head(torch.zeros(1, 3, 32, 32)).shape[1:]),
             "teacherMacs": count_macs(teacher_net),
             "points": points,
         },

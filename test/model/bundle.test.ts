@@ -2,7 +2,13 @@ import test from 'ava';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BundleError, listZoo, loadBundle, resolveModel } from '../../core/model/bundle.js';
+import {
+  backbone,
+  BundleError,
+  listZoo,
+  loadBundle,
+  resolveModel,
+} from '../../core/model/bundle.js';
 import { MODEL, shippedModel } from '../helpers/model.js';
 
 let dir: string;
@@ -22,13 +28,14 @@ async function copyShipped(name: string): Promise<string> {
 
 test('the shipped bundle verifies and describes itself', async (t) => {
   const b = await shippedModel();
-  const m = b.manifest;
+  const m = backbone(b.manifest);
   t.is(m.name, MODEL);
   t.is(m.modelId, 1);
   t.deepEqual(m.labels.length, 10);
-  t.true(m.files.head.path.includes(m.files.head.sha256.slice(0, 8)), 'hash in the file name');
-  t.deepEqual(m.files.head.output.slice(1), m.split.tensorShape);
-  t.deepEqual(m.files.tail.input.slice(1), m.split.tensorShape);
+  const { head, tail } = m.files;
+  t.true(head!.path.includes(head!.sha256.slice(0, 8)), 'hash in the file name');
+  t.deepEqual(head!.output!.slice(1), m.split.tensorShape);
+  t.deepEqual(tail!.input!.slice(1), m.split.tensorShape);
   // Measured on the whole test split. The floor catches an untrained or broken bundle;
   // the shipped model's 89.67% misses the foundation issue's 90% goal (see models/README.md).
   t.is(m.accuracy.samples, 10_000);
