@@ -18,6 +18,7 @@ import {
 import { percentile, round } from '../core/util/stats.js';
 import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
+import { writePlot } from './plot.js';
 
 const DEFAULT_MODEL = 'resnet9w05-cifar10';
 
@@ -216,6 +217,7 @@ bench
   .option('--timing <n>', 'samples timed one by one with one thread (0: none)', int(0), 100)
   .option('--json', 'print one JSON object on the last line')
   .option('--markdown', 'print the table as Markdown')
+  .option('--plot <file>', 'write the rate-accuracy curves (.svg or .png)')
   .action(async (o) => {
     const names = o.codecs as string[];
     const codecBundles = names.includes('none')
@@ -238,6 +240,10 @@ bench
       progress: process.stderr.isTTY,
     });
     process.stdout.write((o.markdown ? rateMarkdown(r) : rateTable(r)) + '\n');
+    if (o.plot) {
+      await writePlot(r, o.plot);
+      process.stderr.write(`plot written to ${o.plot}\n`);
+    }
     if (o.json) {
       const { dataset, samples, unsplitAccuracy, rows } = r;
       process.stdout.write(

@@ -1,0 +1,76 @@
+/**
+ * `bench rate --plot <file>`: the rate–accuracy curves of a RateReport as SVG or PNG.
+ * Bytes per sample (framed, log scale) against top-1, one line per method, drawn with
+ * Vega-Lite (compiled to Vega and rendered headless); PNG goes through sharp.
+ */
+import { writeFile } from 'node:fs/promises';
+import { extname } from 'node:path';
+import sharp from 'sharp';
+import { parse, View } from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import type { RateReport } from './bench-rate.js';
+
+export function rateSpec(r: RateReport): TopLevelSpec {
+  const rows = r.rows
+    .filter((row) => row.bytesPerSample > 0)
+    .map((row) => ({
+      method: row.method.replace(/^split-q\d+$/, 'split-q'),
+      point: row.point,
+      bytes: row.bytesPerSample,
+      top1: Math.round(row.accuracy * 10000) / 100,
+    }));
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: `Rate vs accuracy, ${r.model}`,
+      subtitle: `${r.samples} CIFAR-10 test images${r.limited ? ' (LIMITED run)' : ''}; dashed: unsplit ${(r.unsplitAccuracy * 100).toFixed(2)}%`,
+    },
+    width: 640,
+    height: 400,
+    background: 'white',
+    layer: [
+      {
+        data: { values: rows },
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: {
+            field: 'bytes',
+            type: 'quantitative',
+            scale: { type: 'log' },
+            title: 'bytes per sample, framed (log scale)',
+          },
+          y: {
+            field: 'top1',
+            type: 'quantitative',
+            scale: { zero: false },
+            title: 'top-1 (%)',
+          },
+          color: { field: 'method', type: 'nominal' },
+          order: { field: 'bytes', type: 'quantitative' },
+          tooltip: [{ field: 'method' }, { field: 'point' }, { field: 'bytes' }, { field: 'top1' }],
+        },
+      },
+      {
+        data: { values: [{ top1: Math.round(r.unsplitAccuracy * 10000) / 100 }] },
+        mark: { type: 'rule', strokeDash: [4, 4], color: 'gray' },
+        encoding: { y: { field: 'top1', type: 'quantitative' } },
+      },
+    ],
+  };
+}
+
+export async function renderSvg(r: RateReport): Promise<string> {
+  const view = new View(parse(compile(rateSpec(r)).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  return svg;
+}
+
+/** Writes `file` as SVG or PNG (by extension). */
+export async function writePlot(r: RateReport, file: string): Promise<void> {
+  const svg = await renderSvg(r);
+  const ext = extname(file).toLowerCase();
+  if (ext === '.svg') await writeFile(file, svg);
+  else if (ext === '.png') await sharp(Buffer.from(svg), { density: 144 }).png().toFile(file);
+  else throw new Error(`--plot: ${file} must end in .svg or .png`);
+}
