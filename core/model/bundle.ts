@@ -251,7 +251,7 @@ const manifestSchema = {
   if: { properties: { kind: { const: 'backbone' } } },
   then: {
     required: ['split'],
-    properties: { files: { required: ['head', 'tail'] } },
+    properties: { files: { type: 'object', required: ['head', 'tail'] } },
   },
   else: { required: ['codec'] },
 } as const;

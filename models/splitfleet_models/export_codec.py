@@ -194,10 +194,12 @@ def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4) -> No
     pix = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in imgs])
     x = normalize_batch(torch.from_numpy(pix).permute(0, 3, 1, 2).float())
     cases = []
+    point = 0  # the points were numbered in this same order
     with torch.no_grad():
         for si, (codec, tables, ks) in enumerate(sets):
             sym = codec.device(x)
             for k in ks:
+                point += 1
                 s_k = sym.clone()
                 s_k[:, k:] = -1
                 logits = codec.edge(s_k).numpy()
@@ -206,7 +208,7 @@ def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4) -> No
                     payload = (
                         encode_symbols(s, tables, k) if tables is not None else bytes(s[:k].reshape(-1).astype(np.uint8))
                     )
-                    cases.append(dict(set=si, keep=k, image=str(imgs[j].relative_to(sample)),
+                    cases.append(dict(point=point - 1, keep=k, image=str(imgs[j].relative_to(sample)),
                                       symbols=s[:k].reshape(-1).tolist(), payload=payload.hex(),
                                       logits=[float(v) for v in logits[j]]))
     dst.mkdir(parents=True, exist_ok=True)

@@ -16,15 +16,9 @@ except ImportError:  # the loader tests still run without torch
 
 
 def write_binary_release(d: Path, per_batch: int) -> None:
-    import numpy as np
+    from splitfleet_models.smoke import synthetic_release
 
-    rng = np.random.default_rng(0)
-    d.mkdir(parents=True)
-    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-        labels = rng.integers(0, 10, per_batch, dtype=np.uint8)
-        # Make the label visible in the pixels so a tiny model can learn something.
-        pix = (rng.integers(0, 40, (per_batch, 3072)) + labels[:, None] * 20).astype(np.uint8)
-        (d / name).write_bytes(np.concatenate([labels[:, None], pix], axis=1).tobytes())
+    synthetic_release(d, per_batch)
 
 
 @unittest.skipUnless(HAVE_TORCH, "python3-torch is not installed")
