@@ -197,11 +197,19 @@ def main(argv=None) -> None:
     ap.add_argument("--cache", default=".cache")
     ap.add_argument("--teacher", help="overrides the recipe's teacher run folder")
     ap.add_argument("--lam", type=float, help="overrides the recipe's rate weight")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any top-level recipe key (YAML value), e.g. --set channels=4")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs (smoke runs)")
     args = ap.parse_args(argv)
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required")
-    cfg = load_recipe(args.recipe, dict(teacher=args.teacher, lam=args.lam))
+    extra = {}
+    for kv in args.set:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            ap.error(f"--set {kv!r}: expected KEY=VALUE")
+        extra[k] = yaml.safe_load(v)
+    cfg = load_recipe(args.recipe, dict(teacher=args.teacher, lam=args.lam, **extra))
     stages = [dict(s) for s in cfg["stages"]]
     for s in stages:
         s["epochs"] = max(1, round(int(s["epochs"]) * args.epochs_scale))
