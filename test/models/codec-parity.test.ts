@@ -9,6 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent } from '../../device-agent/agent.js';
+import { startEdge } from '../../edge-broker/edge.js';
 import { onnxEngine } from '../../core/engine/onnx.js';
 import { decodeImage, preprocess } from '../../core/image/image.js';
 import { loadBundle } from '../../core/model/bundle.js';
@@ -87,3 +89,49 @@ for (const method of ['bottlenetpp', 'aecnn', 'frankensplit']) {
     t.true(logitDiff < 1e-3, `max logit diff ${logitDiff}`);
   });
 }
+
+test.serial('learned bundles run the whole path over MQTT, frames of each point answered', async (t) => {
+  const bundles = await Promise.all(
+    ['bottlenetpp', 'aecnn', 'frankensplit'].map((m) => loadBundle(join(dir, 'zoo', `tiny-${m}-v${1}`))),
+  );
+  // the three tiny bundles share model id 9: serve them one at a time
+  for (const b of bundles) {
+    const edge = await startEdge({ bundles: [b], port: 0, wsPort: null, workers: 1, edgeId: 'e' });
+    try {
+      const m = b.manifest;
+      if (m.kind !== 'codec') return t.fail();
+      for (const p of m.codec.points) {
+        const a = new Agent({
+          url: edge.url,
+          fleet: 'parity',
+          deviceId: `dev-${m.codec.method}`,
+          bundle: b,
+          codec: m.codec.method,
+          point: p.index,
+          source: { source: 'sample', limit: 6 },
+          fps: 0,
+          resultTimeoutMs: 20_000,
+        });
+        await a.start();
+        const s = await a.run();
+        await a.stop();
+        t.is(s.results, 6, `${m.codec.method} point ${p.index}`);
+        t.is(s.errors, 0);
+      }
+      // a frame for a point the bundle does not have is answered with an error
+      const bad = new Agent({
+        url: edge.url,
+        fleet: 'parity',
+        deviceId: 'dev-bad',
+        bundle: b,
+        codec: 'split-q',
+        point: 0,
+        source: { source: 'sample', limit: 1 },
+        fps: 0,
+      });
+      await t.throwsAsync(bad.start(), { message: /is a .* codec, not split-q/ });
+    } finally {
+      await edge.close();
+    }
+  }
+});
