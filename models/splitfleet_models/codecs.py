@@ -207,19 +207,14 @@ class FrankenSplit(nn.Module):
         return dict(restored=restored, likelihoods=lik, logits=self.teacher.tail(restored))
 
 
-class DeviceHalf(nn.Module):
-    def __init__(self, codec: nn.Module):
+class Half(nn.Module):
+    """One exported half of a codec: side "device" (image -> symbols) or "edge"."""
+
+    def __init__(self, codec: nn.Module, side: str):
         super().__init__()
-        self.codec = codec
+        if side not in ("device", "edge"):
+            raise ValueError(side)
+        self.codec, self.side = codec, side
 
     def forward(self, x):
-        return self.codec.device(x)
-
-
-class EdgeHalf(nn.Module):
-    def __init__(self, codec: nn.Module):
-        super().__init__()
-        self.codec = codec
-
-    def forward(self, s):
-        return self.codec.edge(s)
+        return getattr(self.codec, self.side)(x)

@@ -52,18 +52,23 @@ def onnx_bytes(module: torch.nn.Module, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="training output folder (final.pt)")
-    ap.add_argument("--point", default="layer1")
+def bundle_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments every bundle exporter takes: identity, data, destinations."""
     ap.add_argument("--name", required=True)
     ap.add_argument("--model-id", type=int, required=True)
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
     ap.add_argument("--cache", default="../.cache")
     ap.add_argument("--zoo", default="zoo")
-    ap.add_argument("--fixtures", help="folder for engine-parity fixtures")
+    ap.add_argument("--fixtures", help="folder for the TypeScript parity fixtures")
     ap.add_argument("--sample", default="samples/cifar10-test-sample", help="sample images for fixtures")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="training output folder (final.pt)")
+    ap.add_argument("--point", default="layer1")
+    bundle_args(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
 

@@ -30,10 +30,10 @@ import torch
 from PIL import Image
 
 from . import rans
-from .codecs import DeviceHalf, EdgeHalf
+from .codecs import Half
 from .data import CLASSES, load_cifar10
 from .entropy import histogram_tables, table_bits, tables_json
-from .export import onnx_bytes, sha256
+from .export import bundle_args, onnx_bytes, sha256
 from .nets import count_macs
 from .preprocess import manifest_entry, normalize_batch
 from .train_codec import build_codec, evaluate_codec, load_teacher, symbols_of
@@ -65,15 +65,8 @@ def encode_symbols(sym: np.ndarray, tables, keep: int) -> bytes:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="codec run folder (final.pt); repeat for rate points")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--model-id", type=int, required=True)
-    ap.add_argument("--version", type=int, default=1)
-    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
-    ap.add_argument("--cache", default="../.cache")
-    ap.add_argument("--zoo", default="zoo")
+    bundle_args(ap)
     ap.add_argument("--table-images", type=int, default=10000, help="training images for AECNN histograms")
-    ap.add_argument("--fixtures", help="folder for TypeScript parity fixtures")
-    ap.add_argument("--sample", default="samples/cifar10-test-sample")
     args = ap.parse_args(argv)
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required: accuracy and tables are measured")
@@ -106,12 +99,12 @@ def main(argv=None) -> None:
     for ri, (codec, cfg) in enumerate(runs):
         sym_shape = tuple(codec.device(torch.zeros(1, 3, 32, 32)).shape[1:])
         tag = "" if len(runs) == 1 else f".{ri}"
-        put(f"head{tag}", "head", onnx_bytes(DeviceHalf(codec), (3, 32, 32)), ".onnx",
+        put(f"head{tag}", "head", onnx_bytes(Half(codec, "device"), (3, 32, 32)), ".onnx",
             input=[-1, 3, 32, 32], output=[-1, *sym_shape])
-        put(f"tail{tag}", "tail", onnx_bytes(EdgeHalf(codec), sym_shape), ".onnx",
+        put(f"tail{tag}", "tail", onnx_bytes(Half(codec, "edge"), sym_shape), ".onnx",
             input=[-1, *sym_shape], output=[-1, len(CLASSES)])
-        device_macs = count_macs(DeviceHalf(codec))
-        edge_macs = count_macs(EdgeHalf(codec), (1, *sym_shape))
+        device_macs = count_macs(Half(codec, "device"))
+        edge_macs = count_macs(Half(codec, "edge"), (1, *sym_shape))
         test_sym = symbols_of(codec, te.images)
         tables = None
         if method == "frankensplit":

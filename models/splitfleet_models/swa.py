@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 from .data import load_cifar10
 from .nets import build
 from .preprocess import normalize_batch
-from .train import evaluate, make_sgd, run_logger, save_atomic, set_seed, train_epoch
+from .train import evaluate, load_resume, make_sgd, run_logger, save_atomic, set_seed, train_epoch
 
 
 @torch.no_grad()
@@ -71,10 +71,8 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1000)
     start = 0
     ckpt = out / "last.pt"
-    if ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu")
-        if st["swa"] != swa_cfg:
-            raise SystemExit(f"{ckpt} was made with other settings: {st['swa']}")
+    st = load_resume(ckpt, "swa", swa_cfg)
+    if st is not None:
         model.load_state_dict(st["model"])
         avg.load_state_dict(st["avg"])
         opt.load_state_dict(st["opt"])

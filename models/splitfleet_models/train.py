@@ -144,6 +144,17 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 128) ->
     return float(correct) / len(labels)
 
 
+def load_resume(ckpt: Path, key: str, expect) -> dict | None:
+    """The state in `ckpt` if it exists (None otherwise), refusing one whose st[key]
+    (the recipe or settings it was made with) differs from `expect`."""
+    if not ckpt.exists():
+        return None
+    st = torch.load(ckpt, map_location="cpu")
+    if st[key] != expect:
+        raise SystemExit(f"{ckpt} was made with other settings: {st[key]}")
+    return st
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save(obj, tmp)
@@ -186,10 +197,8 @@ def main(argv=None) -> None:
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     start = 0
     ckpt = out / "last.pt"
-    if ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu")
-        if st["cfg"] != cfg:
-            raise SystemExit(f"{ckpt} was made with another recipe: {st['cfg']}")
+    st = load_resume(ckpt, "cfg", cfg)
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])

@@ -37,7 +37,7 @@ from .data import load_cifar10
 from .entropy import bits
 from .nets import build
 from .preprocess import normalize_batch
-from .train import augment, run_logger, save_atomic, set_seed
+from .train import augment, load_resume, run_logger, save_atomic, set_seed
 
 METHODS = ("bottlenetpp", "aecnn", "frankensplit")
 
@@ -227,10 +227,8 @@ def main(argv=None) -> None:
     pos = (0, 0)  # (stage index, epochs done in it)
     ckpt = out / "last.pt"
     opt_state = None
-    if ckpt.exists():
-        st = torch.load(ckpt, map_location="cpu")
-        if st["cfg"] != cfg:
-            raise SystemExit(f"{ckpt} was made with another recipe: {st['cfg']}")
+    st = load_resume(ckpt, "cfg", cfg)
+    if st is not None:
         codec.load_state_dict(st["model"])
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
