@@ -18,7 +18,7 @@ import type { Bundle, Manifest } from '../core/model/bundle.js';
 import { decodeFrame, encodeFrame } from '../core/protocol/frame.js';
 import { deviceTopic } from '../core/protocol/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
-import { round } from '../core/util/stats.js';
+import { percentile, round } from '../core/util/stats.js';
 
 export interface RateRow {
   method: string;
@@ -31,10 +31,12 @@ export interface RateRow {
   drop: number;
   /** Network FLOPs (2 x multiply-accumulates) on the device per sample; image codecs' own arithmetic is not counted. */
   encoderFlops: number;
-  /** Device side per sample, one thread, batch 1: network + encoder + framing. */
+  /** Device side per sample (median), one thread, batch 1: network + encoder + framing. */
   encoderMsPerSample: number;
-  /** Edge side per sample, one thread, batch 1: frame check + decoder + network. */
+  /** Edge side per sample (median), one thread, batch 1: frame check + decoder + network. */
   decoderMsPerSample: number;
+  /** Learned codecs: the training-time rate estimate (ideal code length at export, PyTorch), for comparison only. */
+  estimatedPayloadBytes?: number;
 }
 
 export interface RateReport {
@@ -68,6 +70,7 @@ interface Acc {
   flops: number;
   encMs: number;
   decMs: number;
+  estimate?: number;
 }
 
 function argmax(t: Tensor, i = 0): number {
@@ -85,6 +88,7 @@ interface Path {
   method: string;
   point: string;
   flops: number;
+  estimate?: number;
   /** Device: pixels (+ stored file) -> frame bytes. */
   device(
     px: Tensor,
@@ -223,6 +227,7 @@ export async function benchRate(opts: {
           method: p.method,
           point: p.label,
           flops: 2 * p.deviceMacs,
+          estimate: p.bitsPerImage / 8,
           head: heads.get(p.head)!,
           tail: tails.get(p.tail)!,
           device: async (sym, _img, _s, id) => {
@@ -353,8 +358,8 @@ export async function benchRate(opts: {
     for (const p of one.paths) {
       if (p.skip?.(storedAll)) continue;
       const a = acc(p);
-      let enc = 0;
-      let dec = 0;
+      const enc: number[] = [];
+      const dec: number[] = [];
       for (let k = 0; k < warm + timed.length; k++) {
         const s = timed[k % timed.length]!;
         const x = { data: s.px.data, shape: [1, ...s.px.shape] };
@@ -373,12 +378,12 @@ export async function benchRate(opts: {
         }
         const t2 = performance.now();
         if (k >= warm) {
-          enc += t1 - t0;
-          dec += t2 - t1;
+          enc.push(t1 - t0);
+          dec.push(t2 - t1);
         }
       }
-      a.encMs = enc / timed.length;
-      a.decMs = dec / timed.length;
+      a.encMs = percentile(enc, 50);
+      a.decMs = percentile(dec, 50);
     }
     await one.close();
   }
@@ -400,6 +405,7 @@ export async function benchRate(opts: {
       encoderFlops: a.flops,
       encoderMsPerSample: round(a.encMs, 3),
       decoderMsPerSample: round(a.decMs, 3),
+      ...(a.estimate !== undefined ? { estimatedPayloadBytes: round(a.estimate, 1) } : {}),
     };
   });
   return {
@@ -420,7 +426,7 @@ function rateTitle(r: RateReport): string {
   return (
     `${r.model}, split after ${r.splitPoint} [${r.splitShape.join('x')}] = ${r.splitTensorBytes} B fp32; ` +
     `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}; ` +
-    `times: mean of ${r.timingSamples} samples, one thread, batch 1`
+    `times: median of ${r.timingSamples} samples after 5 warm-up runs, one thread, batch 1`
   );
 }
 

@@ -79,6 +79,8 @@ test('bench rate --limit --json prints a table and one JSON object last', async 
     '20',
     '--batch',
     '10',
+    '--timing',
+    '3',
     '--json',
   ]);
   t.is(r.code, 0, r.stderr);
@@ -105,9 +107,24 @@ test('bench rate --limit --json prints a table and one JSON object last', async 
   t.is(fp32.ratioVsSplitTensor, Math.round((65536 / (fp32.bytesPerSample as number)) * 100) / 100);
   t.is(fp32.accuracy, j.unsplitAccuracy, 'the lossless split equals the unsplit model');
   for (const row of j.rows) {
-    for (const k of ['method', 'point', 'bytesPerSample', 'ratioVsSplitTensor', 'accuracy', 'drop'])
-      t.true(k in row);
+    for (const k of [
+      'method',
+      'point',
+      'bytesPerSample',
+      'ratioVsSplitTensor',
+      'accuracy',
+      'drop',
+      'encoderFlops',
+      'encoderMsPerSample',
+      'decoderMsPerSample',
+    ])
+      t.true(k in row, k);
   }
+  // the device runs the head for split rows, the whole model for unsplit, no network for offload
+  const flops = (m: string) => j.rows.find((x) => x.method === m)!.encoderFlops as number;
+  t.true(flops('unsplit') > flops('split-fp32') && flops('split-fp32') > 0);
+  t.is(flops('webp'), 0);
+  t.true((fp32.encoderMsPerSample as number) > 0 && (fp32.decoderMsPerSample as number) > 0);
 });
 
 test('bad input to the CLI is a clear error, not a stack trace', async (t) => {
