@@ -36,11 +36,10 @@ test('the shipped bundle verifies and describes itself', async (t) => {
   t.true(head!.path.includes(head!.sha256.slice(0, 8)), 'hash in the file name');
   t.deepEqual(head!.output!.slice(1), m.split.tensorShape);
   t.deepEqual(tail!.input!.slice(1), m.split.tensorShape);
-  // Measured on the whole test split. The floor catches an untrained or broken bundle;
-  // the shipped model's 89.67% misses the foundation issue's 90% goal (see models/README.md).
+  // Measured at export on the whole test split; the foundation issue asks for >= 90%.
   t.is(m.accuracy.samples, 10_000);
   t.is(m.accuracy.split, 'test');
-  t.true(m.accuracy.top1 >= 0.85, `top-1 ${m.accuracy.top1}`);
+  t.true(m.accuracy.top1 >= 0.9, `top-1 ${m.accuracy.top1}`);
   const zoo = await listZoo();
   t.true(zoo.some((z) => z.name === MODEL));
 });
