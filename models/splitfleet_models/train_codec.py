@@ -5,7 +5,9 @@
 
 The recipe names the method, the teacher run (a folder with final.pt from train.py), the
 method's shape parameters and a list of stages; each stage has its own epochs, learning
-rate and loss weights. Resumable like train.py: ``<out>/last.pt`` after every epoch
+rate and loss weights. A recipe key ``init`` (a run folder) starts from that run's
+trained codec instead of from scratch: the FrankenSplit rate points after the first are
+fine-tuned from their neighbour this way. Resumable like train.py: ``<out>/last.pt`` after every epoch
 (stage, epoch, weights, optimizer, RNG), one JSON line per epoch in ``<out>/train.log``.
 Stages:
 
@@ -236,6 +238,12 @@ def main(argv=None) -> None:
         pos, opt_state = tuple(st["pos"]), st["opt"]
         emit(event="resume", stage=pos[0], epoch=pos[1])
     else:
+        if cfg.get("init"):
+            # start from another run's trained codec (e.g. a neighbouring rate point)
+            init = torch.load(Path(cfg["init"]) / "final.pt", map_location="cpu")
+            if init["cfg"]["method"] != cfg["method"]:
+                raise SystemExit(f"init run {cfg['init']} is a {init['cfg']['method']} codec, not {cfg['method']}")
+            codec.load_state_dict(init["model"])
         emit(event="start", cfg=cfg)
 
     x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
