@@ -129,7 +129,11 @@ class AECNN(nn.Module):
             nn.Conv2d(2 * kmax, hid, 3, 1, 1),
             nn.BatchNorm2d(hid),
             nn.ReLU(),
-            nn.ConvTranspose2d(hid, hid, 4, 2, 1),
+            # nearest 2x upsampling + 3x3 convolution rather than a transposed
+            # convolution: the same receptive field, and PyTorch's CPU transposed
+            # convolution was 15x slower here (4.3 s vs 0.27 s per batch of 128)
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(hid, hid, 3, 1, 1),
             nn.BatchNorm2d(hid),
             nn.ReLU(),
             nn.Conv2d(hid, cin, 3, 1, 1),
@@ -168,9 +172,13 @@ class AECNN(nn.Module):
 class FrankenSplit(nn.Module):
     method = "frankensplit"
 
-    def __init__(self, teacher: FrozenTeacher, target_channels: int, down: int, latent: int, hidden: int):
+    def __init__(
+        self, teacher: FrozenTeacher, target_channels: int, down: int, latent: int, hidden: int, wide: int | None = None
+    ):
         """`down`: how much smaller the teacher's tensor is than the image (2, 4 or 8);
-        the encoder reaches it with that many stride-2 steps."""
+        the encoder reaches it with that many stride-2 steps. `wide`: the decoder's
+        width (default twice the teacher's channels); it runs on the edge, so it costs
+        the device nothing, but it sets the training time."""
         super().__init__()
         if down not in (2, 4, 8):
             raise ValueError(f"FrankenSplit: target downsampling {down} is not 2, 4 or 8")
@@ -184,7 +192,7 @@ class FrankenSplit(nn.Module):
             nn.Conv2d(hidden, latent, 5, 2 if down >= 4 else 1, 2),
         )
         self.prior = FactorizedPrior(latent)
-        wide = 2 * target_channels
+        wide = wide or 2 * target_channels
         self.dec = nn.Sequential(
             nn.Conv2d(latent, wide, 3, 1, 1),
             GDN(wide, inverse=True),
@@ -200,11 +208,16 @@ class FrankenSplit(nn.Module):
     def edge(self, symbols):
         return self.teacher.tail(self.dec(symbols))
 
-    def forward(self, x):
+    def forward(self, x, logits: bool = True):
+        """Training pass; `logits=False` skips the teacher's tail (feature distillation
+        alone does not need it)."""
         y = self.enc(x)
         y_hat, lik = self.prior(y)
         restored = self.dec(y_hat)
-        return dict(restored=restored, likelihoods=lik, logits=self.teacher.tail(restored))
+        out = dict(restored=restored, likelihoods=lik)
+        if logits:
+            out["logits"] = self.teacher.tail(restored)
+        return out
 
 
 class Half(nn.Module):

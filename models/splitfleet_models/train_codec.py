@@ -76,7 +76,9 @@ def build_codec(cfg: dict, teacher_run: str | os.PathLike | None = None) -> torc
     elif m == "aecnn":
         codec = AECNN(teacher, shape[0], int(cfg["kmax"]), int(cfg["bits"]), list(cfg["ks"]))
     else:
-        codec = FrankenSplit(teacher, shape[0], 32 // shape[1], int(cfg["latent"]), int(cfg["hidden"]))
+        codec = FrankenSplit(
+            teacher, shape[0], 32 // shape[1], int(cfg["latent"]), int(cfg["hidden"]), cfg.get("decoder") and int(cfg["decoder"])
+        )
     codec.teacher.eval()
     return codec
 
@@ -121,11 +123,12 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         loss = ce + float(w["l1"]) * out["attention"].mean()
         return loss, dict(ce=float(ce))
     if m == "frankensplit":
+        kd_on = float(w["kd"]) > 0
         with torch.no_grad():
             t = codec.teacher.head(x)
-            t_logits = codec.teacher.tail(t)
+            t_logits = codec.teacher.tail(t) if kd_on else None
         sal = saliency(codec.teacher, t, y) if float(w["saliency"]) > 0 else None
-        out = codec(x)
+        out = codec(x, logits=kd_on)
         err = (out["restored"].float() - t.float()) ** 2
         if sal is not None:
             s = float(w["saliency"])
@@ -134,7 +137,7 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         bpp = bits(out["likelihoods"]) / (x.shape[0] * x.shape[2] * x.shape[3])
         loss = dist + float(w["lam"]) * bpp
         rec = dict(dist=float(dist), bpp=float(bpp))
-        if float(w["kd"]) > 0:
+        if kd_on:
             kd = F.kl_div(F.log_softmax(out["logits"].float(), 1), F.softmax(t_logits.float(), 1), reduction="batchmean")
             loss = loss + float(w["kd"]) * kd
             rec["kd"] = float(kd)
