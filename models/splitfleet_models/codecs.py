@@ -93,7 +93,8 @@ class BottleNetPP(nn.Module):
         with torch.no_grad():
             f = self.teacher.head(x)
         z = ste_round(self.enc(f) * 255.0) / 255.0
-        return dict(logits=self.teacher.tail(self.dec(z)), features=f)
+        rebuilt = self.dec(z)
+        return dict(logits=self.teacher.tail(rebuilt), features=f, rebuilt=rebuilt)
 
 
 class ChannelAttention(nn.Module):
@@ -136,8 +137,10 @@ class AECNN(nn.Module):
             nn.Conv2d(hid, hid, 3, 1, 1),
             nn.BatchNorm2d(hid),
             nn.ReLU(),
+            # linear output: a final ReLU here died in the first steps at full scale
+            # (every output 0, top-1 at chance; the tail's first convolution takes
+            # any sign, and the MSE term pulls the output to the teacher's range)
             nn.Conv2d(hid, cin, 3, 1, 1),
-            nn.ReLU(),
         )
 
     def attend(self, f):

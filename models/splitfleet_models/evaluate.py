@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .data import load_cifar10
-from .nets import build
+from .nets import build, fast_layout
 from .train import evaluate
 
 
@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     st = torch.load(Path(args.run) / args.checkpoint, map_location="cpu")
     model = build(st["cfg"]["arch"], float(st["cfg"]["width"]))
     model.load_state_dict(st["model"])
-    model = model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=fast_layout(model)).eval()
     te = load_cifar10(args.data, splits=("test",), cache_dir=args.cache)["test"]
     split = torch.nn.Sequential(model.head(args.point), model.tail(args.point))
     with torch.no_grad():

@@ -161,3 +161,15 @@ def count_macs(model: nn.Module, shape=(1, 3, 32, 32)) -> int:
     for h in hooks:
         h.remove()
     return total
+
+
+def fast_layout(model: nn.Module) -> torch.memory_format:
+    """The memory format to train and evaluate `model` in on CPU.
+
+    channels_last halves the step time of these convolutions (measured here), but
+    Debian's PyTorch 1.13 aborts with heap corruption ("double free or corruption") in
+    the backward pass of channels_last convolutions narrower than 8 channels (measured
+    on an AMD EPYC without AVX-512: resnet20 at width 0.25 crashes, 0.5 and 1 run), so
+    such narrow networks stay in the contiguous format."""
+    narrow = min((m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)), default=0)
+    return torch.channels_last if narrow >= 8 else torch.contiguous_format

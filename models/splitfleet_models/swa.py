@@ -21,7 +21,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from .data import load_cifar10
-from .nets import build
+from .nets import build, fast_layout
 from .preprocess import normalize_batch
 from .train import evaluate, load_resume, make_sgd, run_logger, save_atomic, set_seed, train_epoch
 
@@ -35,7 +35,7 @@ def update_bn(model, x_all: torch.Tensor, batch: int) -> None:
         m.momentum = None  # cumulative moving average
     model.train()
     for i in range(0, len(x_all), batch):
-        x = normalize_batch(x_all[i : i + batch].float()).contiguous(memory_format=torch.channels_last)
+        x = normalize_batch(x_all[i : i + batch].float()).contiguous(memory_format=fast_layout(model))
         model(x)
 
 
@@ -64,7 +64,8 @@ def main(argv=None) -> None:
     data = load_cifar10(args.data, cache_dir=args.cache)
     tr, te = data["train"], data["test"]
     set_seed(int(cfg["seed"]) + 1000)
-    model = build(cfg["arch"], float(cfg["width"])).to(memory_format=torch.channels_last)
+    model = build(cfg["arch"], float(cfg["width"]))
+    model = model.to(memory_format=fast_layout(model))
     model.load_state_dict(base["model"])
     avg = AveragedModel(model)
     opt = make_sgd(model, cfg, args.lr)

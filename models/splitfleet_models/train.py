@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import yaml
 
 from .data import load_cifar10
-from .nets import build
+from .nets import build, fast_layout
 from .preprocess import normalize_batch
 
 DEFAULTS = dict(
@@ -111,6 +111,7 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
     runs after each optimizer step (SWA averages there).
     """
     model.train()
+    fmt = fast_layout(model)
     bs = int(cfg["batch"])
     steps = len(y_all) // bs
     perm = torch.randperm(len(y_all), generator=gen)
@@ -118,7 +119,7 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
         x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=fmt)
         if lr_fn is not None:
             for g in opt.param_groups:
                 g["lr"] = lr_fn(epoch * steps + s, steps)
@@ -136,10 +137,11 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
 @torch.no_grad()
 def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 128) -> float:
     model.eval()
+    fmt = fast_layout(model)
     correct = 0
     for i in range(0, len(labels), batch):
         x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=fmt)
         correct += (model(x).argmax(1).numpy() == labels[i : i + batch]).sum()
     return float(correct) / len(labels)
 
@@ -191,8 +193,8 @@ def main(argv=None) -> None:
     emit(event="data", train=len(tr.labels), test=len(te.labels), seconds=round(time.time() - t0, 1))
 
     set_seed(int(cfg["seed"]))
-    # channels_last halves the step time of these convolutions on CPU (measured here).
-    model = build(cfg["arch"], float(cfg["width"])).to(memory_format=torch.channels_last)
+    model = build(cfg["arch"], float(cfg["width"]))
+    model = model.to(memory_format=fast_layout(model))
     opt = make_sgd(model, cfg)
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     start = 0
