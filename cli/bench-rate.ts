@@ -116,6 +116,8 @@ export async function benchRate(opts: {
   threads?: number;
   /** Samples timed one at a time with one thread (0: no timing). */
   timingSamples?: number;
+  /** Only these methods (the unsplit model always runs). */
+  methods?: string[];
   progress?: boolean;
 }): Promise<RateReport> {
   const m = opts.bundle.manifest;
@@ -241,7 +243,12 @@ export async function benchRate(opts: {
         });
       }
     }
-    return { paths, close: () => Promise.all(sessions.map((s) => s.close())) };
+    // the unsplit model always runs: every drop is measured against it
+    const keep = opts.methods;
+    return {
+      paths: keep ? paths.filter((p) => p.method === 'unsplit' || keep.includes(p.method)) : paths,
+      close: () => Promise.all(sessions.map((s) => s.close())),
+    };
   };
 
   const accs = new Map<Path['method'] | string, Acc>();

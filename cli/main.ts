@@ -214,6 +214,7 @@ bench
     "learned-codec bundles to include (zoo names or folders; 'all' or 'none')",
     ['all'],
   )
+  .option('--methods <names...>', 'only these methods (unsplit always runs), e.g. jpeg-scan aecnn')
   .option('--timing <n>', 'samples timed one by one with one thread (0: none)', int(0), 100)
   .option('--json', 'print one JSON object on the last line')
   .option('--markdown', 'print the table as Markdown')
@@ -234,6 +235,7 @@ bench
       bundle: await model(o.model),
       codecBundles,
       timingSamples: o.timing,
+      methods: o.methods as string[] | undefined,
       limit: o.limit,
       threads: o.threads,
       batch: o.batch,

@@ -127,6 +127,28 @@ test('bench rate --limit --json prints a table and one JSON object last', async 
   t.true((fp32.encoderMsPerSample as number) > 0 && (fp32.decoderMsPerSample as number) > 0);
 });
 
+test('bench rate --methods keeps only those methods and the unsplit reference', async (t) => {
+  const r = await run([
+    'bench',
+    'rate',
+    '--data',
+    SAMPLE_DIR,
+    '--limit',
+    '8',
+    '--timing',
+    '0',
+    '--codecs',
+    'none',
+    '--methods',
+    'split-fp16',
+    'webp',
+    '--json',
+  ]);
+  t.is(r.code, 0, r.stderr);
+  const j = lastJson(r.stdout) as { rows: { method: string }[] };
+  t.deepEqual([...new Set(j.rows.map((x) => x.method))].sort(), ['split-fp16', 'unsplit', 'webp']);
+});
+
 test('bad input to the CLI is a clear error, not a stack trace', async (t) => {
   const r1 = await run(['demo', '--model', 'nope', '--frames', '1']);
   t.is(r1.code, 1);
