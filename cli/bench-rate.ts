@@ -433,7 +433,9 @@ function rateTitle(r: RateReport): string {
   return (
     `${r.model}, split after ${r.splitPoint} [${r.splitShape.join('x')}] = ${r.splitTensorBytes} B fp32; ` +
     `${r.samples} test samples of ${r.dataset}${r.limited ? ' (LIMITED run: not a result)' : ''}; ` +
-    `times: median of ${r.timingSamples} samples after 5 warm-up runs, one thread, batch 1`
+    (r.timingSamples > 0
+      ? `times: median of ${r.timingSamples} samples after 5 warm-up runs, one thread, batch 1`
+      : 'times: not measured (--timing 0)')
   );
 }
 
@@ -451,7 +453,8 @@ const HEAD = [
   'edge ms',
 ];
 
-function cells(row: RateRow): (string | number)[] {
+/** `timed`: false when the run timed nothing (--timing 0): the time cells show '-'. */
+function cells(row: RateRow, timed: boolean): (string | number)[] {
   return [
     row.method,
     row.point,
@@ -462,14 +465,14 @@ function cells(row: RateRow): (string | number)[] {
     (row.accuracy * 100).toFixed(2) + '%',
     (row.drop * 100).toFixed(2),
     (row.encoderFlops / 1e6).toFixed(1),
-    row.encoderMsPerSample.toFixed(2),
-    row.decoderMsPerSample.toFixed(2),
+    timed ? row.encoderMsPerSample.toFixed(2) : '-',
+    timed ? row.decoderMsPerSample.toFixed(2) : '-',
   ];
 }
 
 export function rateTable(r: RateReport): string {
   const t = new Table({ head: HEAD, style: { head: [], border: [] } });
-  for (const row of r.rows) t.push(cells(row));
+  for (const row of r.rows) t.push(cells(row, r.timingSamples > 0));
   return `${rateTitle(r)}\n${t.toString()}`;
 }
 
@@ -478,7 +481,7 @@ export function rateMarkdown(r: RateReport): string {
   const lines = [
     `| ${HEAD.join(' | ')} |`,
     `| --- | --- |${' ---: |'.repeat(HEAD.length - 2)}`,
-    ...r.rows.map((row) => `| ${cells(row).join(' | ')} |`),
+    ...r.rows.map((row) => `| ${cells(row, r.timingSamples > 0).join(' | ')} |`),
   ];
   return `${rateTitle(r)}\n\n${lines.join('\n')}`;
 }
