@@ -75,6 +75,11 @@ class BottleNetPP(nn.Module):
     def __init__(self, teacher: FrozenTeacher, cin: int, channels: int):
         super().__init__()
         self.teacher = teacher
+        # root mean square of the teacher tensor the decoder restores, set from training
+        # images before training starts (train_codec.py): the decoder works at unit scale.
+        # Without it the decoders started 7x off the features' power and Adam needed most
+        # of an epoch to shrink their last scale (measured).
+        self.register_buffer("out_scale", torch.ones(()))
         self.channels = channels
         self.enc = nn.Sequential(nn.Conv2d(cin, channels, 3, 2, 1), nn.BatchNorm2d(channels), nn.Sigmoid())
         self.dec = nn.Sequential(
@@ -87,13 +92,13 @@ class BottleNetPP(nn.Module):
         return torch.round(self.enc(self.teacher.head(x)) * 255.0)
 
     def edge(self, symbols):
-        return self.teacher.tail(self.dec(symbols.clamp(0, 255) / 255.0))
+        return self.teacher.tail(self.dec(symbols.clamp(0, 255) / 255.0) * self.out_scale)
 
     def forward(self, x):
         with torch.no_grad():
             f = self.teacher.head(x)
         z = ste_round(self.enc(f) * 255.0) / 255.0
-        rebuilt = self.dec(z)
+        rebuilt = self.dec(z) * self.out_scale
         return dict(logits=self.teacher.tail(rebuilt), features=f, rebuilt=rebuilt)
 
 
@@ -114,6 +119,11 @@ class AECNN(nn.Module):
     def __init__(self, teacher: FrozenTeacher, cin: int, kmax: int, bits: int, ks: list[int]):
         super().__init__()
         self.teacher = teacher
+        # root mean square of the teacher tensor the decoder restores, set from training
+        # images before training starts (train_codec.py): the decoder works at unit scale.
+        # Without it the decoders started 7x off the features' power and Adam needed most
+        # of an epoch to shrink their last scale (measured).
+        self.register_buffer("out_scale", torch.ones(()))
         self.kmax, self.bits, self.ks = kmax, bits, list(ks)
         self.levels = (1 << bits) - 1
         self.attention = ChannelAttention(cin)
@@ -123,19 +133,24 @@ class AECNN(nn.Module):
             nn.Conv2d(kmax, kmax, 3, 2, 1, groups=kmax),
             nn.ReLU(),
             nn.Conv2d(kmax, kmax, 3, 1, 1, groups=kmax),
+            # batch norm before the sigmoid spreads the code over the 2^bits levels:
+            # without it the initial outputs sat within half a level of 0.5 and
+            # rounding erased them (measured: outputs 0.29-0.66, top-1 at chance)
+            nn.BatchNorm2d(kmax),
             nn.Sigmoid(),
         )
         hid = 2 * cin
+        # no batch norm in the decoder: its statistics depend on how many channels
+        # arrive, so running statistics averaged over the k of nested dropout did not
+        # fit any one k (train loss 1.68, test top-1 at chance after the joint stage)
         self.dec = nn.Sequential(
             nn.Conv2d(2 * kmax, hid, 3, 1, 1),
-            nn.BatchNorm2d(hid),
             nn.ReLU(),
             # nearest 2x upsampling + 3x3 convolution rather than a transposed
             # convolution: the same receptive field, and PyTorch's CPU transposed
             # convolution was 15x slower here (4.3 s vs 0.27 s per batch of 128)
             nn.Upsample(scale_factor=2, mode="nearest"),
             nn.Conv2d(hid, hid, 3, 1, 1),
-            nn.BatchNorm2d(hid),
             nn.ReLU(),
             # linear output: a final ReLU here died in the first steps at full scale
             # (every output 0, top-1 at chance; the tail's first convolution takes
@@ -153,7 +168,7 @@ class AECNN(nn.Module):
         return torch.round(self.enc(self.select(self.teacher.head(x))) * self.levels)
 
     def _decode(self, z, mask):
-        return self.dec(torch.cat([z * mask, mask], 1))
+        return self.dec(torch.cat([z * mask, mask], 1)) * self.out_scale
 
     def edge(self, symbols):
         mask = (symbols >= 0).float()
@@ -186,6 +201,11 @@ class FrankenSplit(nn.Module):
         if down not in (2, 4, 8):
             raise ValueError(f"FrankenSplit: target downsampling {down} is not 2, 4 or 8")
         self.teacher = teacher
+        # root mean square of the teacher tensor the decoder restores, set from training
+        # images before training starts (train_codec.py): the decoder works at unit scale.
+        # Without it the decoders started 7x off the features' power and Adam needed most
+        # of an epoch to shrink their last scale (measured).
+        self.register_buffer("out_scale", torch.ones(()))
         self.latent = latent
         self.enc = nn.Sequential(
             nn.Conv2d(3, hidden, 5, 2, 2),
@@ -209,14 +229,14 @@ class FrankenSplit(nn.Module):
         return torch.round(self.enc(x))
 
     def edge(self, symbols):
-        return self.teacher.tail(self.dec(symbols))
+        return self.teacher.tail(self.dec(symbols) * self.out_scale)
 
     def forward(self, x, logits: bool = True):
         """Training pass; `logits=False` skips the teacher's tail (feature distillation
         alone does not need it)."""
         y = self.enc(x)
         y_hat, lik = self.prior(y)
-        restored = self.dec(y_hat)
+        restored = self.dec(y_hat) * self.out_scale
         out = dict(restored=restored, likelihoods=lik)
         if logits:
             out["logits"] = self.teacher.tail(restored)

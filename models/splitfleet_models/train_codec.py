@@ -167,6 +167,18 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
 
 
 @torch.no_grad()
+def feature_rms(codec, images: np.ndarray, batch: int = 256) -> float:
+    """Root mean square of the teacher tensor the codec's decoder restores."""
+    tot, n = 0.0, 0
+    for i in range(0, len(images), batch):
+        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        t = codec.teacher.head(x)
+        tot += float(t.pow(2).sum())
+        n += t.numel()
+    return (tot / max(1, n)) ** 0.5
+
+
+@torch.no_grad()
 def rank_channels(codec: AECNN, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """AECNN: channel order by mean attention weight over `images`, most important first."""
     codec.eval()
@@ -256,7 +268,9 @@ def main(argv=None) -> None:
             if init["cfg"]["method"] != cfg["method"]:
                 raise SystemExit(f"init run {cfg['init']} is a {init['cfg']['method']} codec, not {cfg['method']}")
             codec.load_state_dict(init["model"])
-        emit(event="start", cfg=cfg)
+        else:
+            codec.out_scale.fill_(feature_rms(codec, tr.images[:: max(1, len(tr.labels) // 1024)]))  # all classes
+        emit(event="start", cfg=cfg, out_scale=round(float(codec.out_scale), 5))
 
     x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
     y_all = torch.from_numpy(tr.labels)
