@@ -41,6 +41,15 @@ def ste_round(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def register_out_scale(codec: nn.Module) -> None:
+    """Every decoder's output is multiplied by ``codec.out_scale``: the root mean square
+    of the teacher tensor it restores, set from training images before training starts
+    (train_codec.py), so the decoder works at unit scale. Without it the decoders started
+    7x off the features' power and Adam needed most of an epoch to shrink their last
+    scale (measured)."""
+    codec.register_buffer("out_scale", torch.ones(()))
+
+
 class GDN(nn.Module):
     """Generalized divisive normalization (Ballé et al., ICLR 2016), simplified: one
     1x1 convolution of squares, parameters kept positive by softplus."""
@@ -75,11 +84,7 @@ class BottleNetPP(nn.Module):
     def __init__(self, teacher: FrozenTeacher, cin: int, channels: int):
         super().__init__()
         self.teacher = teacher
-        # root mean square of the teacher tensor the decoder restores, set from training
-        # images before training starts (train_codec.py): the decoder works at unit scale.
-        # Without it the decoders started 7x off the features' power and Adam needed most
-        # of an epoch to shrink their last scale (measured).
-        self.register_buffer("out_scale", torch.ones(()))
+        register_out_scale(self)
         self.channels = channels
         self.enc = nn.Sequential(nn.Conv2d(cin, channels, 3, 2, 1), nn.BatchNorm2d(channels), nn.Sigmoid())
         self.dec = nn.Sequential(
@@ -119,11 +124,7 @@ class AECNN(nn.Module):
     def __init__(self, teacher: FrozenTeacher, cin: int, kmax: int, bits: int, ks: list[int]):
         super().__init__()
         self.teacher = teacher
-        # root mean square of the teacher tensor the decoder restores, set from training
-        # images before training starts (train_codec.py): the decoder works at unit scale.
-        # Without it the decoders started 7x off the features' power and Adam needed most
-        # of an epoch to shrink their last scale (measured).
-        self.register_buffer("out_scale", torch.ones(()))
+        register_out_scale(self)
         self.kmax, self.bits, self.ks = kmax, bits, list(ks)
         self.levels = (1 << bits) - 1
         self.attention = ChannelAttention(cin)
@@ -201,11 +202,7 @@ class FrankenSplit(nn.Module):
         if down not in (2, 4, 8):
             raise ValueError(f"FrankenSplit: target downsampling {down} is not 2, 4 or 8")
         self.teacher = teacher
-        # root mean square of the teacher tensor the decoder restores, set from training
-        # images before training starts (train_codec.py): the decoder works at unit scale.
-        # Without it the decoders started 7x off the features' power and Adam needed most
-        # of an epoch to shrink their last scale (measured).
-        self.register_buffer("out_scale", torch.ones(()))
+        register_out_scale(self)
         self.latent = latent
         self.enc = nn.Sequential(
             nn.Conv2d(3, hidden, 5, 2, 2),

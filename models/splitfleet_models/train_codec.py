@@ -166,12 +166,17 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
     return loss, rec
 
 
+def image_batches(images: np.ndarray, batch: int):
+    """Normalized NCHW float batches of uint8 NHWC `images`, in order."""
+    for i in range(0, len(images), batch):
+        yield normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+
+
 @torch.no_grad()
 def feature_rms(codec, images: np.ndarray, batch: int = 256) -> float:
     """Root mean square of the teacher tensor the codec's decoder restores."""
     tot, n = 0.0, 0
-    for i in range(0, len(images), batch):
-        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+    for x in image_batches(images, batch):
         t = codec.teacher.head(x)
         tot += float(t.pow(2).sum())
         n += t.numel()
@@ -183,8 +188,7 @@ def rank_channels(codec: AECNN, images: np.ndarray, batch: int = 256) -> torch.T
     """AECNN: channel order by mean attention weight over `images`, most important first."""
     codec.eval()
     tot = None
-    for i in range(0, len(images), batch):
-        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+    for x in image_batches(images, batch):
         a = codec.attention(codec.teacher.head(x)).sum(0)
         tot = a if tot is None else tot + a
     return torch.argsort(tot, descending=True)
@@ -195,8 +199,7 @@ def symbols_of(codec, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """The exported device half on `images`: integer symbols, (N, C, H, W) int32."""
     codec.eval()
     out = []
-    for i in range(0, len(images), batch):
-        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+    for x in image_batches(images, batch):
         out.append(codec.device(x).numpy().astype(np.int32))
     return np.concatenate(out)
 
@@ -206,8 +209,7 @@ def evaluate_codec(codec, images: np.ndarray, labels: np.ndarray, k: int | None 
     """Top-1 of edge(device(x)) exactly as exported; AECNN channels >= k arrive as -1."""
     codec.eval()
     correct = 0
-    for i in range(0, len(labels), batch):
-        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+    for i, x in zip(range(0, len(labels), batch), image_batches(images, batch)):
         s = codec.device(x)
         if k is not None:
             s[:, k:] = -1
