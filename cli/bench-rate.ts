@@ -162,6 +162,11 @@ export async function benchRate(opts: {
       close: async () => {},
     };
     const paths: Path[] = [];
+    /** Every method this run knows, and whether --methods keeps it (the unsplit model
+     * always runs: every drop is measured against it). */
+    const all = new Set<string>();
+    const wanted = (method: string) =>
+      method === 'unsplit' || !opts.methods || opts.methods.includes(method);
     paths.push({
       method: 'unsplit',
       point: 'local',
@@ -223,6 +228,8 @@ export async function benchRate(opts: {
       const heads = new Map<string, Session>();
       const tails = new Map<string, Session>();
       for (const p of cm.codec.points) {
+        all.add(p.method);
+        if (!wanted(p.method)) continue; // no sessions for methods left out
         if (!heads.has(p.head)) heads.set(p.head, await load(b, p.head));
         if (!tails.has(p.tail)) tails.set(p.tail, await load(b, p.tail));
         paths.push({
@@ -243,10 +250,16 @@ export async function benchRate(opts: {
         });
       }
     }
-    // the unsplit model always runs: every drop is measured against it
-    const keep = opts.methods;
+    for (const p of paths) all.add(p.method);
+    const unknown = (opts.methods ?? []).filter((name) => !all.has(name));
+    if (unknown.length > 0) {
+      await Promise.all(sessions.map((s) => s.close()));
+      throw new Error(
+        `--methods: no method ${unknown.join(', ')} here (known: ${[...all].join(', ')})`,
+      );
+    }
     return {
-      paths: keep ? paths.filter((p) => p.method === 'unsplit' || keep.includes(p.method)) : paths,
+      paths: paths.filter((p) => wanted(p.method)),
       close: () => Promise.all(sessions.map((s) => s.close())),
     };
   };

@@ -147,6 +147,18 @@ test('bench rate --methods keeps only those methods and the unsplit reference', 
   t.is(r.code, 0, r.stderr);
   const j = lastJson(r.stdout) as { rows: { method: string }[] };
   t.deepEqual([...new Set(j.rows.map((x) => x.method))].sort(), ['split-fp16', 'unsplit', 'webp']);
+  const bad = await run([
+    'bench',
+    'rate',
+    '--data',
+    SAMPLE_DIR,
+    '--limit',
+    '1',
+    '--methods',
+    'wepb',
+  ]);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /--methods: no method wepb/);
 });
 
 test('bad input to the CLI is a clear error, not a stack trace', async (t) => {
