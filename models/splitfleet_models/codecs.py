@@ -24,6 +24,12 @@ returns what the losses need.
   compression with shallow variational bottleneck injection for mobile edge computing"
   (2023): a shallow encoder on the raw image, a factorized-prior entropy bottleneck and
   a decoder that restores the teacher's deeper tensor, so the teacher's tail finishes.
+* ``SplitFleet`` (ours): the same variational bottleneck, but at a deep split: the
+  device runs the teacher's own head up to `point` (unchanged, so it is the head of the
+  plain split model), a small encoder codes that tensor into a factorized-prior latent
+  at half its resolution, the edge decoder restores the tensor and the teacher's tail,
+  fine-tuned on restored tensors in a joint stage, finishes. It spends device compute
+  (the teacher head) to cut the rate far below what an encoder on raw pixels reaches.
 """
 
 from __future__ import annotations
@@ -188,7 +194,37 @@ class AECNN(nn.Module):
         return dict(logits=self.teacher.tail(rebuilt), features=f, rebuilt=rebuilt, symbols=z * self.levels)
 
 
-class FrankenSplit(nn.Module):
+class VariationalBottleneck(nn.Module):
+    """Shared by FrankenSplit and SplitFleet: ``source(x)`` -> ``enc`` -> factorized
+    prior (noise in training, rounding at export) -> ``dec`` x out_scale -> tail."""
+
+    teacher: FrozenTeacher
+    enc: nn.Module
+    dec: nn.Module
+    prior: FactorizedPrior
+
+    def source(self, x):
+        return x
+
+    def device(self, x):
+        return torch.round(self.enc(self.source(x)))
+
+    def edge(self, symbols):
+        return self.teacher.tail(self.dec(symbols) * self.out_scale)
+
+    def forward(self, x, logits: bool = True):
+        """Training pass; `logits=False` skips the teacher's tail (feature distillation
+        alone does not need it)."""
+        y = self.enc(self.source(x))
+        y_hat, lik = self.prior(y)
+        restored = self.dec(y_hat) * self.out_scale
+        out = dict(restored=restored, likelihoods=lik)
+        if logits:
+            out["logits"] = self.teacher.tail(restored)
+        return out
+
+
+class FrankenSplit(VariationalBottleneck):
     method = "frankensplit"
 
     def __init__(
@@ -222,22 +258,38 @@ class FrankenSplit(nn.Module):
             nn.ReLU(),
         )
 
-    def device(self, x):
-        return torch.round(self.enc(x))
 
-    def edge(self, symbols):
-        return self.teacher.tail(self.dec(symbols) * self.out_scale)
 
-    def forward(self, x, logits: bool = True):
-        """Training pass; `logits=False` skips the teacher's tail (feature distillation
-        alone does not need it)."""
-        y = self.enc(x)
-        y_hat, lik = self.prior(y)
-        restored = self.dec(y_hat) * self.out_scale
-        out = dict(restored=restored, likelihoods=lik)
-        if logits:
-            out["logits"] = self.teacher.tail(restored)
-        return out
+class SplitFleet(VariationalBottleneck):
+    method = "splitfleet"
+
+    def __init__(self, teacher: FrozenTeacher, channels: int, latent: int, hidden: int, wide: int):
+        """`channels`: the teacher tensor at the split point (C x H x W, H and W even);
+        the latent is `latent` x H/2 x W/2."""
+        super().__init__()
+        self.teacher = teacher
+        register_out_scale(self)
+        self.latent = latent
+        self.enc = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, 1, 1),
+            GDN(hidden),
+            nn.Conv2d(hidden, latent, 3, 2, 1),
+        )
+        self.prior = FactorizedPrior(latent)
+        self.dec = nn.Sequential(
+            nn.Conv2d(latent, wide, 3, 1, 1),
+            GDN(wide, inverse=True),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(wide, wide, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv2d(wide, channels, 3, 1, 1),
+            nn.ReLU(),
+        )
+
+    def source(self, x):
+        # the teacher's head, frozen: no gradient flows into it
+        with torch.no_grad():
+            return self.teacher.head(x)
 
 
 class Half(nn.Module):

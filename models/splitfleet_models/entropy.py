@@ -62,7 +62,7 @@ class FactorizedPrior(nn.Module):
     def likelihood(self, y: torch.Tensor) -> torch.Tensor:
         b, c, h, w = y.shape
         v = y.permute(1, 0, 2, 3).reshape(c, 1, -1).float()
-        with torch.autocast("cpu", enabled=False):  # the density needs float32
+        with torch.autocast(y.device.type, enabled=False):  # the density needs float32
             lik = self._interval_mass(v).clamp_min(LIKELIHOOD_MIN)
         return lik.reshape(c, b, h, w).permute(1, 0, 2, 3)
 

@@ -36,10 +36,10 @@ from .entropy import histogram_tables, table_bits, tables_json
 from .export import bundle_args, onnx_bytes, sha256
 from .nets import count_macs
 from .preprocess import manifest_entry, normalize_batch
-from .train_codec import build_codec, evaluate_codec, load_teacher, symbols_of
+from .train_codec import VB_METHODS, build_codec, evaluate_codec, load_teacher, symbols_of
 
 # Pinned codec ids (core/codec/registry.ts): never reuse, never renumber.
-CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6}
+CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6, "splitfleet": 7}
 CODEC_VERSION = 1
 
 
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
         edge_macs = count_macs(Half(codec, "edge"), (1, *sym_shape))
         test_sym = symbols_of(codec, te.images)
         tables = None
-        if method == "frankensplit":
+        if method in VB_METHODS:
             tables = codec.prior.tables()
         elif method == "aecnn":
             tables = histogram_tables(symbols_of(codec, tr.images[: args.table_images]), codec.levels + 1)

@@ -18,7 +18,7 @@ _STD = torch.tensor(STD).view(1, 3, 1, 1)
 
 def normalize_batch(x: torch.Tensor) -> torch.Tensor:
     """x: float NCHW in 0..255."""
-    return (x / 255.0 - _MEAN) / _STD
+    return (x / 255.0 - _MEAN.to(x.device)) / _STD.to(x.device)
 
 
 def manifest_entry() -> dict:

@@ -22,6 +22,8 @@ RECIPES = {
                   stages=[dict(name="attention", epochs=1, lr=0.01), dict(name="codec", epochs=1, lr=0.01)]),
     "frankensplit": dict(point="layer1", latent=4, hidden=8, lam=0.05, kd=0.5,
                          stages=[dict(name="codec", epochs=1, lr=0.01)]),
+    "splitfleet": dict(point="layer1", latent=4, hidden=8, decoder=8, lam=0.05, ce=0.5,
+                       stages=[dict(name="codec", epochs=1, lr=0.01), dict(name="joint", epochs=1, lr=0.001)]),
 }
 
 

@@ -27,6 +27,7 @@ Loss weights may be set per stage (a stage's keys override the recipe's).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import time
@@ -37,14 +38,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .codecs import AECNN, BottleNetPP, FrankenSplit, FrozenTeacher
+from .codecs import AECNN, BottleNetPP, FrankenSplit, FrozenTeacher, SplitFleet
 from .data import load_cifar10
 from .entropy import bits
 from .nets import build
 from .preprocess import normalize_batch
 from .train import augment, load_resume, run_logger, save_atomic, set_seed
 
-METHODS = ("bottlenetpp", "aecnn", "frankensplit")
+METHODS = ("bottlenetpp", "aecnn", "frankensplit", "splitfleet")
+# variational-bottleneck methods: distortion of the teacher tensor + lam x rate
+VB_METHODS = ("frankensplit", "splitfleet")
 
 
 def load_recipe(path: str | None, overrides: dict) -> dict:
@@ -78,6 +81,8 @@ def build_codec(cfg: dict, teacher_run: str | os.PathLike | None = None) -> torc
         codec = BottleNetPP(teacher, shape[0], int(cfg["channels"]))
     elif m == "aecnn":
         codec = AECNN(teacher, shape[0], int(cfg["kmax"]), int(cfg["bits"]), list(cfg["ks"]))
+    elif m == "splitfleet":
+        codec = SplitFleet(teacher, shape[0], int(cfg["latent"]), int(cfg["hidden"]), int(cfg["decoder"]))
     else:
         codec = FrankenSplit(
             teacher, shape[0], 32 // shape[1], int(cfg["latent"]), int(cfg["hidden"]), cfg.get("decoder") and int(cfg["decoder"])
@@ -124,14 +129,15 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         out = codec(x, stage="attention")
         ce = F.cross_entropy(out["logits"], y)
         loss = ce + float(w["l1"]) * out["attention"].mean()
-        return loss, dict(ce=float(ce))
-    if m == "frankensplit":
+        return loss, dict(ce=ce.detach())
+    if m in VB_METHODS:
         kd_on = float(w["kd"]) > 0
+        need_logits = kd_on or float(w["ce"]) > 0
         with torch.no_grad():
             t = codec.teacher.head(x)
             t_logits = codec.teacher.tail(t) if kd_on else None
         sal = saliency(codec.teacher, t, y) if float(w["saliency"]) > 0 else None
-        out = codec(x, logits=kd_on)
+        out = codec(x, logits=need_logits)
         err = (out["restored"].float() - t.float()) ** 2
         if sal is not None:
             s = float(w["saliency"])
@@ -141,11 +147,16 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         dist = err.mean() / t.float().pow(2).mean()
         bpp = bits(out["likelihoods"]) / (x.shape[0] * x.shape[2] * x.shape[3])
         loss = dist + float(w["lam"]) * bpp
-        rec = dict(dist=float(dist), bpp=float(bpp))
+        rec = dict(dist=dist.detach(), bpp=bpp.detach())
         if kd_on:
             kd = F.kl_div(F.log_softmax(out["logits"].float(), 1), F.softmax(t_logits.float(), 1), reduction="batchmean")
             loss = loss + float(w["kd"]) * kd
-            rec["kd"] = float(kd)
+            rec["kd"] = kd.detach()
+        if float(w["ce"]) > 0:
+            # joint stage: the tail is trainable and learns the restored tensor
+            ce = F.cross_entropy(out["logits"].float(), y)
+            loss = loss + float(w["ce"]) * ce
+            rec["ce"] = ce.detach()
         return loss, rec
     kw = {}
     if m == "aecnn":
@@ -154,7 +165,7 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
     out = codec(x, **kw)
     ce = F.cross_entropy(out["logits"].float(), y)
     loss = float(w["ce"]) * ce
-    rec = dict(ce=float(ce))
+    rec = dict(ce=ce.detach())
     if float(w["mse"]) > 0:
         # feature reconstruction relative to the split tensor's power: a decoder
         # trained by cross-entropy alone through the frozen tail stayed at chance
@@ -162,21 +173,26 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         f = out["features"].float()
         mse = F.mse_loss(out["rebuilt"].float(), f) / f.pow(2).mean()
         loss = loss + float(w["mse"]) * mse
-        rec["mse"] = float(mse)
+        rec["mse"] = mse.detach()
     return loss, rec
 
 
-def image_batches(images: np.ndarray, batch: int):
-    """Normalized NCHW float batches of uint8 NHWC `images`, in order."""
+def codec_device(codec: torch.nn.Module) -> torch.device:
+    return codec.out_scale.device
+
+
+def image_batches(images: np.ndarray, batch: int, device: torch.device | str = "cpu"):
+    """Normalized NCHW float batches of uint8 NHWC `images`, in order, on `device`."""
     for i in range(0, len(images), batch):
-        yield normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        x = torch.from_numpy(images[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
+        yield normalize_batch(x)
 
 
 @torch.no_grad()
 def feature_rms(codec, images: np.ndarray, batch: int = 256) -> float:
     """Root mean square of the teacher tensor the codec's decoder restores."""
     tot, n = 0.0, 0
-    for x in image_batches(images, batch):
+    for x in image_batches(images, batch, codec_device(codec)):
         t = codec.teacher.head(x)
         tot += float(t.pow(2).sum())
         n += t.numel()
@@ -188,10 +204,10 @@ def rank_channels(codec: AECNN, images: np.ndarray, batch: int = 256) -> torch.T
     """AECNN: channel order by mean attention weight over `images`, most important first."""
     codec.eval()
     tot = None
-    for x in image_batches(images, batch):
+    for x in image_batches(images, batch, codec_device(codec)):
         a = codec.attention(codec.teacher.head(x)).sum(0)
         tot = a if tot is None else tot + a
-    return torch.argsort(tot, descending=True)
+    return torch.argsort(tot, descending=True).cpu()
 
 
 @torch.no_grad()
@@ -199,8 +215,8 @@ def symbols_of(codec, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """The exported device half on `images`: integer symbols, (N, C, H, W) int32."""
     codec.eval()
     out = []
-    for x in image_batches(images, batch):
-        out.append(codec.device(x).numpy().astype(np.int32))
+    for x in image_batches(images, batch, codec_device(codec)):
+        out.append(codec.device(x).cpu().numpy().astype(np.int32))
     return np.concatenate(out)
 
 
@@ -209,12 +225,42 @@ def evaluate_codec(codec, images: np.ndarray, labels: np.ndarray, k: int | None 
     """Top-1 of edge(device(x)) exactly as exported; AECNN channels >= k arrive as -1."""
     codec.eval()
     correct = 0
-    for i, x in zip(range(0, len(labels), batch), image_batches(images, batch)):
+    for i, x in zip(range(0, len(labels), batch), image_batches(images, batch, codec_device(codec))):
         s = codec.device(x)
         if k is not None:
             s[:, k:] = -1
-        correct += int((codec.edge(s).argmax(1).numpy() == labels[i : i + batch]).sum())
+        correct += int((codec.edge(s).argmax(1).cpu().numpy() == labels[i : i + batch]).sum())
     return correct / len(labels)
+
+
+def cpu_state(codec: torch.nn.Module) -> dict:
+    """The state dict with every tensor on the CPU: checkpoints load anywhere."""
+    return {k: v.detach().cpu() for k, v in codec.state_dict().items()}
+
+
+def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n: int) -> None:
+    """Times `n` training steps of `stage` (after 3 warm-up steps) and prints the mean
+    seconds per step; used to size GPU runs (recipes/codecs-gpu.sh). Saves nothing."""
+    params = set_mode(codec, stage)
+    opt = torch.optim.Adam(params, lr=float(stage["lr"]))
+    bs = int(cfg["batch"])
+    t0 = 0.0
+    for s in range(n + 3):
+        if s == 3:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.time()
+        idx = torch.randint(0, len(y_all), (bs,), generator=gen)
+        x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
+            loss, _ = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    print(json.dumps(dict(probe=cfg["method"], stage=stage["name"], device=str(dev), batch=bs,
+                          step_seconds=round((time.time() - t0) / n, 5), steps_per_epoch=len(y_all) // bs)), flush=True)
 
 
 def main(argv=None) -> None:
@@ -227,7 +273,12 @@ def main(argv=None) -> None:
     ap.add_argument("--lam", type=float, help="overrides the recipe's rate weight")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override any top-level recipe key (YAML value), e.g. --set channels=4")
-    ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply every stage's epochs (smoke runs)")
+    ap.add_argument("--epochs-scale", type=float, default=1.0,
+                    help="multiply every stage's epochs (smoke runs; longer runs on a GPU)")
+    ap.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
+    ap.add_argument("--probe-steps", type=int, default=0,
+                    help="time this many training steps of the first stage, print the seconds per step "
+                         "as JSON and exit (nothing is saved)")
     args = ap.parse_args(argv)
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required")
@@ -243,6 +294,9 @@ def main(argv=None) -> None:
         s["epochs"] = max(1, round(int(s["epochs"]) * args.epochs_scale))
     cfg["stages"] = stages
     torch.set_num_threads(int(cfg["threads"]))
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     emit = run_logger(out)
@@ -250,7 +304,7 @@ def main(argv=None) -> None:
     data = load_cifar10(args.data, cache_dir=args.cache)
     tr, te = data["train"], data["test"]
     set_seed(int(cfg["seed"]))
-    codec = build_codec(cfg)
+    codec = build_codec(cfg).to(dev)
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     pos = (0, 0)  # (stage index, epochs done in it)
     ckpt = out / "last.pt"
@@ -278,6 +332,9 @@ def main(argv=None) -> None:
     y_all = torch.from_numpy(tr.labels)
     bs = int(cfg["batch"])
     steps = len(y_all) // bs
+    if args.probe_steps > 0:
+        probe(codec, x_all, y_all, cfg, stages[pos[0]], gen, dev, args.probe_steps)
+        return
     t_start = time.time()
     for si in range(pos[0], len(stages)):
         stage = stages[si]
@@ -291,23 +348,24 @@ def main(argv=None) -> None:
             t0 = time.time()
             set_mode(codec, stage)
             perm = torch.randperm(len(y_all), generator=gen)
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}
             for s in range(steps):
                 idx = perm[s * bs : (s + 1) * bs]
-                x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
+                x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
                 # cosine decay within the stage
                 lr = float(stage["lr"]) * 0.5 * (1 + np.cos(np.pi * (epoch * steps + s) / total))
                 for g in opt.param_groups:
                     g["lr"] = lr
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
-                    loss, rec = step_loss(codec, x, y_all[idx], cfg, stage, gen)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
+                    loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v
             rec = dict(event="epoch", stage=stage["name"], epoch=epoch + 1, seconds=round(time.time() - t0, 1))
-            rec.update({k: round(v / steps, 5) for k, v in sums.items()})
+            # the step records stay on the device until here: no synchronization per step
+            rec.update({k: round(float(v) / steps, 5) for k, v in sums.items()})
             last_of_stage = epoch + 1 == int(stage["epochs"])
             if last_of_stage and stage["name"] == "attention":
                 codec.order.copy_(rank_channels(codec, tr.images[:10000]))
@@ -317,7 +375,7 @@ def main(argv=None) -> None:
             nxt = (si, epoch + 1) if not last_of_stage else (si + 1, 0)
             save_atomic(
                 dict(
-                    model=codec.state_dict(),
+                    model=cpu_state(codec),
                     opt=opt.state_dict() if not last_of_stage else None,
                     gen=gen.get_state(),
                     torch_rng=torch.get_rng_state(),
@@ -329,7 +387,7 @@ def main(argv=None) -> None:
             )
             emit(**rec)
         opt_state = None
-    save_atomic(dict(model=codec.state_dict(), cfg=cfg), out / "final.pt")
+    save_atomic(dict(model=cpu_state(codec), cfg=cfg), out / "final.pt")
     emit(event="done", minutes=round((time.time() - t_start) / 60, 1))
 
 

@@ -107,6 +107,36 @@ class CodecSmokeTest(unittest.TestCase):
         ch = lambda i: (i // hw) % s.shape[1]
         self.assertEqual(rans.decode(rans.encode(flat, tables, ch), len(flat), tables, ch), flat)
 
+    def test_splitfleet_joint_tail_and_packing(self):
+        from splitfleet_models import sweep, train_codec
+
+        out, log = self.run_method("splitfleet")
+        eps = [r for r in log if r["event"] == "epoch"]
+        self.assertEqual([r["stage"] for r in eps], ["codec", "joint"])
+        self.assertGreater(eps[0]["bpp"], 0)
+        self.assertIn("ce", eps[1])
+        codec = self.load(out)
+        teacher = train_codec.build_codec(codec_cfg(out))
+        # the device half is the teacher's unchanged head + encoder; the joint stage
+        # fine-tuned the tail
+        for (k, a), b in zip(codec.teacher.head.state_dict().items(), teacher.teacher.head.state_dict().values()):
+            self.assertTrue(torch.equal(a, b), k)
+        self.assertFalse(all(torch.equal(a, b) for a, b in zip(codec.teacher.tail.parameters(),
+                                                                  teacher.teacher.tail.parameters())))
+        # packed without the unchanged teacher tensors, unpacked back to the same final.pt
+        archives = sweep.pack(self.dir, [out.name], self.dir / "packed")
+        self.assertEqual(len(archives), 1)
+        sweep.unpack(self.dir / "packed", self.dir / "unpacked")
+        a = torch.load(out / "final.pt")["model"]
+        b = torch.load(self.dir / "unpacked" / out.name / "final.pt")["model"]
+        self.assertEqual(a.keys(), b.keys())
+        self.assertTrue(all(torch.equal(a[k], b[k]) for k in a))
+        self.assertTrue((self.dir / "unpacked" / out.name / "train.log").exists())
+
+
+def codec_cfg(out):
+    return torch.load(out / "final.pt")["cfg"]
+
 
 if __name__ == "__main__":
     unittest.main()
