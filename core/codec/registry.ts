@@ -3,8 +3,8 @@
  * derived from registration order; a retired id is never reused.
  *
  *   1 split-fp32    2 split-fp16    3 split-q (uniform n-bit + deflate)
- *   4 bottlenetpp  5 aecnn  6 frankensplit   (learned: bound to a bundle's tables, so
- *     loadBundle() builds them; 7..15 reserved for more learned codecs)
+ *   4 bottlenetpp  5 aecnn  6 frankensplit  7 splitfleet   (learned: bound to a bundle's
+ *     tables, so loadBundle() builds them; 8..15 reserved for more learned codecs)
  *   16 jpeg  17 jpeg-scan  18 webp  19 png   (input offload; see core/codec/image.ts)
  */
 import { splitFp16, splitFp32 } from './float.js';
@@ -12,7 +12,12 @@ import { splitQuant } from './quant.js';
 import { CodecError, type FeatureCodec } from './types.js';
 
 /** Pinned ids of the learned codecs; a bundle whose manifest disagrees is refused. */
-export const LEARNED_CODEC_IDS = { bottlenetpp: 4, aecnn: 5, frankensplit: 6 } as const;
+export const LEARNED_CODEC_IDS = {
+  bottlenetpp: 4,
+  aecnn: 5,
+  frankensplit: 6,
+  splitfleet: 7,
+} as const;
 
 const byId = new Map<number, FeatureCodec>();
 const byName = new Map<string, FeatureCodec>();

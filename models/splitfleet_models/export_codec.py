@@ -43,6 +43,18 @@ CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6, "splitfleet": 7}
 CODEC_VERSION = 1
 
 
+def file_sha256(path: str) -> str | None:
+    """sha256 of the data set archive (None for a folder): what the runs trained on."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_run(run: str):
     st = torch.load(Path(run) / "final.pt", map_location="cpu")
     codec = build_codec(st["cfg"])
@@ -168,6 +180,7 @@ def main(argv=None) -> None:
             "split": "test",
             "samples": len(te.labels),
             "source": os.path.basename(args.data),
+            "sourceSha256": file_sha256(args.data),
             "engine": f"pytorch {torch.__version__}",
         },
         "training": {"runs": [cfg for _, cfg in runs]},

@@ -3,8 +3,9 @@
     python3 -m splitfleet_models.sweep --plan recipes/codecs-gpu.yaml --data <cifar10 archive> \\
         --device cuda --budget 380 --pack /tmp/out
 
-The plan lists runs (`name`, `recipe`, extra `train_codec` arguments). All runs share the
-device and train concurrently, one process each. First every run times a few training
+The plan lists runs (`name`, `recipe`, extra `train_codec` arguments, and optionally the
+`scale` an earlier sweep chose: then nothing is probed and that sweep is reproduced). All
+runs share the device and train concurrently, one process each. First every run times a few training
 steps of its first stage with all the others probing beside it (`train_codec
 --probe-steps`); from that step time each run gets one `--epochs-scale` so that its
 stages fill `--budget` seconds (a joint stage, which also trains the tail, is counted
@@ -98,7 +99,7 @@ def _stripped(run: Path) -> dict | None:
     finished = f.exists()
     if not finished and not (run / "last.pt").exists():
         return None
-    st = torch.load(f if finished else run / "last.pt", map_location="cpu")
+    st = torch.load(f if finished else run / "last.pt", map_location="cpu", weights_only=False)  # our own file
     ref = build_codec(st["cfg"]).state_dict()
     model = {k: v for k, v in st["model"].items() if not (k.startswith("teacher.") and torch.equal(v, ref[k]))}
     return dict(model=model, cfg=st["cfg"], finished=finished, pos=st.get("pos"))
@@ -181,9 +182,12 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="runs", help="folder of the run folders")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=380.0, help="seconds of training per run")
-    ap.add_argument("--deadline", type=float, default=0.0, help="kill runs still going after this many seconds")
+    ap.add_argument("--deadline", type=float, default=0.0,
+                    help="kill runs still going after this many seconds (default: 1.3 x budget when probing, "
+                         "none for a plan with recorded scales); a killed run resumes from its last.pt")
     ap.add_argument("--probe-steps", type=int, default=30)
     ap.add_argument("--joint-cost", type=float, default=1.5)
+    ap.add_argument("--reprobe", action="store_true", help="probe and size the runs even where the plan records scales")
     ap.add_argument("--pack", help="write the finished runs as archives into this folder")
     ap.add_argument("--unpack", help="restore runs from the archives in this folder")
     args = ap.parse_args(argv)
@@ -198,13 +202,19 @@ def main(argv=None) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     load_cifar10(args.data, cache_dir=args.cache)  # decode once, before the runs share the cache
-    probes = probe_all(plan, args.data, args.cache, args.device, runs, args.probe_steps)
-    scales = plan_scales(plan, probes, args.budget, args.joint_cost)
+    if all("scale" in r for r in plan) and not args.reprobe:
+        # a plan that records its scales (from an earlier sweep) reproduces that sweep
+        probes, scales = None, {r["name"]: float(r["scale"]) for r in plan}
+    else:
+        probes = probe_all(plan, args.data, args.cache, args.device, runs, args.probe_steps)
+        scales = plan_scales(plan, probes, args.budget, args.joint_cost)
     info = dict(device=args.device, budget=args.budget, joint_cost=args.joint_cost, probes=probes, scales=scales,
                 torch=torch.__version__, gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     (runs / "sweep.json").write_text(json.dumps(info, indent=1))
     print(json.dumps(dict(prepared_s=round(time.time() - t0, 1), scales=scales)), flush=True)
-    deadline = time.time() + (args.deadline or args.budget * 1.3)
+    # a probed sweep stops at 1.3x its budget unless told; a recorded plan runs to the end
+    limit = args.deadline or (args.budget * 1.3 if probes is not None else float("inf"))
+    deadline = time.time() + limit
     codes = train_all(plan, scales, args.data, args.cache, args.device, runs, deadline)
     print(json.dumps(dict(exit_codes=codes, total_s=round(time.time() - t0, 1))), flush=True)
     if args.pack:

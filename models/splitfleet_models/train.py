@@ -151,7 +151,7 @@ def load_resume(ckpt: Path, key: str, expect) -> dict | None:
     (the recipe or settings it was made with) differs from `expect`."""
     if not ckpt.exists():
         return None
-    st = torch.load(ckpt, map_location="cpu")
+    st = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own checkpoint (RNG and optimizer state)
     if st[key] != expect:
         raise SystemExit(f"{ckpt} was made with other settings: {st[key]}")
     return st

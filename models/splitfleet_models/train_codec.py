@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import time
@@ -353,7 +354,7 @@ def main(argv=None) -> None:
                 idx = perm[s * bs : (s + 1) * bs]
                 x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
                 # cosine decay within the stage
-                lr = float(stage["lr"]) * 0.5 * (1 + np.cos(np.pi * (epoch * steps + s) / total))
+                lr = float(stage["lr"]) * 0.5 * (1 + math.cos(math.pi * (epoch * steps + s) / total))
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
