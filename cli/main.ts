@@ -18,7 +18,7 @@ import {
 import { percentile, round } from '../core/util/stats.js';
 import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
-import { writePlot } from './plot.js';
+import { readRateReport, writePlot } from './plot.js';
 
 const DEFAULT_MODEL = 'resnet9w05-cifar10';
 
@@ -262,6 +262,16 @@ bench
         }) + '\n',
       );
     }
+  });
+
+bench
+  .command('plot')
+  .description('redraw the rate-accuracy curves of a saved `bench rate --json` output')
+  .argument('<report>', "a file whose last line is bench rate's JSON")
+  .requiredOption('--plot <file>', 'the picture to write (.svg or .png)')
+  .action(async (report: string, o: { plot: string }) => {
+    await writePlot(await readRateReport(report), o.plot);
+    process.stderr.write(`plot written to ${o.plot}\n`);
   });
 
 program

@@ -3,7 +3,7 @@
  * Bytes per sample (framed, log scale) against top-1, one line per method, drawn with
  * Vega-Lite (compiled to Vega and rendered headless); PNG goes through sharp.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import sharp from 'sharp';
 import { parse, View } from 'vega';
@@ -45,7 +45,9 @@ export function rateSpec(r: RateReport): TopLevelSpec {
             scale: { zero: false },
             title: 'top-1 (%)',
           },
-          color: { field: 'method', type: 'nominal' },
+          // 20 colours and a shape per method: ten colours repeated after ten methods
+          color: { field: 'method', type: 'nominal', scale: { scheme: 'tableau20' } },
+          shape: { field: 'method', type: 'nominal' },
           order: { field: 'bytes', type: 'quantitative' },
           tooltip: [{ field: 'method' }, { field: 'point' }, { field: 'bytes' }, { field: 'top1' }],
         },
@@ -73,4 +75,26 @@ export async function writePlot(r: RateReport, file: string): Promise<void> {
   if (ext === '.svg') await writeFile(file, svg);
   else if (ext === '.png') await sharp(Buffer.from(svg), { density: 144 }).png().toFile(file);
   else throw new Error(`--plot: ${file} must end in .svg or .png`);
+}
+
+/** The report in the last line of a saved `bench rate --json` output. */
+export async function readRateReport(file: string): Promise<RateReport> {
+  const lines = (await readFile(file, 'utf8')).trim().split('\n');
+  let r: unknown;
+  try {
+    r = JSON.parse(lines[lines.length - 1] ?? '');
+  } catch {
+    throw new Error(`${file}: the last line is not bench rate's JSON`);
+  }
+  const ok =
+    typeof r === 'object' &&
+    r !== null &&
+    Array.isArray((r as RateReport).rows) &&
+    typeof (r as RateReport).unsplitAccuracy === 'number' &&
+    typeof (r as RateReport).samples === 'number';
+  if (!ok)
+    throw new Error(
+      `${file}: the last line is not bench rate's JSON (rows, samples, unsplitAccuracy)`,
+    );
+  return r as RateReport;
 }

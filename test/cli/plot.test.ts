@@ -1,10 +1,10 @@
 import test from 'ava';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import type { RateReport, RateRow } from '../../cli/bench-rate.js';
-import { renderSvg, writePlot } from '../../cli/plot.js';
+import { readRateReport, renderSvg, writePlot } from '../../cli/plot.js';
 
 const row = (method: string, point: string, bytes: number, accuracy: number): RateRow => ({
   method,
@@ -56,6 +56,21 @@ test('--plot writes SVG or PNG by extension and refuses others', async (t) => {
     t.is(meta.format, 'png');
     t.true((meta.width ?? 0) > 600);
     await t.throwsAsync(writePlot(report, join(dir, 'p.gif')), { message: /svg or .png/ });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('bench plot reads the JSON last line of a saved bench rate output, and refuses others', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-plot-'));
+  try {
+    const saved = join(dir, 'bench.txt');
+    await writeFile(saved, `| a table |\n${JSON.stringify(report)}\n`);
+    t.deepEqual(await readRateReport(saved), JSON.parse(JSON.stringify(report)) as RateReport);
+    await writeFile(join(dir, 'bad.txt'), '| only a table |\n');
+    await t.throwsAsync(readRateReport(join(dir, 'bad.txt')), { message: /bench rate's JSON/ });
+    await writeFile(join(dir, 'other.txt'), '{"rows": 3}\n');
+    await t.throwsAsync(readRateReport(join(dir, 'other.txt')), { message: /rows, samples/ });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
