@@ -19,6 +19,14 @@ import { percentile, round } from '../core/util/stats.js';
 import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
 import { readRateReport, writePlot } from './plot.js';
+import { effectiveConfig } from '../fleet-config/effective.js';
+import {
+  FleetConfigError,
+  formatProblem,
+  loadFleet,
+  type FleetContext,
+} from '../fleet-config/load.js';
+import { fleetSchema } from '../fleet-config/schema.js';
 
 const DEFAULT_MODEL = 'resnet9w05-cifar10';
 
@@ -273,6 +281,65 @@ bench
     await writePlot(await readRateReport(report), o.plot);
     process.stderr.write(`plot written to ${o.plot}\n`);
   });
+
+const fleet = program
+  .command('fleet')
+  .description('the fleet file: validate it, show effective device configs, write its schema');
+fleet
+  .command('validate')
+  .description('check a fleet file; exit 0 when valid, else 1 with every problem as file:line:col')
+  .argument('<file>', 'fleet file (YAML)')
+  .option('--json', 'print the result as one JSON object')
+  .action(async (file: string, o: { json?: boolean }) => {
+    try {
+      const f = await loadFleet(file, await fleetContext());
+      const devices = Object.keys(f.devices).length;
+      process.stdout.write(
+        o.json
+          ? JSON.stringify({ valid: true, file, fleet: f.fleet, devices, problems: [] }) + '\n'
+          : `${file}: valid (fleet ${f.fleet}, ${devices} devices)\n`,
+      );
+    } catch (e) {
+      if (!(e instanceof FleetConfigError)) throw e;
+      process.stdout.write(
+        o.json
+          ? JSON.stringify({ valid: false, file, problems: e.problems }) + '\n'
+          : e.problems.map(formatProblem).join('\n') + '\n',
+      );
+      process.exitCode = 1;
+    }
+  });
+fleet
+  .command('show')
+  .description("each device's effective config (defaults <- group <- device) as JSON lines")
+  .argument('<file>', 'fleet file (YAML)')
+  .option('--device <id>', 'only this device')
+  .action(async (file: string, o: { device?: string }) => {
+    const f = await loadFleet(file, await fleetContext());
+    const ids = o.device ? [o.device] : Object.keys(f.devices);
+    for (const id of ids) process.stdout.write(JSON.stringify(effectiveConfig(f, id)) + '\n');
+  });
+fleet
+  .command('schema')
+  .description("print the fleet file's JSON Schema (fleet-config/fleet.schema.json)")
+  .action(() => {
+    process.stdout.write(JSON.stringify(fleetSchema(), null, 2) + '\n');
+  });
+
+/** The codecs and models a fleet file may name: the registry, image codecs and the zoo. */
+async function fleetContext(): Promise<FleetContext> {
+  const zoo = await listZoo();
+  return {
+    codecs: [
+      ...listCodecs().map((c) => c.name),
+      ...imageCodecs.map((c) => c.name),
+      ...Object.keys(LEARNED_CODEC_IDS),
+    ],
+    models: zoo
+      .filter((m) => m.kind === 'backbone')
+      .flatMap((m) => [m.name, `${m.name}@${m.version}`]),
+  };
+}
 
 program
   .command('models')

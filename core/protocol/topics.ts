@@ -16,7 +16,9 @@ export const DEFAULT_BASE = 'splitfleet';
 export const DEVICE_CHANNELS = ['features', 'result', 'error', 'status', 'config'] as const;
 export type DeviceChannel = (typeof DEVICE_CHANNELS)[number];
 
-const ID_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Fleet, device and edge ids (also the fleet file's JSON Schema pattern). */
+export const ID_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
+const ID_RE = new RegExp(ID_PATTERN);
 
 export function isValidId(id: string): boolean {
   return ID_RE.test(id);

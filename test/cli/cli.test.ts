@@ -1,6 +1,8 @@
 /** The real command-line tool, run as a user would (from source through tsx). */
 import test from 'ava';
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT, SAMPLE_DIR } from '../../core/paths.js';
 
@@ -171,4 +173,44 @@ test('bad input to the CLI is a clear error, not a stack trace', async (t) => {
   const r3 = await run(['demo', '--frames', 'x']);
   t.not(r3.code, 0);
   t.regex(r3.stderr, /integer/);
+});
+
+test('fleet validate: exit 0 on a valid file, 1 with file:line:col problems otherwise', async (t) => {
+  const example = join(PROJECT_ROOT, 'fleet-config', 'example.fleet.yaml');
+  const ok = await run(['fleet', 'validate', example]);
+  t.is(ok.code, 0, ok.stderr);
+  t.regex(ok.stdout, /valid \(fleet demo, 4 devices\)/);
+  const dir = await mkdtemp(join(tmpdir(), 'sf-fleet-'));
+  try {
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(
+      bad,
+      'version: 1\nfleet: demo\ndevices:\n  cam:\n    codec: nosuch\n    fps: 0\n',
+    );
+    const r = await run(['fleet', 'validate', bad, '--json']);
+    t.is(r.code, 1);
+    const out = lastJson(r.stdout) as {
+      valid: boolean;
+      problems: { line: number; col: number; message: string }[];
+    };
+    t.false(out.valid);
+    t.deepEqual(
+      out.problems.map((p) => [p.line, p.col]),
+      [
+        [5, 12],
+        [6, 10],
+      ],
+    );
+    t.regex(out.problems[0]!.message, /unknown codec "nosuch"; known: .*splitfleet/);
+    const show = await run(['fleet', 'show', example, '--device', 'lab-pi']);
+    t.is(show.code, 0, show.stderr);
+    t.like(lastJson(show.stdout), {
+      device: 'lab-pi',
+      codec: 'jpeg-scan',
+      fps: 2,
+      source: '/data/images.tar.gz',
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

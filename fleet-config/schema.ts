@@ -1,0 +1,177 @@
+/**
+ * The fleet file's JSON Schema (draft-07), built here and written to
+ * fleet-config/fleet.schema.json (`splitfleet fleet schema`) for editors: point the
+ * YAML language server at it (`# yaml-language-server: $schema=./fleet.schema.json`)
+ * and fields autocomplete with their titles and descriptions.
+ *
+ * A fleet file: `version`, the `fleet` id, `defaults` (every setting, with defaults),
+ * `groups` (named partial settings) and `devices` (per device: a group and overrides).
+ * A device's effective settings are defaults <- its group <- its own (effective.ts).
+ */
+import { ID_PATTERN } from '../core/protocol/topics.js';
+
+/** The version this code reads and writes; older files are migrated (migrations.ts). */
+export const FLEET_VERSION = 1;
+
+export interface DeviceSettings {
+  /** Model bundle: a zoo name, optionally `name@version`. */
+  model: string;
+  /** Feature codec name (`splitfleet models` lists them). */
+  codec: string;
+  /** Operating point index of the codec. */
+  point: number;
+  /** Latency goal in ms: the agent picks the best point that meets it (null: fixed point). */
+  latencyGoalMs: number | null;
+  /** Frames per second the agent captures. */
+  fps: number;
+  /** Image source: `sample`, a folder or a .tar.gz on the device. */
+  source: string;
+  /** Name of the device's credentials entry in the edge's credential store. */
+  credentials: string | null;
+}
+
+export interface FleetFile {
+  version: number;
+  fleet: string;
+  defaults: DeviceSettings;
+  groups: Record<string, Partial<DeviceSettings>>;
+  devices: Record<string, Partial<DeviceSettings> & { group?: string }>;
+}
+
+type JsonSchema = Record<string, unknown>;
+
+const SETTINGS: Record<keyof DeviceSettings, JsonSchema> = {
+  model: {
+    title: 'Model',
+    description: 'Model bundle from the zoo: a name ("resnet9w05-cifar10") or name@version.',
+    type: 'string',
+    pattern: '^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,6})?$',
+    default: 'resnet9w05-cifar10',
+  },
+  codec: {
+    title: 'Codec',
+    description:
+      'Feature codec: split-fp32, split-fp16, split-q, jpeg, jpeg-scan, webp, png, or a learned codec (splitfleet, frankensplit, aecnn, bottlenetpp) whose bundle is in the zoo.',
+    type: 'string',
+    pattern: '^[a-z0-9-]{1,32}$',
+    default: 'split-q',
+  },
+  point: {
+    title: 'Operating point',
+    description: "Index of the codec's operating point (0 = its first; `splitfleet models`).",
+    type: 'integer',
+    minimum: 0,
+    maximum: 255,
+    default: 0,
+  },
+  latencyGoalMs: {
+    title: 'Latency goal (ms)',
+    description:
+      'End-to-end latency goal: the agent picks the most accurate point that meets it on its link. null: the fixed `point`.',
+    type: ['number', 'null'],
+    exclusiveMinimum: 0,
+    maximum: 60000,
+    default: null,
+  },
+  fps: {
+    title: 'Frames per second',
+    description: 'Capture rate of the agent.',
+    type: 'number',
+    exclusiveMinimum: 0,
+    maximum: 120,
+    default: 5,
+  },
+  source: {
+    title: 'Image source',
+    description: '"sample" (the shipped sample), or a folder or .tar.gz path on the device.',
+    type: 'string',
+    minLength: 1,
+    maxLength: 4096,
+    default: 'sample',
+  },
+  credentials: {
+    title: 'Credentials reference',
+    description:
+      "Name of the device's entry in the edge's credential store (never the secret itself). null: none.",
+    type: ['string', 'null'],
+    pattern: ID_PATTERN,
+    default: null,
+  },
+};
+
+function settings(withDefaults: boolean, extra: Record<string, JsonSchema> = {}): JsonSchema {
+  const properties: Record<string, JsonSchema> = {};
+  for (const [k, v] of Object.entries(SETTINGS)) {
+    const { default: d, ...rest } = v;
+    properties[k] = withDefaults ? { ...rest, default: d } : rest;
+  }
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: { ...properties, ...extra },
+    ...(withDefaults ? { default: {} } : {}),
+  };
+}
+
+export function fleetSchema(): JsonSchema {
+  const idMap = (title: string, description: string, value: JsonSchema): JsonSchema => ({
+    title,
+    description,
+    type: 'object',
+    propertyNames: { pattern: ID_PATTERN },
+    additionalProperties: value,
+    default: {},
+  });
+  return {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: 'splitfleet fleet file',
+    description:
+      'Fleet defaults, groups and per-device overrides. A device runs defaults <- its group <- its own settings.',
+    type: 'object',
+    additionalProperties: false,
+    required: ['version', 'fleet'],
+    properties: {
+      version: {
+        title: 'File format version',
+        description: `Format of this file; older versions are migrated on load. Current: ${FLEET_VERSION}.`,
+        type: 'integer',
+        minimum: 1,
+      },
+      fleet: {
+        title: 'Fleet id',
+        description: 'Fleet id, the topic segment <base>/<fleet>/...',
+        type: 'string',
+        pattern: ID_PATTERN,
+      },
+      defaults: {
+        title: 'Fleet defaults',
+        description: 'Settings of every device unless its group or the device overrides them.',
+        ...settings(true),
+      },
+      groups: idMap('Groups', 'Named sets of settings that devices join with `group`.', {
+        ...settings(false),
+        title: 'Group settings',
+      }),
+      devices: idMap(
+        'Devices',
+        'Every device of the fleet by id, with its group and its own overrides.',
+        {
+          ...settings(false, {
+            group: { title: 'Group', description: 'A key of `groups`.', type: 'string' },
+          }),
+          title: 'Device settings',
+        },
+      ),
+    },
+  };
+}
+
+/** The settings keys, in schema order. */
+export const SETTING_KEYS = Object.keys(SETTINGS) as (keyof DeviceSettings)[];
+
+/** The schema's defaults for every setting. */
+export function defaultSettings(): DeviceSettings {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(SETTINGS)) out[k] = v.default;
+  return out as unknown as DeviceSettings;
+}
