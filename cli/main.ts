@@ -3,6 +3,7 @@
  * The splitfleet command-line tool.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { readFile, writeFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge } from '../edge-broker/edge.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
@@ -27,6 +28,15 @@ import {
   type FleetContext,
 } from '../fleet-config/load.js';
 import { fleetSchema } from '../fleet-config/schema.js';
+import {
+  hashPassword,
+  loadCredentials,
+  newPassword,
+  parseCredentials,
+  ROLES,
+  type CredentialFile,
+  type Role,
+} from '../edge-broker/auth.js';
 
 const DEFAULT_MODEL = 'resnet9w05-cifar10';
 
@@ -104,10 +114,17 @@ program
   .option('--max-queue <n>', 'frames queued before devices get "overloaded"', int(1), 256)
   .option('--fleet <id>', "fleet to serve ('+' for all)", '+')
   .option('--edge-id <id>', 'edge id', 'edge-1')
+  .option(
+    '--credentials <file>',
+    'credential file (splitfleet fleet credentials add): refuse unknown clients, enforce ACLs',
+  )
+  .option('--rate <n>', 'messages per second per client (0: no limit)', int(0), 0)
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
+    const credentials = o.credentials ? await loadCredentials(o.credentials as string) : undefined;
     const edge = await startEdge({
       bundles,
+      access: { credentials, ratePerSecond: o.rate as number },
       host: o.host,
       port: o.port,
       wsPort: o.ws ? o.wsPort : null,
@@ -318,6 +335,36 @@ fleet
     const f = await loadFleet(file, await fleetContext());
     const ids = o.device ? [o.device] : Object.keys(f.devices);
     for (const id of ids) process.stdout.write(JSON.stringify(effectiveConfig(f, id)) + '\n');
+  });
+fleet
+  .command('credentials')
+  .description(
+    'add or replace a user in a credential file (salted scrypt hash); prints a new password once',
+  )
+  .argument('<file>', 'credential file (JSON; created if missing)')
+  .requiredOption('--user <id>', 'user name (for a device: its device id)')
+  .addOption(new Option('--role <role>', 'role').choices([...ROLES]).makeOptionMandatory())
+  .option('--fleet <id>', 'fleet the user belongs to (required for devices)')
+  .action(async (file: string, o: { user: string; role: Role; fleet?: string }) => {
+    let store: CredentialFile = { version: 1, users: {} };
+    try {
+      store = parseCredentials(await readFile(file, 'utf8'), file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    const password = process.env.SPLITFLEET_PASSWORD || newPassword();
+    store.users[o.user] = {
+      role: o.role,
+      fleet: o.fleet ?? null,
+      hash: await hashPassword(password),
+    };
+    const checked = parseCredentials(JSON.stringify(store), file); // ids, fleet of devices
+    await writeFile(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600 });
+    process.stdout.write(
+      process.env.SPLITFLEET_PASSWORD
+        ? `${o.user}: stored (${o.role})\n`
+        : `${o.user}: stored (${o.role}); password (shown once): ${password}\n`,
+    );
   });
 fleet
   .command('schema')

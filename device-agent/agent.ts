@@ -8,7 +8,7 @@
  * every connection, so a late will from an old connection can be told from a live one.
  * mqtt.js reconnects after broker loss and re-sends unacknowledged QoS 1 frames.
  */
-import { createHash, randomInt } from 'node:crypto';
+import { randomInt } from 'node:crypto';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Sample } from '../core/data/cifar.js';
 import type { Bundle } from '../core/model/bundle.js';
@@ -19,7 +19,7 @@ import {
   type ErrorMessage,
   type ResultMessage,
 } from '../core/protocol/messages.js';
-import { DEFAULT_BASE, deviceTopic } from '../core/protocol/topics.js';
+import { DEFAULT_BASE, deviceClientId, deviceTopic } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from './pipeline.js';
@@ -81,14 +81,6 @@ export interface AgentEvents {
   error?: (e: ErrorMessage) => void;
 }
 
-/** MQTT 3.1.1 client ids are safe up to 23 characters; longer names are hashed, not cut. */
-function clientId(fleet: string, deviceId: string): string {
-  const plain = `sf-${fleet}-${deviceId}`;
-  return plain.length <= 23
-    ? plain
-    : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
-}
-
 export class Agent {
   readonly stats: AgentStats = {
     sent: 0,
@@ -148,7 +140,7 @@ export class Agent {
       threads: this.opts.threads ?? 1,
     });
     const options: IClientOptions = {
-      clientId: clientId(this.opts.fleet, this.opts.deviceId),
+      clientId: deviceClientId(this.opts.fleet, this.opts.deviceId),
       clean: true,
       keepalive: 30,
       reconnectPeriod: this.opts.reconnectPeriodMs ?? 1000,

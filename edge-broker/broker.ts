@@ -8,6 +8,7 @@ import { Aedes, type AedesOptions } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
 import { log } from '../core/util/log.js';
+import { Access, type AccessOptions } from './auth.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -16,10 +17,13 @@ export interface BrokerOptions {
   /** WebSocket port; 0 picks a free one; null disables it. */
   wsPort?: number | null;
   aedes?: AedesOptions;
+  /** Credentials and per-client limits (auth.ts); without credentials the broker is open. */
+  access?: Omit<AccessOptions, 'maxPayloadBytes'> & { maxPayloadBytes?: number };
 }
 
 export interface EdgeBroker {
   aedes: Aedes;
+  access: Access;
   url: string;
   wsUrl: string | null;
   close(): Promise<void>;
@@ -39,6 +43,12 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   const host = opts.host ?? '127.0.0.1';
   const shown = host === '0.0.0.0' ? '127.0.0.1' : host; // where clients on this host connect
   const aedes = await Aedes.createBroker(opts.aedes ?? {});
+  // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
+  const access = new Access({
+    ...opts.access,
+    maxPayloadBytes: opts.access?.maxPayloadBytes ?? MAX_FRAME_BYTES + 4096,
+  });
+  access.install(aedes);
   // Aedes can emit 'error' (e.g. while clearing wills); its types do not declare it.
   (aedes as unknown as EventEmitter).on('error', (err: unknown) =>
     log.warn({ err: String(err) }, 'broker error'),
@@ -67,8 +77,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
         res.writeHead(426, { 'content-type': 'text/plain' });
         res.end('splitfleet edge: MQTT over WebSocket only\n');
       });
-      // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
-      wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES + 4096 });
+      wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES + 8192 });
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
@@ -79,6 +88,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
     }
     return {
       aedes,
+      access,
       url: `mqtt://${shown}:${port}`,
       wsUrl,
       close,

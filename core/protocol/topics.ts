@@ -12,6 +12,8 @@
  * [A-Za-z0-9_.-], so they never contain MQTT wildcards or separators.
  */
 
+import { createHash } from 'node:crypto';
+
 export const DEFAULT_BASE = 'splitfleet';
 export const DEVICE_CHANNELS = ['features', 'result', 'error', 'status', 'config'] as const;
 export type DeviceChannel = (typeof DEVICE_CHANNELS)[number];
@@ -79,4 +81,14 @@ export function parseTopic(
     return { kind: 'edge', fleet, edgeId: id, channel: 'status' };
   }
   return undefined;
+}
+
+/** A device's MQTT client id (the broker's ACL checks it, so one device cannot take over
+ * another's session). MQTT 3.1.1 client ids are safe up to 23 characters; longer names
+ * are hashed, not cut. */
+export function deviceClientId(fleet: string, deviceId: string): string {
+  const plain = `sf-${fleet}-${deviceId}`;
+  return plain.length <= 23
+    ? plain
+    : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
 }

@@ -17,6 +17,7 @@ import {
 } from '../../core/protocol/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
+import { hashPassword } from '../../edge-broker/auth.js';
 
 async function edgeAt(port = 0): Promise<Edge> {
   return startEdge({
@@ -210,4 +211,35 @@ test('browsers can read results over WebSocket', async (t) => {
   await a.stop();
   await ws.client.endAsync();
   await edge.close();
+});
+
+test('with credentials, a device runs the whole path under its own identity; a wrong password never connects', async (t) => {
+  const pw = 'gate-secret';
+  const edge = await startEdge({
+    bundles: [await shippedModel()],
+    port: 0,
+    wsPort: null,
+    workers: 1,
+    edgeId: 'edge-auth',
+    access: {
+      credentials: {
+        version: 1,
+        users: { gate: { role: 'device', fleet: 'e2e', hash: await hashPassword(pw) } },
+      },
+    },
+  });
+  try {
+    const a = await agent(edge, 'gate', 6, { username: 'gate', password: pw });
+    await a.start();
+    const s = await a.run();
+    t.is(s.results, 6);
+    t.is(s.errors + s.lost, 0);
+    await a.stop();
+    const bad = await agent(edge, 'gate', 1, { username: 'gate', password: 'nope' });
+    await t.throwsAsync(bad.start(), { message: /Bad username or password|not authorized/i });
+    await bad.stop(true);
+    t.true(edge.broker.access.stats.refusedConnects >= 1);
+  } finally {
+    await edge.close();
+  }
 });

@@ -1,0 +1,326 @@
+/**
+ * Broker security: per-user credentials stored as salted scrypt hashes (node:crypto),
+ * roles with topic ACLs, and per-client limits, as Aedes hooks.
+ *
+ * Roles, under `<base>/<fleet>/...` (a user's `fleet` pins it to one fleet; null: any):
+ * - device:    the username is the device id and its client id must be the agent's
+ *              (deviceClientId), so no device can take over another's session; it
+ *              publishes only its own `features` and `status`, subscribes only its own
+ *              `result`, `error`, `config` and `request/...` topics.
+ * - worker:    an external decoder worker: subscribes to devices' `features`, publishes
+ *              their `result` and `error`.
+ * - dashboard: reads everything under the base (Node-RED, dashboards), publishes nothing.
+ * - operator:  reads and writes everything under the base.
+ * Nobody publishes to `$SYS/`. A refused CONNECT gets CONNACK 4 (bad user name or
+ * password); a refused SUBSCRIBE gets SUBACK 0x80 for that topic; a refused PUBLISH
+ * closes the connection (MQTT 3.1.1 has no other answer, MQTT-3.3.5-2) and is logged and
+ * counted. Limits apply to every client: a PUBLISH payload over `maxPayloadBytes`, or
+ * over `ratePerSecond` (token bucket of `burst`), is refused the same way.
+ */
+import { Ajv } from 'ajv';
+import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { DEFAULT_BASE, deviceClientId, ID_PATTERN } from '../core/protocol/topics.js';
+import { log } from '../core/util/log.js';
+
+export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface Credential {
+  role: Role;
+  /** The fleet this user belongs to; null: every fleet (not allowed for devices). */
+  fleet: string | null;
+  /** `scrypt$<N>$<r>$<p>$<salt b64>$<key b64>` */
+  hash: string;
+}
+
+export interface CredentialFile {
+  version: 1;
+  users: Record<string, Credential>;
+}
+
+const credentialSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['version', 'users'],
+  properties: {
+    version: { const: 1 },
+    users: {
+      type: 'object',
+      propertyNames: { pattern: ID_PATTERN },
+      additionalProperties: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['role', 'fleet', 'hash'],
+        properties: {
+          role: { enum: [...ROLES] },
+          fleet: { type: ['string', 'null'], pattern: ID_PATTERN },
+          hash: {
+            type: 'string',
+            pattern: '^scrypt\\$\\d+\\$\\d+\\$\\d+\\$[A-Za-z0-9+/=]+\\$[A-Za-z0-9+/=]+$',
+          },
+        },
+      },
+    },
+  },
+} as const;
+const validateCredentials = new Ajv({ allErrors: true }).compile<CredentialFile>(credentialSchema);
+
+/** scrypt cost: N = 2^14, r = 8, p = 1 (16 MiB, tens of ms per check). */
+const SCRYPT = { N: 16384, r: 8, p: 1 } as const;
+const KEY_BYTES = 32;
+
+function scryptAsync(password: string, salt: Buffer, opts: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scrypt(password, salt, KEY_BYTES, { ...opts, maxmem: 64 * 1024 * 1024 }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
+  );
+}
+
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const key = await scryptAsync(password, salt, SCRYPT);
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${key.toString('base64')}`;
+}
+
+export async function verifyPassword(password: string, encoded: string): Promise<boolean> {
+  const [scheme, n, r, p, salt, key] = encoded.split('$');
+  if (scheme !== 'scrypt' || !salt || !key) return false;
+  const want = Buffer.from(key, 'base64');
+  const got = await scryptAsync(password, Buffer.from(salt, 'base64'), {
+    N: Number(n),
+    r: Number(r),
+    p: Number(p),
+  });
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/** A new random password (24 characters of base64url). */
+export function newPassword(): string {
+  return randomBytes(18).toString('base64url');
+}
+
+export function parseCredentials(text: string, file = '<credentials>'): CredentialFile {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${file}: not JSON: ${(e as Error).message}`);
+  }
+  if (!validateCredentials(data)) {
+    const why = (validateCredentials.errors ?? []).map(
+      (e) => `${e.instancePath || '/'} ${e.message}`,
+    );
+    throw new Error(`${file}: invalid credential file: ${why.join('; ')}`);
+  }
+  for (const [user, c] of Object.entries(data.users)) {
+    if (c.role === 'device' && c.fleet === null)
+      throw new Error(`${file}: device ${user} needs a fleet`);
+  }
+  return data;
+}
+
+export async function loadCredentials(file: string): Promise<CredentialFile> {
+  return parseCredentials(await readFile(file, 'utf8'), file);
+}
+
+export interface AccessOptions {
+  /** Users and roles; omit for an open broker (the offline demo). */
+  credentials?: CredentialFile;
+  base?: string;
+  /** Largest PUBLISH payload accepted from a client. */
+  maxPayloadBytes: number;
+  /** Messages per second per client (token bucket); 0: no limit. */
+  ratePerSecond?: number;
+  /** Bucket size; default 2 s worth of messages. */
+  burst?: number;
+}
+
+export interface AccessStats {
+  refusedConnects: number;
+  refusedPublishes: number;
+  refusedSubscribes: number;
+  oversized: number;
+  rateLimited: number;
+}
+
+interface Session {
+  user: string;
+  cred: Credential;
+}
+
+/** MQTT topic filter match of `filter` (may hold + and #) against `topic`. */
+function matches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/** Whether every topic the filter `sub` can match is matched by the filter `outer`. */
+function filterWithin(sub: string, outer: string): boolean {
+  const s = sub.split('/');
+  const o = outer.split('/');
+  for (let i = 0; i < s.length; i++) {
+    if (o[i] === '#') return true;
+    if (i >= o.length || s[i] === '#') return false;
+    if (o[i] === '+') continue;
+    if (s[i] === '+' || s[i] !== o[i]) return false;
+  }
+  return s.length === o.length;
+}
+
+export class Access {
+  readonly stats: AccessStats = {
+    refusedConnects: 0,
+    refusedPublishes: 0,
+    refusedSubscribes: 0,
+    oversized: 0,
+    rateLimited: 0,
+  };
+  private readonly sessions = new WeakMap<Client, Session>();
+  private readonly buckets = new WeakMap<Client, { tokens: number; at: number }>();
+  private readonly base: string;
+
+  constructor(private readonly opts: AccessOptions) {
+    this.base = opts.base ?? DEFAULT_BASE;
+  }
+
+  /** Install the hooks on an Aedes broker. */
+  install(aedes: Aedes): void {
+    aedes.authenticate = (client, username, password, cb) => {
+      this.authenticate(client, username, password).then(
+        (ok) => {
+          if (ok) return cb(null, true);
+          this.stats.refusedConnects++;
+          const err = Object.assign(new Error('bad user name or password'), { returnCode: 4 });
+          cb(err as Parameters<typeof cb>[0], false);
+        },
+        (e: unknown) => {
+          this.stats.refusedConnects++;
+          log.warn({ err: String(e) }, 'authentication failed');
+          cb(
+            Object.assign(new Error('server unavailable'), { returnCode: 3 }) as Parameters<
+              typeof cb
+            >[0],
+            false,
+          );
+        },
+      );
+    };
+    aedes.authorizePublish = (client, packet, cb) => {
+      const why = client ? this.refusePublish(client, packet) : null;
+      if (why) {
+        log.warn(
+          { client: client?.id, topic: packet.topic, why },
+          'publish refused, client disconnected',
+        );
+        return cb(new Error(why));
+      }
+      cb(null);
+    };
+    aedes.authorizeSubscribe = (client, sub, cb) => {
+      if (!this.maySubscribe(client, sub)) {
+        this.stats.refusedSubscribes++;
+        log.warn({ client: client.id, topic: sub.topic }, 'subscription refused');
+        return cb(null, null);
+      }
+      cb(null, sub);
+    };
+  }
+
+  private async authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): Promise<boolean> {
+    const users = this.opts.credentials?.users;
+    if (!users) return true; // open broker
+    const cred = username !== undefined ? users[username] : undefined;
+    // unknown users cost the same scrypt as known ones (no user-name oracle by timing)
+    const ok = await verifyPassword(password?.toString('utf8') ?? '', cred?.hash ?? DUMMY_HASH);
+    if (!ok || !cred || username === undefined) return false;
+    if (cred.role === 'device' && client.id !== deviceClientId(cred.fleet!, username)) {
+      log.warn({ client: client.id, user: username }, 'device connected with another client id');
+      return false;
+    }
+    this.sessions.set(client, { user: username, cred });
+    return true;
+  }
+
+  /** The reason a PUBLISH is refused, or null. */
+  private refusePublish(client: Client, packet: PublishPacket): string | null {
+    if (packet.topic.startsWith('$SYS/')) return this.refused('$SYS/ is reserved');
+    const size = packet.payload?.length ?? 0;
+    if (size > this.opts.maxPayloadBytes) {
+      this.stats.oversized++;
+      return this.refused(`payload of ${size} B over the limit of ${this.opts.maxPayloadBytes} B`);
+    }
+    if (this.opts.ratePerSecond && !this.take(client)) {
+      this.stats.rateLimited++;
+      return this.refused(`over ${this.opts.ratePerSecond} messages per second`);
+    }
+    if (!this.opts.credentials) return null;
+    const s = this.sessions.get(client);
+    if (!s) return this.refused('not authenticated');
+    const allowed = this.filters(s, 'publish');
+    return allowed.some((f) => matches(f, packet.topic))
+      ? null
+      : this.refused(`${s.cred.role} ${s.user} may not publish to ${packet.topic}`);
+  }
+
+  private refused(why: string): string {
+    this.stats.refusedPublishes++;
+    return why;
+  }
+
+  private maySubscribe(client: Client, sub: Subscription): boolean {
+    if (!this.opts.credentials) return true;
+    const s = this.sessions.get(client);
+    return !!s && this.filters(s, 'subscribe').some((f) => filterWithin(sub.topic, f));
+  }
+
+  /** Topic filters a session may publish or subscribe to. */
+  private filters(s: Session, op: 'publish' | 'subscribe'): string[] {
+    const b = this.base;
+    const f = s.cred.fleet ?? '+';
+    switch (s.cred.role) {
+      case 'device': {
+        const own = `${b}/${f}/device/${s.user}`;
+        return op === 'publish'
+          ? [`${own}/features`, `${own}/status`, `${own}/response/#`]
+          : [`${own}/result`, `${own}/error`, `${own}/config`, `${own}/request/#`];
+      }
+      case 'worker':
+        return op === 'publish'
+          ? [`${b}/${f}/device/+/result`, `${b}/${f}/device/+/error`]
+          : [`${b}/${f}/device/+/features`];
+      case 'dashboard':
+        return op === 'publish' ? [] : [s.cred.fleet ? `${b}/${f}/#` : `${b}/#`];
+      case 'operator':
+        return [s.cred.fleet ? `${b}/${f}/#` : `${b}/#`];
+    }
+  }
+
+  private take(client: Client): boolean {
+    const rate = this.opts.ratePerSecond!;
+    const burst = this.opts.burst ?? 2 * rate;
+    const now = Date.now();
+    const b = this.buckets.get(client) ?? { tokens: burst, at: now };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    this.buckets.set(client, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+}
+
+/** Compared against when the user is unknown, so that case takes as long as a wrong password. */
+const DUMMY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(KEY_BYTES).toString('base64')}`;
