@@ -151,19 +151,8 @@ interface Session {
   cred: Credential;
 }
 
-/** MQTT topic filter match of `filter` (may hold + and #) against `topic`. */
-function matches(filter: string, topic: string): boolean {
-  const f = filter.split('/');
-  const t = topic.split('/');
-  for (let i = 0; i < f.length; i++) {
-    if (f[i] === '#') return true;
-    if (i >= t.length) return false;
-    if (f[i] !== '+' && f[i] !== t[i]) return false;
-  }
-  return f.length === t.length;
-}
-
-/** Whether every topic the filter `sub` can match is matched by the filter `outer`. */
+/** Whether every topic the filter `sub` can match is matched by the filter `outer`
+ * (a plain topic is a filter that matches itself: publish checks use this too). */
 function filterWithin(sub: string, outer: string): boolean {
   const s = sub.split('/');
   const o = outer.split('/');
@@ -270,7 +259,7 @@ export class Access {
     const s = this.sessions.get(client);
     if (!s) return this.refused('not authenticated');
     const allowed = this.filters(s, 'publish');
-    return allowed.some((f) => matches(f, packet.topic))
+    return allowed.some((f) => filterWithin(packet.topic, f))
       ? null
       : this.refused(`${s.cred.role} ${s.user} may not publish to ${packet.topic}`);
   }
