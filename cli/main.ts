@@ -3,6 +3,7 @@
  * The splitfleet command-line tool.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { watchFile } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge } from '../edge-broker/edge.js';
@@ -119,6 +120,10 @@ program
     'credential file (splitfleet fleet credentials add): refuse unknown clients, enforce ACLs',
   )
   .option('--rate <n>', 'messages per second per client (0: no limit)', int(0), 0)
+  .option(
+    '--fleet-file <file>',
+    "fleet file: each device's config is published retained; edits are re-checked and re-published",
+  )
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
     const credentials = o.credentials ? await loadCredentials(o.credentials as string) : undefined;
@@ -137,6 +142,22 @@ program
     process.stdout.write(
       `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}\n`,
     );
+    if (o.fleetFile) {
+      const file = o.fleetFile as string;
+      const load = async () => {
+        try {
+          await edge.applyFleet(await loadFleet(file, await fleetContext()));
+          process.stdout.write(`fleet file ${file} published\n`);
+        } catch (e) {
+          // a broken edit never replaces the configs in force
+          process.stderr.write(
+            `fleet file ${file} not applied, the previous configs stay:\n${e instanceof Error ? e.message : String(e)}\n`,
+          );
+        }
+      };
+      await load();
+      watchFile(file, { interval: 1000 }, () => void load());
+    }
     const stop = async () => {
       process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
       await edge.close();
@@ -182,6 +203,8 @@ program
         threads: o.threads,
         username: o.username,
         password: o.password ?? process.env.SPLITFLEET_PASSWORD,
+        // a config from the edge may name another model or a learned codec
+        resolveBundle: (m, codec) => modelFor(codec, m),
       },
       {
         result: (r, ms) =>

@@ -13,13 +13,22 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { Sample } from '../core/data/cifar.js';
 import type { Bundle } from '../core/model/bundle.js';
 import {
+  parseConfig,
   parseError,
   parseResult,
+  type ConfigAck,
+  type ConfigMessage,
+  type OpResponse,
   type DeviceStatus,
   type ErrorMessage,
   type ResultMessage,
 } from '../core/protocol/messages.js';
-import { DEFAULT_BASE, deviceClientId, deviceTopic } from '../core/protocol/topics.js';
+import {
+  DEFAULT_BASE,
+  deviceClientId,
+  deviceOpTopic,
+  deviceTopic,
+} from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from './pipeline.js';
@@ -44,6 +53,9 @@ export interface AgentOptions {
   username?: string;
   password?: string;
   reconnectPeriodMs?: number;
+  /** Loads the bundle a config names (model, codec); without it only configs the loaded
+   * bundle can serve are applied. */
+  resolveBundle?: (model: string, codec: string) => Promise<Bundle>;
 }
 
 export interface AgentStats {
@@ -103,6 +115,11 @@ export class Agent {
   // Ids start high so every frame id costs the same 5 header bytes.
   private nextId = randomInt(0x1000_0000, 0x7fff_ffff);
   private seq = Date.now();
+  /** The config it runs (null: its start-up options), and the serialization of every
+   * use and swap of the head pipeline (a swap never closes a session mid-encode). */
+  private configId: string | null = null;
+  private pipeLock: Promise<unknown> = Promise.resolve();
+  private configLock: Promise<unknown> = Promise.resolve();
   private stopping = false;
   private waiters: (() => void)[] = [];
   private sweeper?: NodeJS.Timeout;
@@ -118,8 +135,12 @@ export class Agent {
     this.base = opts.base ?? DEFAULT_BASE;
   }
 
-  private topic(ch: 'features' | 'result' | 'error' | 'status') {
+  private topic(ch: 'features' | 'result' | 'error' | 'status' | 'config') {
     return deviceTopic(this.opts.fleet, this.opts.deviceId, ch, this.base);
+  }
+
+  private opTopic(dir: 'request' | 'response', op: string) {
+    return deviceOpTopic(this.opts.fleet, this.opts.deviceId, dir, op, this.base);
   }
 
   private status(state: DeviceStatus['state']): Buffer {
@@ -130,6 +151,7 @@ export class Agent {
       model: `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`,
       codec: this.opts.codec,
       point: this.opts.point,
+      configId: this.configId,
     };
     return Buffer.from(JSON.stringify(s));
   }
@@ -163,7 +185,15 @@ export class Agent {
       this.ready = false;
       this.client.publish(this.topic('status'), this.status('online'), { qos: 1, retain: true });
       this.client
-        .subscribeAsync([this.topic('result'), this.topic('error')], { qos: 1 })
+        .subscribeAsync(
+          [
+            this.topic('result'),
+            this.topic('error'),
+            this.topic('config'),
+            this.opTopic('request', '+'),
+          ],
+          { qos: 1 },
+        )
         .then(() => {
           if (conn !== this.conn) return;
           this.ready = true;
@@ -196,7 +226,14 @@ export class Agent {
     this.client.on('error', (err) =>
       log.warn({ device: this.opts.deviceId, err: err.message }, 'mqtt error'),
     );
-    this.client.on('message', (topic, payload) => this.onMessage(topic, payload));
+    this.client.on('message', (topic, payload) => {
+      try {
+        this.onMessage(topic, payload);
+      } catch (e) {
+        // a bad message must never take the agent down
+        log.warn({ device: this.opts.deviceId, topic, err: String(e) }, 'message dropped');
+      }
+    });
     await new Promise<void>((resolve, reject) => {
       const onErr = (e: Error) => reject(e);
       this.client.once('error', onErr);
@@ -237,7 +274,156 @@ export class Agent {
       );
       this.events.error?.(e);
       this.wake();
+    } else if (topic === this.topic('config')) {
+      if (payload.length === 0) return; // retained config cleared: keep running as is
+      const c = parseConfig(payload);
+      // one config at a time, in the order they came
+      const next = this.configLock.then(() =>
+        c
+          ? this.applyConfig(c)
+          : this.respond('config', null, null, 'not a v1 config message', this.ack(null)),
+      );
+      this.configLock = next.catch(() => undefined);
+    } else {
+      const prefix = this.opTopic('request', '+').slice(0, -1);
+      if (topic.startsWith(prefix)) void this.onRequest(topic.slice(prefix.length), payload);
     }
+  }
+
+  /** Run `fn` on the head pipeline, after every earlier use or swap of it. */
+  private withPipeline<T>(fn: (p: HeadPipeline) => Promise<T>): Promise<T> {
+    const run = this.pipeLock.then(() => fn(this.pipeline));
+    this.pipeLock = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Swap in a new head pipeline between two encodes, then close the old one. */
+  private async swapPipeline(next: HeadPipeline): Promise<void> {
+    await this.withPipeline(async (old) => {
+      this.pipeline = next;
+      await old.close();
+    });
+  }
+
+  private ack(refused: string | null): ConfigAck {
+    return { configId: this.configId, refused };
+  }
+
+  /** Apply a config without a restart, or refuse it with the reason and keep the old one. */
+  private async applyConfig(c: ConfigMessage): Promise<void> {
+    if (c.configId === this.configId) return; // a redelivery of what runs
+    const s = c.settings;
+    try {
+      if (c.device !== this.opts.deviceId) throw new Error(`config is for ${c.device}`);
+      if (s.source !== this.opts.source.source) {
+        throw new Error(
+          `source ${JSON.stringify(s.source)} differs from ${JSON.stringify(this.opts.source.source)}; the source is set when the agent starts`,
+        );
+      }
+      const bundle = this.opts.resolveBundle
+        ? await this.opts.resolveBundle(s.model, s.codec)
+        : this.opts.bundle;
+      const same =
+        bundle === this.opts.bundle && s.codec === this.opts.codec && s.point === this.opts.point;
+      if (!same) {
+        const next = await HeadPipeline.create(bundle, s.codec, s.point, {
+          threads: this.opts.threads ?? 1,
+        });
+        await this.swapPipeline(next);
+      }
+      Object.assign(this.opts, { bundle, codec: s.codec, point: s.point, fps: s.fps });
+      this.configId = c.configId;
+      log.info({ device: this.opts.deviceId, configId: c.configId, ...s }, 'config applied');
+      await this.respond('config', null, this.ack(null));
+      await this.publishStatus();
+    } catch (e) {
+      const why = (e as Error).message;
+      log.warn({ device: this.opts.deviceId, configId: c.configId, why }, 'config refused');
+      await this.respond(
+        'config',
+        null,
+        null,
+        `config ${c.configId} refused: ${why}`,
+        this.ack(c.configId),
+      );
+    }
+  }
+
+  /** `.../request/<op>`: ping, get-config, restart-pipeline; answered on `.../response/<op>`. */
+  private async onRequest(op: string, payload: Buffer): Promise<void> {
+    let id: string | null = null;
+    try {
+      const body: unknown = payload.length ? JSON.parse(payload.toString('utf8')) : {};
+      if (typeof body === 'object' && body !== null && 'id' in body)
+        id = String((body as { id: unknown }).id);
+    } catch {
+      return this.respond(op, id, null, 'request body is not JSON');
+    }
+    try {
+      switch (op) {
+        case 'ping':
+          return await this.respond(op, id, { ts: Date.now(), pending: this.pending.size });
+        case 'get-config':
+          return await this.respond(op, id, {
+            configId: this.configId,
+            model: `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`,
+            codec: this.opts.codec,
+            point: this.opts.point,
+            fps: this.opts.fps ?? 0,
+            source: this.opts.source.source,
+          });
+        case 'restart-pipeline': {
+          const next = await HeadPipeline.create(
+            this.opts.bundle,
+            this.opts.codec,
+            this.opts.point,
+            {
+              threads: this.opts.threads ?? 1,
+            },
+          );
+          await this.swapPipeline(next);
+          return await this.respond(op, id, { restarted: true });
+        }
+        default:
+          return await this.respond(
+            op,
+            id,
+            null,
+            `unknown op ${JSON.stringify(op)}; ops: ping, get-config, restart-pipeline`,
+          );
+      }
+    } catch (e) {
+      return this.respond(op, id, null, (e as Error).message);
+    }
+  }
+
+  private async respond(
+    op: string,
+    id: string | null,
+    data: unknown,
+    error: string | null = null,
+    errorData: unknown = null,
+  ): Promise<void> {
+    const body: OpResponse = {
+      status: error ? 'error' : 'ok',
+      data: error ? errorData : data,
+      error,
+      id,
+      ts: Date.now(),
+    };
+    if (!this.client?.connected) return;
+    await this.client
+      .publishAsync(this.opTopic('response', op), JSON.stringify(body), { qos: 1 })
+      .catch((err: Error) =>
+        log.warn({ device: this.opts.deviceId, op, err: err.message }, 'response not sent'),
+      );
+  }
+
+  private async publishStatus(): Promise<void> {
+    if (!this.client?.connected) return;
+    await this.client
+      .publishAsync(this.topic('status'), this.status('online'), { qos: 1, retain: true })
+      .catch(() => undefined);
   }
 
   private sweep(): void {
@@ -272,7 +458,7 @@ export class Agent {
     const capturedAt = Date.now();
     let enc;
     try {
-      enc = await this.pipeline.encode(s, frameId, capturedAt);
+      enc = await this.withPipeline((pipe) => pipe.encode(s, frameId, capturedAt));
     } catch (e) {
       // One bad image must not stop a camera: skip it, count it, say so.
       this.stats.skipped++;
@@ -304,15 +490,15 @@ export class Agent {
 
   /** Stream the source until it ends (or stop()), then wait for the answers. */
   async run(): Promise<AgentStats> {
-    const fps = this.opts.fps ?? 0;
     const window = this.opts.maxInFlight ?? 4;
-    const interval = fps > 0 ? 1000 / fps : 0;
     const started = performance.now();
     let next = started;
     for await (const s of frameSource(this.opts.source)) {
       if (this.stopping) break;
       await this.until(() => this.pending.size < window || this.stopping);
       if (this.stopping) break;
+      const fps = this.opts.fps ?? 0; // read per frame: a config may change it
+      const interval = fps > 0 ? 1000 / fps : 0;
       if (interval > 0) {
         const wait = next - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
@@ -343,6 +529,6 @@ export class Agent {
       }
       await this.client.endAsync();
     }
-    await this.pipeline?.close();
+    if (this.pipeline) await this.withPipeline((pipe) => pipe.close());
   }
 }

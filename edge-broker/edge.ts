@@ -13,19 +13,26 @@ import type { Engine } from '../core/engine/engine.js';
 import type { Bundle } from '../core/model/bundle.js';
 import {
   RESULT_VERSION,
+  CONFIG_VERSION,
+  type ConfigAck,
+  type ConfigMessage,
   type EdgeStatus,
   type ErrorCode,
+  type OpResponse,
   type ErrorMessage,
   type ResultMessage,
 } from '../core/protocol/messages.js';
 import {
   DEFAULT_BASE,
   deviceFilter,
+  deviceOpTopic,
   deviceTopic,
   edgeStatusTopic,
   parseTopic,
 } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
+import { effectiveConfigs } from '../fleet-config/effective.js';
+import type { FleetFile } from '../fleet-config/schema.js';
 import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import { DecoderPool } from './pool.js';
@@ -43,6 +50,17 @@ export interface EdgeOptions extends BrokerOptions {
   threadsPerWorker?: number;
   maxQueue?: number;
   engine?: Engine;
+  /** A checked fleet file (fleet-config/load.ts): each device's effective config is
+   * published retained on its config topic. */
+  fleetFile?: FleetFile;
+}
+
+/** What the edge wants a device to run and what the device says it runs. */
+export interface DeviceConfigState {
+  wanted: string;
+  applied: string | null;
+  /** The reason of the device's last refusal, if its last answer was one. */
+  refused: string | null;
 }
 
 export interface EdgeStats {
@@ -60,6 +78,10 @@ export interface Edge {
   edgeId: string;
   stats(): EdgeStats;
   on(event: 'result', fn: (r: ResultMessage) => void): void;
+  /** Publish every device's effective config (retained); devices no longer in the fleet
+   * get their retained config cleared. */
+  applyFleet(f: FleetFile): Promise<void>;
+  configs(): Map<string, DeviceConfigState>;
   close(): Promise<void>;
 }
 
@@ -211,6 +233,59 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   await new Promise<void>((r) =>
     aedes.subscribe(deviceFilter('features', fleet, base), onFeatures, r),
   );
+
+  // fleet configs: published retained, acknowledged on response/config
+  const configStates = new Map<string, DeviceConfigState>();
+  let fleetOf: FleetFile | null = null;
+  const onConfigAck = (packet: AedesPublishPacket, cb: () => void) => {
+    cb();
+    const dev = packet.topic.split('/')[3];
+    const st = dev !== undefined ? configStates.get(dev) : undefined;
+    if (!st) return;
+    try {
+      const r = JSON.parse((packet.payload as Buffer).toString('utf8')) as OpResponse<ConfigAck>;
+      st.applied = r.data?.configId ?? null;
+      st.refused = r.status === 'error' ? r.error : null;
+    } catch {
+      log.warn({ topic: packet.topic }, 'unreadable config answer');
+    }
+  };
+  const ackFilter = deviceOpTopic(fleet, '+', 'response', 'config', base);
+  await new Promise<void>((r) => aedes.subscribe(ackFilter, onConfigAck, r));
+  const applyFleet = async (f: FleetFile) => {
+    if (fleet !== '+' && f.fleet !== fleet) {
+      throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${fleet}`);
+    }
+    const before = fleetOf;
+    fleetOf = f;
+    for (const [device, c] of effectiveConfigs(f)) {
+      const { fleet: fl, device: d, group, configId, ...settings } = c;
+      const msg: ConfigMessage = {
+        v: CONFIG_VERSION,
+        configId,
+        fleet: fl,
+        device: d,
+        group,
+        settings,
+        ts: Date.now(),
+      };
+      const prev = configStates.get(device);
+      configStates.set(device, {
+        wanted: configId,
+        applied: prev?.applied ?? null,
+        refused: prev?.refused ?? null,
+      });
+      await publish(deviceTopic(f.fleet, device, 'config', base), msg, true);
+    }
+    for (const device of Object.keys(before?.devices ?? {})) {
+      if (!(device in f.devices)) {
+        configStates.delete(device);
+        await publishRaw(deviceTopic(before!.fleet, device, 'config', base), Buffer.alloc(0), true);
+      }
+    }
+    log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
+  };
+  if (opts.fleetFile) await applyFleet(opts.fleetFile);
   const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
   await publish(
     statusTopic,
@@ -226,10 +301,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     edgeId,
     stats: () => ({ ...stats, backlog: pool.backlog }),
     on: (_event, fn) => void resultListeners.push(fn),
+    applyFleet,
+    configs: () => new Map([...configStates].map(([k, v]) => [k, { ...v }])),
     async close() {
       await new Promise<void>((r) =>
         aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r),
       );
+      await new Promise<void>((r) => aedes.unsubscribe(ackFilter, onConfigAck, r));
       await pool.close();
       await publish(statusTopic, { state: 'offline', ts: Date.now() } satisfies EdgeStatus, true);
       await broker.close();

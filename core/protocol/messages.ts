@@ -60,6 +60,8 @@ export interface DeviceStatus {
   model?: string;
   codec?: string;
   point?: number;
+  /** The config it runs (ConfigMessage.configId); null: its start-up flags. */
+  configId?: string | null;
 }
 
 /** Retained on `.../edge/<id>/status`. */
@@ -113,6 +115,69 @@ export function parseError(payload: Uint8Array | string): ErrorMessage | undefin
     );
     if (isObj(v) && v.v === RESULT_VERSION && typeof v.code === 'string' && 'frameId' in v) {
       return v as unknown as ErrorMessage;
+    }
+  } catch {
+    // fall through
+  }
+  return undefined;
+}
+
+export const CONFIG_VERSION = 1;
+
+/** The settings a device runs (fleet-config/schema.ts defines and validates them). */
+export interface DeviceSettingsMessage {
+  model: string;
+  codec: string;
+  point: number;
+  latencyGoalMs: number | null;
+  fps: number;
+  source: string;
+  credentials: string | null;
+}
+
+/** Retained on `.../device/<id>/config`: the effective config the edge wants it to run. */
+export interface ConfigMessage {
+  v: typeof CONFIG_VERSION;
+  /** Names this config (a hash of its content); the device acknowledges it. */
+  configId: string;
+  fleet: string;
+  device: string;
+  group: string | null;
+  settings: DeviceSettingsMessage;
+  ts: number;
+}
+
+/** `.../response/<op>`: zigbee2mqtt-style answer; `id` echoes the request's correlation id. */
+export interface OpResponse<T = unknown> {
+  status: 'ok' | 'error';
+  data: T | null;
+  error: string | null;
+  id: string | null;
+  ts: number;
+}
+
+/** `data` of `response/config`: the config now running (and the one refused, if any). */
+export interface ConfigAck {
+  configId: string | null;
+  refused: string | null;
+}
+
+export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
+  try {
+    const v: unknown = JSON.parse(
+      typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
+    );
+    if (
+      isObj(v) &&
+      v.v === CONFIG_VERSION &&
+      typeof v.configId === 'string' &&
+      isObj(v.settings) &&
+      typeof v.settings.codec === 'string' &&
+      typeof v.settings.model === 'string' &&
+      typeof v.settings.point === 'number' &&
+      typeof v.settings.fps === 'number'
+    ) {
+      return v as unknown as ConfigMessage;
     }
   } catch {
     // fall through

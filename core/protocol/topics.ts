@@ -5,7 +5,10 @@
  *   <base>/<fleet>/device/<deviceId>/result     edge -> anyone   JSON Result, QoS 1
  *   <base>/<fleet>/device/<deviceId>/error      edge -> device   JSON FrameErrorMessage, QoS 1
  *   <base>/<fleet>/device/<deviceId>/status     device           JSON DeviceStatus, retained, last will
- *   <base>/<fleet>/device/<deviceId>/config     edge -> device   JSON config, retained
+ *   <base>/<fleet>/device/<deviceId>/config     edge -> device   JSON ConfigMessage, retained
+ *   <base>/<fleet>/device/<deviceId>/request/<op>   -> device   JSON request (op: ping, get-config, ...)
+ *   <base>/<fleet>/device/<deviceId>/response/<op>  device ->   JSON {status, data, error, id}
+ *     (response/config: the device's answer to each config it receives)
  *   <base>/<fleet>/edge/<edgeId>/status         edge             JSON EdgeStatus, retained, last will
  *
  * `base` defaults to "splitfleet". Fleet, device and edge ids are 1..64 characters of
@@ -40,6 +43,20 @@ export function deviceTopic(
   base = DEFAULT_BASE,
 ): string {
   return `${base}/${checkId('fleet', fleet)}/device/${checkId('device', deviceId)}/${channel}`;
+}
+
+/** Request/response topics of a device: `.../request/<op>` and `.../response/<op>`
+ * (fleet, device and op may be `+` for a subscription filter). */
+export function deviceOpTopic(
+  fleet: string,
+  deviceId: string,
+  dir: 'request' | 'response',
+  op: string,
+  base = DEFAULT_BASE,
+): string {
+  if (!/^[a-z][a-z0-9-]{0,31}$/.test(op) && op !== '+')
+    throw new Error(`invalid op ${JSON.stringify(op)}`);
+  return `${base}/${fleet === '+' ? '+' : checkId('fleet', fleet)}/device/${deviceId === '+' ? '+' : checkId('device', deviceId)}/${dir}/${op}`;
 }
 
 export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BASE): string {
