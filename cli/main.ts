@@ -120,6 +120,9 @@ program
     'credential file (splitfleet fleet credentials add): refuse unknown clients, enforce ACLs',
   )
   .option('--rate <n>', 'messages per second per client (0: no limit)', int(0), 0)
+  .option('--tls-port <n>', 'MQTT over TLS port (needs --tls-key and --tls-cert)', int(0, 65535))
+  .option('--tls-key <file>', 'PEM private key of the TLS listener')
+  .option('--tls-cert <file>', 'PEM certificate (chain) of the TLS listener')
   .option(
     '--fleet-file <file>',
     "fleet file: each device's config is published retained; edits are re-checked and re-published",
@@ -127,8 +130,20 @@ program
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
     const credentials = o.credentials ? await loadCredentials(o.credentials as string) : undefined;
+    if ((o.tlsPort !== undefined) !== Boolean(o.tlsKey && o.tlsCert)) {
+      throw new InvalidArgumentError('--tls-port, --tls-key and --tls-cert go together');
+    }
+    const tls =
+      o.tlsPort !== undefined
+        ? {
+            port: o.tlsPort as number,
+            key: await readFile(o.tlsKey as string),
+            cert: await readFile(o.tlsCert as string),
+          }
+        : undefined;
     const edge = await startEdge({
       bundles,
+      tls,
       access: { credentials, ratePerSecond: o.rate as number },
       host: o.host,
       port: o.port,
@@ -140,7 +155,7 @@ program
       edgeId: o.edgeId,
     });
     process.stdout.write(
-      `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}\n`,
+      `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}\n`,
     );
     if (o.fleetFile) {
       const file = o.fleetFile as string;
@@ -188,6 +203,7 @@ program
   .option('--threads <n>', 'head inference threads', int(1, 64), 1)
   .option('--username <u>', 'MQTT username')
   .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for an mqtts:// edge')
   .option('--json', 'end with one JSON summary line')
   .action(async (o) => {
     const agent = new Agent(
@@ -205,6 +221,7 @@ program
         password: o.password ?? process.env.SPLITFLEET_PASSWORD,
         // a config from the edge may name another model or a learned codec
         resolveBundle: (m, codec) => modelFor(codec, m),
+        ca: o.ca ? await readFile(o.ca as string) : undefined,
       },
       {
         result: (r, ms) =>

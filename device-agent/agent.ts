@@ -56,6 +56,8 @@ export interface AgentOptions {
   /** Loads the bundle a config names (model, codec); without it only configs the loaded
    * bundle can serve are applied. */
   resolveBundle?: (model: string, codec: string) => Promise<Bundle>;
+  /** Certificates to trust for an `mqtts://` edge (a private CA or a self-signed edge). */
+  ca?: Buffer;
 }
 
 export interface AgentStats {
@@ -173,6 +175,7 @@ export class Agent {
       resubscribe: false,
       will: { topic: this.topic('status'), payload: this.status('offline'), qos: 1, retain: true },
       ...(this.opts.username ? { username: this.opts.username, password: this.opts.password } : {}),
+      ...(this.opts.ca ? { ca: this.opts.ca } : {}),
     };
     this.client = connect(this.opts.url, options);
     let first: (() => void) | undefined;

@@ -4,6 +4,7 @@
 import type { EventEmitter } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
@@ -17,6 +18,8 @@ export interface BrokerOptions {
   /** WebSocket port; 0 picks a free one; null disables it. */
   wsPort?: number | null;
   aedes?: AedesOptions;
+  /** A TLS listener beside TCP: PEM key and certificate (and CA for client certificates). */
+  tls?: { port?: number; key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
   /** Credentials and per-client limits (auth.ts); without credentials the broker is open. */
   access?: Omit<AccessOptions, 'maxPayloadBytes'> & { maxPayloadBytes?: number };
 }
@@ -26,10 +29,16 @@ export interface EdgeBroker {
   access: Access;
   url: string;
   wsUrl: string | null;
+  /** `mqtts://host:port` when a TLS listener runs. */
+  tlsUrl: string | null;
   close(): Promise<void>;
 }
 
-function listen(server: Server | HttpServer, port: number, host: string): Promise<number> {
+function listen(
+  server: Server | HttpServer | TlsServer,
+  port: number,
+  host: string,
+): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
@@ -56,13 +65,25 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
   const tcp = createServer({ noDelay: true }, aedes.handle);
   let http: HttpServer | null = null;
+  const tlsServer = opts.tls
+    ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }, (sock) => {
+        sock.setNoDelay(true);
+        aedes.handle(sock);
+      })
+    : null;
+  // a failed TLS handshake is the client's problem, never the broker's
+  tlsServer?.on('tlsClientError', (err) => log.warn({ err: err.message }, 'TLS handshake failed'));
   let wss: WebSocketServer | null = null;
 
   const close = async () => {
     // Stop accepting first, then drop the clients, then wait for the listeners.
-    const closed = (srv: Server | HttpServer) =>
+    const closed = (srv: Server | HttpServer | TlsServer) =>
       new Promise<void>((r) => (srv.listening ? srv.close(() => r()) : r()));
-    const waits = [closed(tcp), ...(http ? [closed(http)] : [])];
+    const waits = [
+      closed(tcp),
+      ...(http ? [closed(http)] : []),
+      ...(tlsServer ? [closed(tlsServer)] : []),
+    ];
     for (const ws of wss?.clients ?? []) ws.terminate();
     await new Promise<void>((r) => aedes.close(() => r()));
     if (wss) await new Promise<void>((r) => wss!.close(() => r()));
@@ -86,9 +107,13 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       const wsPort = await listen(http, opts.wsPort ?? 9001, host);
       wsUrl = `ws://${shown}:${wsPort}`;
     }
+    const tlsUrl = tlsServer
+      ? `mqtts://${shown}:${await listen(tlsServer, opts.tls?.port ?? 8883, host)}`
+      : null;
     return {
       aedes,
       access,
+      tlsUrl,
       url: `mqtt://${shown}:${port}`,
       wsUrl,
       close,

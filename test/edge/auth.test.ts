@@ -3,6 +3,10 @@
  * ACLs per role, session takeover, payload and rate limits.
  */
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
 import {
   hashPassword,
@@ -174,5 +178,55 @@ test('a client over its message rate is refused after its burst', async (t) => {
     c.end(true);
   } finally {
     await open.close();
+  }
+});
+
+test('TLS listener: a client that trusts the certificate connects and logs in; one that does not is refused', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-tls-'));
+  try {
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    const r = spawnSync('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    ]);
+    t.is(r.status, 0, r.stderr?.toString());
+    const pem = await readFile(cert);
+    const tlsBroker = await startBroker({
+      port: 0,
+      wsPort: null,
+      tls: { port: 0, key: await readFile(key), cert: pem },
+      access: { credentials: await store() },
+    });
+    try {
+      t.regex(tlsBroker.tlsUrl ?? '', /^mqtts:\/\/127\.0\.0\.1:\d+$/);
+      const c = await connectAsync(tlsBroker.tlsUrl!, { ...opts('cam1', PW.cam1), ca: pem });
+      t.true(c.connected);
+      await c.publishAsync(deviceTopic('f', 'cam1', 'features'), 'x', { qos: 1 });
+      await c.endAsync();
+      await t.throwsAsync(connectAsync(tlsBroker.tlsUrl!, opts('cam1', PW.cam1)), {
+        message: /self.signed|certificate/i,
+      });
+      await t.throwsAsync(connectAsync(tlsBroker.tlsUrl!, { ...opts('cam1', 'wrong'), ca: pem }), {
+        message: /Bad username or password/i,
+      });
+    } finally {
+      await tlsBroker.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
