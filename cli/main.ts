@@ -22,6 +22,10 @@ import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { runDemo } from './demo.js';
 import { readRateReport, writePlot } from './plot.js';
 import { effectiveConfig } from '../fleet-config/effective.js';
+import Table from 'cli-table3';
+import { connectAsync } from 'mqtt';
+import { edgeTopic } from '../core/protocol/topics.js';
+import type { DeviceView } from '../edge-broker/monitor.js';
 import {
   FleetConfigError,
   formatProblem,
@@ -120,6 +124,13 @@ program
     'credential file (splitfleet fleet credentials add): refuse unknown clients, enforce ACLs',
   )
   .option('--rate <n>', 'messages per second per client (0: no limit)', int(0), 0)
+  .option(
+    '--metrics-port <n>',
+    'HTTP port of /metrics (Prometheus) and /devices',
+    int(0, 65535),
+    9464,
+  )
+  .option('--no-metrics', 'no metrics listener')
   .option('--tls-port <n>', 'MQTT over TLS port (needs --tls-key and --tls-cert)', int(0, 65535))
   .option('--tls-key <file>', 'PEM private key of the TLS listener')
   .option('--tls-cert <file>', 'PEM certificate (chain) of the TLS listener')
@@ -144,6 +155,7 @@ program
     const edge = await startEdge({
       bundles,
       tls,
+      metricsPort: o.metrics ? (o.metricsPort as number) : null,
       access: { credentials, ratePerSecond: o.rate as number },
       host: o.host,
       port: o.port,
@@ -155,7 +167,7 @@ program
       edgeId: o.edgeId,
     });
     process.stdout.write(
-      `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}\n`,
+      `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}\n`,
     );
     if (o.fleetFile) {
       const file = o.fleetFile as string;
@@ -375,6 +387,86 @@ fleet
     const f = await loadFleet(file, await fleetContext());
     const ids = o.device ? [o.device] : Object.keys(f.devices);
     for (const id of ids) process.stdout.write(JSON.stringify(effectiveConfig(f, id)) + '\n');
+  });
+fleet
+  .command('status')
+  .description('every device the edges see: presence, model, codec, point, traffic, errors')
+  .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
+  .option('--fleet <id>', "only this fleet's edges ('+': all)", '+')
+  .option('--username <u>', 'MQTT username (an operator or dashboard)')
+  .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for mqtts://')
+  .option('--wait <ms>', "how long to collect the edges' retained reports", int(100, 60_000), 1500)
+  .option('--json', 'one JSON object: {edges, devices}')
+  .action(async (o) => {
+    const client = await connectAsync(o.url as string, {
+      reconnectPeriod: 0,
+      connectTimeout: 10_000,
+      username: o.username as string | undefined,
+      password: (o.password as string | undefined) ?? process.env.SPLITFLEET_PASSWORD,
+      ca: o.ca ? await readFile(o.ca as string) : undefined,
+    });
+    const reports = new Map<string, { edgeId: string; ts: number; devices: DeviceView[] }>();
+    client.on('message', (topic, payload) => {
+      try {
+        const r = JSON.parse(payload.toString('utf8')) as {
+          edgeId: string;
+          ts: number;
+          devices: DeviceView[];
+        };
+        if (Array.isArray(r.devices)) reports.set(topic, r);
+      } catch {
+        // not a devices report
+      }
+    });
+    await client.subscribeAsync(edgeTopic(o.fleet as string, '+', 'devices'), { qos: 1 });
+    await new Promise((r) => setTimeout(r, o.wait as number));
+    await client.endAsync();
+    const devices = [...reports.values()].flatMap((r) =>
+      r.devices.map((d) => ({ ...d, edgeId: r.edgeId })),
+    );
+    if (o.json) {
+      process.stdout.write(
+        JSON.stringify({ edges: [...reports.values()].map((r) => r.edgeId), devices }) + '\n',
+      );
+      return;
+    }
+    const table = new Table({
+      head: [
+        'fleet',
+        'device',
+        'online',
+        'model',
+        'codec',
+        'point',
+        'frames/s',
+        'bytes/s',
+        'edge ms p50',
+        'errors',
+        'last seen',
+        'edge',
+      ],
+    });
+    for (const d of devices) {
+      const errors = Object.values(d.errors).reduce((a, b) => a + b, 0);
+      table.push([
+        d.fleet,
+        d.device,
+        d.online ? 'yes' : 'no',
+        d.model ?? '-',
+        d.codec ?? '-',
+        d.point ?? '-',
+        d.framesPerSecond,
+        d.bytesPerSecond,
+        d.edgeLatencyMsP50 ?? '-',
+        errors,
+        d.lastSeen ? new Date(d.lastSeen).toISOString() : '-',
+        d.edgeId,
+      ]);
+    }
+    process.stdout.write(
+      `${reports.size} edge(s), ${devices.length} device(s)\n${table.toString()}\n`,
+    );
   });
 fleet
   .command('credentials')

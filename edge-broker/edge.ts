@@ -16,6 +16,7 @@ import {
   CONFIG_VERSION,
   type ConfigAck,
   type ConfigMessage,
+  type DeviceStatus,
   type EdgeStatus,
   type ErrorCode,
   type OpResponse,
@@ -28,10 +29,14 @@ import {
   deviceOpTopic,
   deviceTopic,
   edgeStatusTopic,
+  edgeTopic,
   parseTopic,
 } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { effectiveConfigs } from '../fleet-config/effective.js';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { FleetMonitor, type DeviceView } from './monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
 import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
@@ -53,6 +58,8 @@ export interface EdgeOptions extends BrokerOptions {
   /** A checked fleet file (fleet-config/load.ts): each device's effective config is
    * published retained on its config topic. */
   fleetFile?: FleetFile;
+  /** HTTP port of `/metrics` (Prometheus) and `/devices` (JSON); 0 picks one; null: none. */
+  metricsPort?: number | null;
 }
 
 /** What the edge wants a device to run and what the device says it runs. */
@@ -82,6 +89,11 @@ export interface Edge {
    * get their retained config cleared. */
   applyFleet(f: FleetFile): Promise<void>;
   configs(): Map<string, DeviceConfigState>;
+  /** Presence and traffic of every device seen (also published on `.../edge/<id>/devices`). */
+  devices(): DeviceView[];
+  monitor: FleetMonitor;
+  /** `http://host:port` of /metrics and /devices, or null. */
+  metricsUrl: string | null;
   close(): Promise<void>;
 }
 
@@ -119,6 +131,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const stats: EdgeStats = { received: 0, results: 0, errors: 0, duplicates: 0, backlog: 0 };
   const answers = new AnswerCache(DEDUPE_MS, DEDUPE_MAX);
   const resultListeners: ((r: ResultMessage) => void)[] = [];
+  const monitor = new FleetMonitor(edgeId, {
+    backlog: () => pool.backlog,
+    access: () => {
+      const a = broker.access.stats;
+      return {
+        connect: a.refusedConnects,
+        publish: a.refusedPublishes,
+        subscribe: a.refusedSubscribes,
+      };
+    },
+  });
 
   const publishRaw = (topic: string, payload: Buffer, retain = false) =>
     new Promise<void>((resolve) => {
@@ -156,6 +179,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     reason: string,
   ) => {
     stats.errors++;
+    monitor.error(fleetId, deviceId, code);
     const msg: ErrorMessage = {
       v: RESULT_VERSION,
       deviceId,
@@ -176,6 +200,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     if (!t || t.kind !== 'device') return;
     stats.received++;
     const payload = packet.payload as Buffer;
+    monitor.frame(t.fleet, t.deviceId, payload.length, now);
     let parsed;
     try {
       parsed = decoders[0]!.parse(payload, now);
@@ -207,6 +232,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
           return;
         }
         stats.results++;
+        monitor.result(
+          t.fleet,
+          t.deviceId,
+          `${result.model}@${result.modelVersion}`,
+          result.codec,
+          result.latency.edgeMs,
+        );
         for (const fn of resultListeners) {
           try {
             fn(result);
@@ -286,6 +318,63 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
   };
   if (opts.fleetFile) await applyFleet(opts.fleetFile);
+
+  // presence: the devices' retained birth / death / will
+  const onStatus = (packet: AedesPublishPacket, cb: () => void) => {
+    cb();
+    const t = parseTopic(packet.topic, base);
+    if (!t || t.kind !== 'device') return;
+    try {
+      const st = JSON.parse((packet.payload as Buffer).toString('utf8')) as DeviceStatus;
+      if ((st.state === 'online' || st.state === 'offline') && typeof st.seq === 'number') {
+        monitor.status(t.fleet, t.deviceId, st);
+      }
+    } catch {
+      // an empty (cleared) or foreign status: nothing to track
+    }
+  };
+  const statusFilter = deviceFilter('status', fleet, base);
+  await new Promise<void>((r) => aedes.subscribe(statusFilter, onStatus, r));
+  const devicesTopic = edgeTopic(statusFleet, edgeId, 'devices', base);
+  const publishDevices = () =>
+    publish(devicesTopic, { edgeId, ts: Date.now(), devices: monitor.snapshot() }, true);
+  const devicesTimer = setInterval(() => void publishDevices(), 2000);
+  devicesTimer.unref();
+
+  let metrics: HttpServer | null = null;
+  let metricsUrl: string | null = null;
+  if (opts.metricsPort !== undefined && opts.metricsPort !== null) {
+    metrics = createHttpServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path === '/metrics') {
+        monitor.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': monitor.registry.contentType });
+            res.end(text);
+          },
+          (e: unknown) => {
+            res.writeHead(500, { 'content-type': 'text/plain' });
+            res.end(String(e));
+          },
+        );
+      } else if (path === '/devices') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ edgeId, ts: Date.now(), devices: monitor.snapshot() }));
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');
+      }
+    });
+    const m = metrics;
+    const port = await new Promise<number>((resolve, reject) => {
+      m.once('error', reject);
+      m.listen(opts.metricsPort!, opts.host ?? '127.0.0.1', () =>
+        resolve((m.address() as AddressInfo).port),
+      );
+    });
+    const h = opts.host === undefined || opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
+    metricsUrl = `http://${h}:${port}`;
+  }
   const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
   await publish(
     statusTopic,
@@ -303,7 +392,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     on: (_event, fn) => void resultListeners.push(fn),
     applyFleet,
     configs: () => new Map([...configStates].map(([k, v]) => [k, { ...v }])),
+    devices: () => monitor.snapshot(),
+    monitor,
+    metricsUrl,
     async close() {
+      clearInterval(devicesTimer);
+      if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
+      await new Promise<void>((r) => aedes.unsubscribe(statusFilter, onStatus, r));
       await new Promise<void>((r) =>
         aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r),
       );

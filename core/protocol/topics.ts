@@ -10,6 +10,7 @@
  *   <base>/<fleet>/device/<deviceId>/response/<op>  device ->   JSON {status, data, error, id}
  *     (response/config: the device's answer to each config it receives)
  *   <base>/<fleet>/edge/<edgeId>/status         edge             JSON EdgeStatus, retained, last will
+ *   <base>/<fleet>/edge/<edgeId>/devices        edge             JSON DeviceView[] every 2 s, retained
  *
  * `base` defaults to "splitfleet". Fleet, device and edge ids are 1..64 characters of
  * [A-Za-z0-9_.-], so they never contain MQTT wildcards or separators.
@@ -60,7 +61,19 @@ export function deviceOpTopic(
 }
 
 export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BASE): string {
-  return `${base}/${checkId('fleet', fleet)}/edge/${checkId('edge', edgeId)}/status`;
+  return edgeTopic(fleet, edgeId, 'status', base);
+}
+
+/** An edge's topics; fleet and edge id may be `+` for a subscription filter. */
+export function edgeTopic(
+  fleet: string,
+  edgeId: string,
+  channel: 'status' | 'devices',
+  base = DEFAULT_BASE,
+): string {
+  const f = fleet === '+' ? '+' : checkId('fleet', fleet);
+  const e = edgeId === '+' ? '+' : checkId('edge', edgeId);
+  return `${base}/${f}/edge/${e}/${channel}`;
 }
 
 /** Subscription filter for one channel of every device, in one fleet or ('+') all fleets. */
