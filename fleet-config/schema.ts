@@ -8,27 +8,14 @@
  * `groups` (named partial settings) and `devices` (per device: a group and overrides).
  * A device's effective settings are defaults <- its group <- its own (effective.ts).
  */
+import type { DeviceSettings as ProtocolDeviceSettings } from '../core/protocol/messages.js';
 import { ID_PATTERN } from '../core/protocol/topics.js';
 
 /** The version this code reads and writes; older files are migrated (migrations.ts). */
 export const FLEET_VERSION = 1;
 
-export interface DeviceSettings {
-  /** Model bundle: a zoo name, optionally `name@version`. */
-  model: string;
-  /** Feature codec name (`splitfleet models` lists them). */
-  codec: string;
-  /** Operating point index of the codec. */
-  point: number;
-  /** Latency goal in ms: the agent picks the best point that meets it (null: fixed point). */
-  latencyGoalMs: number | null;
-  /** Frames per second the agent captures. */
-  fps: number;
-  /** Image source: `sample`, a folder or a .tar.gz on the device. */
-  source: string;
-  /** Name of the device's credentials entry in the edge's credential store. */
-  credentials: string | null;
-}
+/** One definition of the settings, shared with the config messages the edge sends. */
+export type DeviceSettings = ProtocolDeviceSettings;
 
 export interface FleetFile {
   version: number;

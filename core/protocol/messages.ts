@@ -88,50 +88,52 @@ function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Parse a result payload; undefined when it is not a v1 result. */
-export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {
+/** The JSON value of a payload, or undefined when it is not JSON. */
+function jsonOf(payload: Uint8Array | string): unknown {
   try {
-    const v: unknown = JSON.parse(
+    return JSON.parse(
       typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
     );
-    if (
-      isObj(v) &&
-      v.v === RESULT_VERSION &&
-      typeof v.frameId === 'number' &&
-      typeof v.classIndex === 'number'
-    ) {
-      return v as unknown as ResultMessage;
-    }
   } catch {
-    // fall through
+    return undefined;
   }
-  return undefined;
+}
+
+/** Parse a result payload; undefined when it is not a v1 result. */
+export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {
+  const v = jsonOf(payload);
+  return isObj(v) &&
+    v.v === RESULT_VERSION &&
+    typeof v.frameId === 'number' &&
+    typeof v.classIndex === 'number'
+    ? (v as unknown as ResultMessage)
+    : undefined;
 }
 
 export function parseError(payload: Uint8Array | string): ErrorMessage | undefined {
-  try {
-    const v: unknown = JSON.parse(
-      typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
-    );
-    if (isObj(v) && v.v === RESULT_VERSION && typeof v.code === 'string' && 'frameId' in v) {
-      return v as unknown as ErrorMessage;
-    }
-  } catch {
-    // fall through
-  }
-  return undefined;
+  const v = jsonOf(payload);
+  return isObj(v) && v.v === RESULT_VERSION && typeof v.code === 'string' && 'frameId' in v
+    ? (v as unknown as ErrorMessage)
+    : undefined;
 }
 
 export const CONFIG_VERSION = 1;
 
-/** The settings a device runs (fleet-config/schema.ts defines and validates them). */
-export interface DeviceSettingsMessage {
+/** The settings a device runs (fleet-config/schema.ts holds their JSON Schema). */
+export interface DeviceSettings {
+  /** Model bundle: a zoo name, optionally `name@version`. */
   model: string;
+  /** Feature codec name (`splitfleet models` lists them). */
   codec: string;
+  /** Operating point index of the codec. */
   point: number;
+  /** Latency goal in ms: the agent picks the best point that meets it (null: fixed point). */
   latencyGoalMs: number | null;
+  /** Frames per second the agent captures. */
   fps: number;
+  /** Image source: `sample`, a folder or a .tar.gz on the device. */
   source: string;
+  /** Name of the device's credentials entry in the edge's credential store. */
   credentials: string | null;
 }
 
@@ -143,7 +145,7 @@ export interface ConfigMessage {
   fleet: string;
   device: string;
   group: string | null;
-  settings: DeviceSettingsMessage;
+  settings: DeviceSettings;
   ts: number;
 }
 
@@ -163,24 +165,15 @@ export interface ConfigAck {
 }
 
 export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
-  try {
-    const v: unknown = JSON.parse(
-      typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'),
-    );
-    if (
-      isObj(v) &&
-      v.v === CONFIG_VERSION &&
-      typeof v.configId === 'string' &&
-      isObj(v.settings) &&
-      typeof v.settings.codec === 'string' &&
-      typeof v.settings.model === 'string' &&
-      typeof v.settings.point === 'number' &&
-      typeof v.settings.fps === 'number'
-    ) {
-      return v as unknown as ConfigMessage;
-    }
-  } catch {
-    // fall through
-  }
-  return undefined;
+  const v = jsonOf(payload);
+  return isObj(v) &&
+    v.v === CONFIG_VERSION &&
+    typeof v.configId === 'string' &&
+    isObj(v.settings) &&
+    typeof v.settings.codec === 'string' &&
+    typeof v.settings.model === 'string' &&
+    typeof v.settings.point === 'number' &&
+    typeof v.settings.fps === 'number'
+    ? (v as unknown as ConfigMessage)
+    : undefined;
 }

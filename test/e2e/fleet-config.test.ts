@@ -11,6 +11,7 @@ import { parseFleet } from '../../fleet-config/load.js';
 import type { DeviceStatus, OpResponse } from '../../core/protocol/messages.js';
 import { deviceOpTopic, deviceTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
 
 const fleetText = (codec: string, point: number, fps = 50) => `
 version: 1
@@ -19,14 +20,6 @@ defaults: { codec: split-q, point: 2, fps: ${fps} }
 devices:
   cam: { codec: ${codec}, point: ${point} }
 `;
-
-async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 async function setup(text: string): Promise<{ edge: Edge; agent: Agent }> {
   const bundle = await shippedModel();

@@ -12,6 +12,7 @@ import { PROJECT_ROOT } from '../../core/paths.js';
 import { deviceTopic } from '../../core/protocol/topics.js';
 import type { DeviceStatus } from '../../core/protocol/messages.js';
 import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
 
 const cli = (args: string[]): ChildProcess =>
   spawn(process.execPath, ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), ...args], {
@@ -20,18 +21,14 @@ const cli = (args: string[]): ChildProcess =>
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 
+/** A real agent process of fleet p on the test edge. */
+const agentProc = (device: string, ...extra: string[]): ChildProcess =>
+  cli(['agent', '--device', device, '--fleet', 'p', '--url', edge.url, ...extra]);
+
 function output(p: ChildProcess): Promise<{ code: number | null; stdout: string }> {
   let stdout = '';
   p.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   return new Promise((resolve) => p.on('close', (code) => resolve({ code, stdout })));
-}
-
-async function waitFor(cond: () => boolean, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** The value of the sample of `name` whose labels include `labels`, from Prometheus text. */
@@ -65,20 +62,12 @@ const view = (device: string) => edge.devices().find((d) => d.device === device)
 test.serial(
   'a killed agent goes offline by its will; a stale will never marks a live device offline',
   async (t) => {
-    const agent = cli([
-      'agent',
-      '--device',
-      'pi-1',
-      '--fleet',
-      'p',
-      '--url',
-      edge.url,
-      '--loop',
-      '--fps',
-      '10',
-    ]);
+    const agent = agentProc('pi-1', '--loop', '--fps', '10');
     try {
-      await waitFor(() => view('pi-1')?.online === true && (view('pi-1')?.frames ?? 0) >= 3);
+      await waitFor(
+        () => view('pi-1')?.online === true && (view('pi-1')?.frames ?? 0) >= 3,
+        30_000,
+      );
       const birth = view('pi-1')!;
       t.like(birth, { fleet: 'p', codec: 'split-q', point: 0, model: 'resnet9w05-cifar10@2' });
       agent.kill('SIGKILL');
@@ -86,18 +75,7 @@ test.serial(
       t.is(view('pi-1')!.seq, birth.seq, 'the will carries the seq of its birth');
 
       // a live device, then a late will of an older connection: ignored
-      const live = cli([
-        'agent',
-        '--device',
-        'pi-2',
-        '--fleet',
-        'p',
-        '--url',
-        edge.url,
-        '--loop',
-        '--fps',
-        '5',
-      ]);
+      const live = agentProc('pi-2', '--loop', '--fps', '5');
       try {
         await waitFor(() => view('pi-2')?.online === true);
         const seq = view('pi-2')!.seq!;
@@ -121,19 +99,7 @@ test.serial(
 );
 
 test.serial('Prometheus metrics, the devices report and fleet status', async (t) => {
-  const agent = cli([
-    'agent',
-    '--device',
-    'pi-3',
-    '--fleet',
-    'p',
-    '--url',
-    edge.url,
-    '--frames',
-    '20',
-    '--fps',
-    '20',
-  ]);
+  const agent = agentProc('pi-3', '--frames', '20', '--fps', '20');
   const done = output(agent);
   await waitFor(() => (view('pi-3')?.results ?? 0) >= 20);
   t.is((await done).code, 0);

@@ -17,6 +17,7 @@ import {
 } from '../../core/protocol/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
 import { hashPassword } from '../../edge-broker/auth.js';
 
 async function edgeAt(port = 0): Promise<Edge> {
@@ -35,14 +36,6 @@ async function collect(url: string, filter: string) {
   client.on('message', (topic, payload) => msgs.push({ topic, payload }));
   await client.subscribeAsync(filter, { qos: 1 });
   return { client, msgs };
-}
-
-async function waitFor(cond: () => boolean, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 function agent(
