@@ -216,6 +216,11 @@ program
   .option('--username <u>', 'MQTT username')
   .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
   .option('--ca <file>', 'PEM certificate(s) to trust for an mqtts:// edge')
+  .option(
+    '--outbox <dir>',
+    'persistent outbox: frames survive a lost link and a restart (drop-oldest when full)',
+  )
+  .option('--outbox-frames <n>', 'outbox capacity in frames', int(1), 1000)
   .option('--json', 'end with one JSON summary line')
   .action(async (o) => {
     const agent = new Agent(
@@ -234,6 +239,9 @@ program
         // a config from the edge may name another model or a learned codec
         resolveBundle: (m, codec) => modelFor(codec, m),
         ca: o.ca ? await readFile(o.ca as string) : undefined,
+        outbox: o.outbox
+          ? { dir: o.outbox as string, maxFrames: o.outboxFrames as number }
+          : undefined,
       },
       {
         result: (r, ms) =>
@@ -265,6 +273,8 @@ program
       fps: s.elapsedMs > 0 ? round((1000 * s.sent) / s.elapsedMs, 2) : 0,
       skipped: s.skipped,
       reconnects: s.reconnects,
+      dropped: s.dropped,
+      restored: s.restored,
     };
     process.stdout.write(
       (o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n',

@@ -33,6 +33,9 @@ import { log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
+import { Outbox, type OutboxOptions } from './outbox.js';
+
+const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface AgentOptions {
   url: string;
@@ -58,6 +61,10 @@ export interface AgentOptions {
   resolveBundle?: (model: string, codec: string) => Promise<Bundle>;
   /** Certificates to trust for an `mqtts://` edge (a private CA or a self-signed edge). */
   ca?: Buffer;
+  /** A persistent outbox (outbox.ts): accepted frames survive a lost link and a restart. */
+  outbox?: OutboxOptions;
+  /** Longest wait between two reconnect attempts (exponential backoff with jitter). */
+  maxReconnectMs?: number;
 }
 
 export interface AgentStats {
@@ -75,6 +82,9 @@ export interface AgentStats {
   latenciesMs: number[];
   headMs: number[];
   reconnects: number;
+  /** Frames the outbox dropped (drop-oldest, when full), and frames it restored at start. */
+  dropped: number;
+  restored: number;
   /** Wall time of run(), for the achieved frame rate. */
   elapsedMs: number;
 }
@@ -88,6 +98,8 @@ interface Pending {
   frame: Buffer;
   /** Connection number it was last published on; 0 = not yet. */
   sentOn: number;
+  /** Monotonic time it was last published. */
+  sentAt: number;
 }
 
 export interface AgentEvents {
@@ -109,6 +121,8 @@ export class Agent {
     latenciesMs: [],
     headMs: [],
     reconnects: 0,
+    dropped: 0,
+    restored: 0,
     elapsedMs: 0,
   };
   private client!: MqttClient;
@@ -129,6 +143,8 @@ export class Agent {
   private conn = 0;
   private ready = false;
   private readonly base: string;
+  private outbox: Outbox | null = null;
+  private attempts = 0;
 
   constructor(
     readonly opts: AgentOptions,
@@ -167,8 +183,9 @@ export class Agent {
       clientId: deviceClientId(this.opts.fleet, this.opts.deviceId),
       clean: true,
       keepalive: 30,
+      // mqtt.js reconnects; scheduleReconnect stretches its period (backoff with jitter)
       reconnectPeriod: this.opts.reconnectPeriodMs ?? 1000,
-      connectTimeout: 10_000,
+      connectTimeout: CONNECT_TIMEOUT_MS,
       protocolVersion: 4,
       // We subscribe ourselves on every connection, before any frame goes out, so no
       // result can come back before its subscription exists.
@@ -177,6 +194,18 @@ export class Agent {
       ...(this.opts.username ? { username: this.opts.username, password: this.opts.password } : {}),
       ...(this.opts.ca ? { ca: this.opts.ca } : {}),
     };
+    if (this.opts.outbox) {
+      const { outbox, restored } = await Outbox.open(this.opts.outbox);
+      this.outbox = outbox;
+      const t0 = performance.now();
+      for (const e of restored) {
+        this.pending.set(e.frameId, { ...e, t0, sentOn: 0, sentAt: 0 });
+      }
+      this.stats.restored = restored.length;
+      if (restored.length) {
+        log.info({ device: this.opts.deviceId, frames: restored.length }, 'outbox restored');
+      }
+    }
     this.client = connect(this.opts.url, options);
     let first: (() => void) | undefined;
     const firstReady = new Promise<void>((r) => (first = r));
@@ -202,13 +231,8 @@ export class Agent {
           this.ready = true;
           // Frames not yet sent on this connection (queued while offline, or sent on an
           // earlier one and unanswered) go now.
-          let resent = 0;
-          for (const [frameId, p] of this.pending) {
-            if (p.sentOn !== conn) {
-              resent += p.sentOn > 0 ? 1 : 0;
-              this.publishFrame(frameId, p);
-            }
-          }
+          this.attempts = 0;
+          const resent = this.flush();
           if (resent) log.info({ device: this.opts.deviceId, resent }, 're-sent unanswered frames');
           first?.();
         })
@@ -218,6 +242,7 @@ export class Agent {
     });
     this.client.on('close', () => {
       this.ready = false;
+      this.scheduleReconnect();
       // The next connection is a new session: new seq, and a will that names it.
       this.seq++;
       if (this.client.options.will) this.client.options.will.payload = this.status('offline');
@@ -238,12 +263,21 @@ export class Agent {
       }
     });
     await new Promise<void>((resolve, reject) => {
-      const onErr = (e: Error) => reject(e);
-      this.client.once('error', onErr);
-      void firstReady.then(() => {
+      // with an outbox the agent works offline: only a refused login stops it
+      const fatal = (e: Error) =>
+        !this.outbox || /bad user ?name or password|not authori[sz]ed/i.test(e.message);
+      const onErr = (e: Error) => {
+        if (!fatal(e)) return;
+        this.client.off('error', onErr);
+        reject(e);
+      };
+      this.client.on('error', onErr);
+      const done = () => {
         this.client.off('error', onErr);
         resolve();
-      });
+      };
+      void firstReady.then(done);
+      if (this.outbox) setTimeout(done, 2000).unref();
     });
     this.sweeper = setInterval(() => this.sweep(), 500);
   }
@@ -255,6 +289,7 @@ export class Agent {
       const p = r && this.pending.get(r.frameId);
       if (!r || !p) return; // unknown, duplicate or already timed out
       this.pending.delete(r.frameId);
+      this.forget(r.frameId);
       const latency = now - p.t0;
       this.stats.results++;
       pushBounded(this.stats.latenciesMs, latency);
@@ -263,12 +298,14 @@ export class Agent {
         if (p.label === r.classIndex) this.stats.correct++;
       }
       this.events.result?.(r, latency);
+      this.flush();
       this.wake();
     } else if (topic === this.topic('error')) {
       const e = parseError(payload);
       if (!e) return;
       if (e.frameId !== null) {
         if (!this.pending.delete(e.frameId)) return;
+        this.forget(e.frameId);
       }
       this.stats.errors++;
       log.warn(
@@ -276,6 +313,7 @@ export class Agent {
         'edge error',
       );
       this.events.error?.(e);
+      this.flush();
       this.wake();
     } else if (topic === this.topic('config')) {
       if (payload.length === 0) return; // retained config cleared: keep running as is
@@ -432,12 +470,75 @@ export class Agent {
   private sweep(): void {
     const limit = performance.now() - (this.opts.resultTimeoutMs ?? 30_000);
     for (const [id, p] of this.pending) {
-      if (p.t0 < limit) {
+      // with an outbox only a frame sent and unanswered on this connection times out;
+      // without one, any frame older than the timeout does (memory stays bounded)
+      const old = this.outbox
+        ? p.sentOn === this.conn && this.ready && p.sentAt < limit
+        : p.t0 < limit;
+      if (old) {
         this.pending.delete(id);
+        this.forget(id);
         this.stats.lost++;
       }
     }
+    this.flush();
     this.wake();
+  }
+
+  /** The frame is answered (or given up): it leaves the outbox. */
+  private forget(frameId: number): void {
+    this.outbox
+      ?.remove(frameId)
+      .catch((e: Error) =>
+        log.warn({ device: this.opts.deviceId, frameId, err: e.message }, 'outbox remove failed'),
+      );
+  }
+
+  /** Frames sent on this connection and not yet answered. */
+  private inFlight(): number {
+    let n = 0;
+    for (const p of this.pending.values()) if (p.sentOn === this.conn) n++;
+    return n;
+  }
+
+  /** Publish the unsent frames, oldest first, while the in-flight window has room;
+   * returns how many of them had been sent on an earlier connection. */
+  private flush(): number {
+    if (!this.ready) return 0;
+    const window = this.opts.maxInFlight ?? 4;
+    let room = window - this.inFlight();
+    let resent = 0;
+    for (const [frameId, p] of this.pending) {
+      if (room <= 0) break;
+      if (p.sentOn === this.conn) continue;
+      resent += p.sentOn > 0 ? 1 : 0;
+      this.publishFrame(frameId, p);
+      room--;
+    }
+    return resent;
+  }
+
+  /** The next reconnect after 1, 2, 4, ... x the base period (at most maxReconnectMs),
+   * each scaled by a random 0.5-1 so a fleet that lost its edge does not come back at
+   * once. mqtt.js retries on a fixed interval; after each failed attempt its timer is
+   * re-armed with the next period (mqtt.js's own _clearReconnect/_setupReconnect). */
+  private scheduleReconnect(): void {
+    if (this.stopping) return;
+    const base = this.opts.reconnectPeriodMs ?? 1000;
+    const cap = this.opts.maxReconnectMs ?? 30_000;
+    const delay =
+      Math.min(cap, base * 2 ** Math.min(this.attempts, 20)) * (0.5 + Math.random() / 2);
+    this.attempts++;
+    const c = this.client as unknown as {
+      options: { reconnectPeriod: number };
+      _clearReconnect?: () => void;
+      _setupReconnect?: () => void;
+    };
+    c.options.reconnectPeriod = Math.max(1, Math.round(delay));
+    if (c._clearReconnect && c._setupReconnect) {
+      c._clearReconnect();
+      c._setupReconnect();
+    }
   }
 
   private wake(): void {
@@ -472,19 +573,47 @@ export class Agent {
       return;
     }
     const frame = Buffer.from(enc.frame.buffer, enc.frame.byteOffset, enc.frame.byteLength);
-    const p: Pending = { capturedAt, t0, label: s.label, frame, sentOn: 0 };
+    const p: Pending = { capturedAt, t0, label: s.label, frame, sentOn: 0, sentAt: 0 };
+    if (this.outbox) {
+      if (!(await this.makeRoom(frame.length))) {
+        this.drop(frameId, 'the outbox is full of frames in flight');
+        return;
+      }
+      await this.outbox.put({ frameId, capturedAt, label: s.label, frame });
+    }
     this.pending.set(frameId, p);
     this.stats.sent++;
     this.stats.frameBytes += enc.frame.byteLength;
     this.stats.payloadBytes += enc.payloadBytes;
     pushBounded(this.stats.headMs, enc.headMs);
-    this.publishFrame(frameId, p);
+    this.flush();
+  }
+
+  /** Drop-oldest: drop unsent frames, oldest first, until `bytes` more fit the outbox;
+   * false when only frames in flight are left. */
+  private async makeRoom(bytes: number): Promise<boolean> {
+    const box = this.outbox!;
+    while (!box.fits(bytes)) {
+      const victim = [...this.pending].find(([, q]) => q.sentOn !== this.conn || !this.ready);
+      if (!victim) return false;
+      this.pending.delete(victim[0]);
+      await box.remove(victim[0]);
+      this.drop(victim[0], 'outbox full (drop-oldest)');
+    }
+    return true;
+  }
+
+  private drop(frameId: number, why: string): void {
+    this.stats.dropped++;
+    log.warn({ device: this.opts.deviceId, frameId, why }, 'frame dropped');
+    this.wake();
   }
 
   /** Publish now if the connection is ready; otherwise the frame waits for the next one. */
   private publishFrame(frameId: number, p: Pending): void {
     if (!this.ready) return;
     p.sentOn = this.conn;
+    p.sentAt = performance.now();
     this.client.publish(this.topic('features'), p.frame, { qos: 1 }, (err) => {
       if (err)
         log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');
@@ -498,7 +627,13 @@ export class Agent {
     let next = started;
     for await (const s of frameSource(this.opts.source)) {
       if (this.stopping) break;
-      await this.until(() => this.pending.size < window || this.stopping);
+      // with an outbox, capture goes on while offline (the outbox bounds it); otherwise
+      // at most `window` frames wait for answers
+      await this.until(
+        () =>
+          this.stopping ||
+          (this.outbox ? !this.ready || this.inFlight() < window : this.pending.size < window),
+      );
       if (this.stopping) break;
       const fps = this.opts.fps ?? 0; // read per frame: a config may change it
       const interval = fps > 0 ? 1000 / fps : 0;
@@ -518,7 +653,8 @@ export class Agent {
   async stop(now = false): Promise<void> {
     this.stopping = true;
     if (now) {
-      this.stats.lost += this.pending.size;
+      // frames in the outbox are not lost: the next start sends them
+      if (!this.outbox) this.stats.lost += this.pending.size;
       this.pending.clear();
     }
     this.wake();

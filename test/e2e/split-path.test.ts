@@ -174,7 +174,11 @@ test('a redelivered frame is decoded once; a re-send of an answered frame gets t
 test('the agent reconnects after the broker goes away and every frame is answered or counted', async (t) => {
   let edge = await edgeAt();
   const port = Number(new URL(edge.url).port);
-  const a = await agent(edge, 'roamer', 40, { fps: 40, reconnectPeriodMs: 200 });
+  const a = await agent(edge, 'roamer', 40, {
+    fps: 40,
+    reconnectPeriodMs: 200,
+    maxReconnectMs: 1000,
+  });
   await a.start();
   const running = a.run();
   await waitFor(() => a.stats.results >= 8);
