@@ -181,6 +181,10 @@ export class Access {
     this.base = opts.base ?? DEFAULT_BASE;
   }
 
+  get maxPayloadBytes(): number {
+    return this.opts.maxPayloadBytes;
+  }
+
   /** Install the hooks on an Aedes broker. */
   install(aedes: Aedes): void {
     aedes.authenticate = (client, username, password, cb) => {

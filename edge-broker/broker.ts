@@ -10,6 +10,7 @@ import { createWebSocketStream, WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
 import { log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
+import { guarded } from './guard.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -63,12 +64,20 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
     log.warn({ err: String(err) }, 'broker error'),
   );
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
-  const tcp = createServer({ noDelay: true }, aedes.handle);
+  // every TCP/TLS packet's declared size is checked before its payload is read
+  const maxPacket = access.maxPayloadBytes + 4096;
+  const refuse = (e: Error) => {
+    access.stats.oversized++;
+    log.warn({ err: e.message }, 'connection closed: packet too large');
+  };
+  const tcp = createServer({ noDelay: true }, (sock) =>
+    aedes.handle(guarded(sock, maxPacket, refuse)),
+  );
   let http: HttpServer | null = null;
   const tlsServer = opts.tls
     ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }, (sock) => {
         sock.setNoDelay(true);
-        aedes.handle(sock);
+        aedes.handle(guarded(sock, maxPacket, refuse));
       })
     : null;
   // a failed TLS handshake is the client's problem, never the broker's

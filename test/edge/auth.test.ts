@@ -5,6 +5,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -229,4 +230,17 @@ test('TLS listener: a client that trusts the certificate connects and logs in; o
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('a packet declaring more than the limit is refused before its payload is read', async (t) => {
+  const before = broker.access.stats.oversized;
+  const sock = await new Promise<Socket>((resolve, reject) => {
+    const s = createConnection(Number(new URL(broker.url).port), '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  });
+  const closed = new Promise<void>((r) => sock.on('close', () => r()));
+  // a PUBLISH fixed header declaring 100 MB (0x80 0x80 0x80 0x30 = 100,663,296 B) and no payload
+  sock.write(Buffer.from([0x30, 0x80, 0x80, 0x80, 0x30]));
+  await closed;
+  t.is(broker.access.stats.oversized, before + 1);
 });
