@@ -161,12 +161,21 @@ export class Agent {
     return deviceOpTopic(this.opts.fleet, this.opts.deviceId, dir, op, this.base);
   }
 
+  /** `name@version` of the bundle it runs. */
+  private modelRef(): string {
+    return `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`;
+  }
+
+  private newPipeline(bundle: Bundle, codec: string, point: number): Promise<HeadPipeline> {
+    return HeadPipeline.create(bundle, codec, point, { threads: this.opts.threads ?? 1 });
+  }
+
   private status(state: DeviceStatus['state']): Buffer {
     const s: DeviceStatus = {
       state,
       seq: this.seq,
       ts: Date.now(),
-      model: `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`,
+      model: this.modelRef(),
       codec: this.opts.codec,
       point: this.opts.point,
       configId: this.configId,
@@ -176,9 +185,7 @@ export class Agent {
 
   /** Load the head, connect, announce birth; resolves once connected. */
   async start(): Promise<void> {
-    this.pipeline = await HeadPipeline.create(this.opts.bundle, this.opts.codec, this.opts.point, {
-      threads: this.opts.threads ?? 1,
-    });
+    this.pipeline = await this.newPipeline(this.opts.bundle, this.opts.codec, this.opts.point);
     const options: IClientOptions = {
       clientId: deviceClientId(this.opts.fleet, this.opts.deviceId),
       clean: true,
@@ -367,10 +374,7 @@ export class Agent {
       const same =
         bundle === this.opts.bundle && s.codec === this.opts.codec && s.point === this.opts.point;
       if (!same) {
-        const next = await HeadPipeline.create(bundle, s.codec, s.point, {
-          threads: this.opts.threads ?? 1,
-        });
-        await this.swapPipeline(next);
+        await this.swapPipeline(await this.newPipeline(bundle, s.codec, s.point));
       }
       Object.assign(this.opts, { bundle, codec: s.codec, point: s.point, fps: s.fps });
       this.configId = c.configId;
@@ -407,22 +411,16 @@ export class Agent {
         case 'get-config':
           return await this.respond(op, id, {
             configId: this.configId,
-            model: `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`,
+            model: this.modelRef(),
             codec: this.opts.codec,
             point: this.opts.point,
             fps: this.opts.fps ?? 0,
             source: this.opts.source.source,
           });
         case 'restart-pipeline': {
-          const next = await HeadPipeline.create(
-            this.opts.bundle,
-            this.opts.codec,
-            this.opts.point,
-            {
-              threads: this.opts.threads ?? 1,
-            },
+          await this.swapPipeline(
+            await this.newPipeline(this.opts.bundle, this.opts.codec, this.opts.point),
           );
-          await this.swapPipeline(next);
           return await this.respond(op, id, { restarted: true });
         }
         default:

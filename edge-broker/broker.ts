@@ -35,7 +35,8 @@ export interface EdgeBroker {
   close(): Promise<void>;
 }
 
-function listen(
+/** Listen on `port` (0: any free one) and resolve with the port taken. */
+export function listen(
   server: Server | HttpServer | TlsServer,
   port: number,
   host: string,
@@ -49,9 +50,14 @@ function listen(
   });
 }
 
+/** Where clients on this host connect to a listener bound to `host`. */
+export function shownHost(host: string): string {
+  return host === '0.0.0.0' ? '127.0.0.1' : host;
+}
+
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
-  const shown = host === '0.0.0.0' ? '127.0.0.1' : host; // where clients on this host connect
+  const shown = shownHost(host);
   const aedes = await Aedes.createBroker(opts.aedes ?? {});
   // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
   const access = new Access({
@@ -107,7 +113,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
         res.writeHead(426, { 'content-type': 'text/plain' });
         res.end('splitfleet edge: MQTT over WebSocket only\n');
       });
-      wss = new WebSocketServer({ server: http, maxPayload: MAX_FRAME_BYTES + 8192 });
+      wss = new WebSocketServer({ server: http, maxPayload: maxPacket });
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());

@@ -35,10 +35,9 @@ import {
 import { log } from '../core/util/log.js';
 import { effectiveConfigs } from '../fleet-config/effective.js';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { FleetMonitor, type DeviceView } from './monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
-import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
+import { listen, shownHost, startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import { DecoderPool } from './pool.js';
 import { AnswerCache } from './answers.js';
@@ -365,15 +364,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         res.end('splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');
       }
     });
-    const m = metrics;
-    const port = await new Promise<number>((resolve, reject) => {
-      m.once('error', reject);
-      m.listen(opts.metricsPort!, opts.host ?? '127.0.0.1', () =>
-        resolve((m.address() as AddressInfo).port),
-      );
-    });
-    const h = opts.host === undefined || opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
-    metricsUrl = `http://${h}:${port}`;
+    const host = opts.host ?? '127.0.0.1';
+    metricsUrl = `http://${shownHost(host)}:${await listen(metrics, opts.metricsPort, host)}`;
   }
   const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
   await publish(

@@ -37,6 +37,11 @@ function checkId(kind: string, id: string): string {
   return id;
 }
 
+/** An id, or `+` in a subscription filter. */
+function idOrAny(kind: string, id: string): string {
+  return id === '+' ? id : checkId(kind, id);
+}
+
 export function deviceTopic(
   fleet: string,
   deviceId: string,
@@ -57,7 +62,7 @@ export function deviceOpTopic(
 ): string {
   if (!/^[a-z][a-z0-9-]{0,31}$/.test(op) && op !== '+')
     throw new Error(`invalid op ${JSON.stringify(op)}`);
-  return `${base}/${fleet === '+' ? '+' : checkId('fleet', fleet)}/device/${deviceId === '+' ? '+' : checkId('device', deviceId)}/${dir}/${op}`;
+  return `${base}/${idOrAny('fleet', fleet)}/device/${idOrAny('device', deviceId)}/${dir}/${op}`;
 }
 
 export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BASE): string {
@@ -71,15 +76,12 @@ export function edgeTopic(
   channel: 'status' | 'devices',
   base = DEFAULT_BASE,
 ): string {
-  const f = fleet === '+' ? '+' : checkId('fleet', fleet);
-  const e = edgeId === '+' ? '+' : checkId('edge', edgeId);
-  return `${base}/${f}/edge/${e}/${channel}`;
+  return `${base}/${idOrAny('fleet', fleet)}/edge/${idOrAny('edge', edgeId)}/${channel}`;
 }
 
 /** Subscription filter for one channel of every device, in one fleet or ('+') all fleets. */
 export function deviceFilter(channel: DeviceChannel, fleet = '+', base = DEFAULT_BASE): string {
-  if (fleet !== '+') checkId('fleet', fleet);
-  return `${base}/${fleet}/device/+/${channel}`;
+  return `${base}/${idOrAny('fleet', fleet)}/device/+/${channel}`;
 }
 
 export interface DeviceTopic {

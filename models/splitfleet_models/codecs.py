@@ -259,7 +259,6 @@ class FrankenSplit(VariationalBottleneck):
         )
 
 
-
 class SplitFleet(VariationalBottleneck):
     method = "splitfleet"
 

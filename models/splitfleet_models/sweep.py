@@ -76,18 +76,21 @@ def plan_scales(plan: list[dict], probes: dict[str, dict], budget: float, joint_
 
 
 def train_all(plan, scales, data, cache, device, runs: Path, deadline: float) -> dict[str, int | None]:
-    procs = {}
+    procs, logs = {}, []
     for r in plan:
-        log = open(runs / f"{r['name']}.out", "w")
+        logs.append(open(runs / f"{r['name']}.out", "w"))
         procs[r["name"]] = subprocess.Popen(
             _train_args(r, data, cache, device, runs / r["name"]) + ["--epochs-scale", str(scales[r["name"]])],
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=logs[-1], stderr=subprocess.STDOUT)
     while any(p.poll() is None for p in procs.values()) and time.time() < deadline:
         time.sleep(2)
     for p in procs.values():
         if p.poll() is None:
             p.kill()  # past the deadline: its last.pt (every epoch) stays for a resume
-    return {n: p.wait() for n, p in procs.items()}
+    codes = {n: p.wait() for n, p in procs.items()}
+    for f in logs:
+        f.close()
+    return codes
 
 
 def _stripped(run: Path) -> dict | None:

@@ -239,9 +239,21 @@ def cpu_state(codec: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in codec.state_dict().items()}
 
 
+def train_step(codec, opt, x_all, y_all, idx, cfg: dict, stage: dict, gen, dev: torch.device) -> dict:
+    """One optimizer step on the training images `idx` (augmented on the CPU, then moved
+    to `dev`); returns the step's loss records, still on the device."""
+    x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
+        loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return rec
+
+
 def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n: int) -> None:
     """Times `n` training steps of `stage` (after 3 warm-up steps) and prints the mean
-    seconds per step; used to size GPU runs (recipes/codecs-gpu.sh). Saves nothing."""
+    seconds per step; used to size GPU runs (sweep.py). Saves nothing."""
     params = set_mode(codec, stage)
     opt = torch.optim.Adam(params, lr=float(stage["lr"]))
     bs = int(cfg["batch"])
@@ -251,13 +263,7 @@ def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.time()
-        idx = torch.randint(0, len(y_all), (bs,), generator=gen)
-        x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
-            loss, _ = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(codec, opt, x_all, y_all, torch.randint(0, len(y_all), (bs,), generator=gen), cfg, stage, gen, dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     print(json.dumps(dict(probe=cfg["method"], stage=stage["name"], device=str(dev), batch=bs,
@@ -351,17 +357,11 @@ def main(argv=None) -> None:
             perm = torch.randperm(len(y_all), generator=gen)
             sums: dict[str, torch.Tensor] = {}
             for s in range(steps):
-                idx = perm[s * bs : (s + 1) * bs]
-                x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
                 # cosine decay within the stage
                 lr = float(stage["lr"]) * 0.5 * (1 + math.cos(math.pi * (epoch * steps + s) / total))
                 for g in opt.param_groups:
                     g["lr"] = lr
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
-                    loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                rec = train_step(codec, opt, x_all, y_all, perm[s * bs : (s + 1) * bs], cfg, stage, gen, dev)
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v
             rec = dict(event="epoch", stage=stage["name"], epoch=epoch + 1, seconds=round(time.time() - t0, 1))
