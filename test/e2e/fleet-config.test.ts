@@ -6,7 +6,8 @@
 import test from 'ava';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { Agent } from '../../device-agent/agent.js';
-import { startEdge, type Edge } from '../../edge-broker/edge.js';
+import type { Edge } from '../../edge-broker/edge.js';
+import { testEdge } from '../helpers/edge.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import type { DeviceStatus, OpResponse } from '../../core/protocol/messages.js';
 import { deviceOpTopic, deviceTopic } from '../../core/protocol/topics.js';
@@ -23,15 +24,7 @@ devices:
 
 async function setup(text: string): Promise<{ edge: Edge; agent: Agent }> {
   const bundle = await shippedModel();
-  const edge = await startEdge({
-    bundles: [bundle],
-    port: 0,
-    wsPort: null,
-    workers: 1,
-    edgeId: 'edge-cfg',
-    fleet: 'cfg',
-    fleetFile: parseFleet(text),
-  });
+  const edge = await testEdge({ edgeId: 'edge-cfg', fleet: 'cfg', fleetFile: parseFleet(text) });
   const agent = new Agent({
     url: edge.url,
     fleet: 'cfg',
@@ -65,12 +58,18 @@ async function request(c: MqttClient, op: string, id: string): Promise<OpRespons
   return answer;
 }
 
+/** Start the agent and wait until it runs the config the edge published; its id. */
+async function started(edge: Edge, agent: Agent): Promise<string> {
+  await agent.start();
+  const wanted = edge.configs().get('cam')!.wanted;
+  await waitFor(() => edge.configs().get('cam')?.applied === wanted);
+  return wanted;
+}
+
 test('the agent applies its retained config at connect and a changed one without a restart', async (t) => {
   const { edge, agent } = await setup(fleetText('split-q', 0));
   try {
-    await agent.start();
-    const wanted = edge.configs().get('cam')!.wanted;
-    await waitFor(() => edge.configs().get('cam')?.applied === wanted);
+    const wanted = await started(edge, agent);
     t.like(agent.opts, { codec: 'split-q', point: 0, fps: 50 });
     const run = agent.run();
     await waitFor(() => agent.stats.results >= 5);
@@ -100,9 +99,7 @@ test('the agent applies its retained config at connect and a changed one without
 test('a config the agent cannot apply is refused with the reason and the old one keeps running', async (t) => {
   const { edge, agent } = await setup(fleetText('split-q', 1));
   try {
-    await agent.start();
-    const first = edge.configs().get('cam')!.wanted;
-    await waitFor(() => edge.configs().get('cam')?.applied === first);
+    const first = await started(edge, agent);
     // splitfleet's networks are in its own bundle, which this agent cannot load
     await edge.applyFleet(parseFleet(fleetText('splitfleet', 0)));
     await waitFor(() => edge.configs().get('cam')?.refused != null);
@@ -126,8 +123,7 @@ test('request/response: ping, get-config, restart-pipeline, and an unknown op', 
   const { edge, agent } = await setup(fleetText('split-q', 0));
   const ops = await connectAsync(edge.url);
   try {
-    await agent.start();
-    await waitFor(() => edge.configs().get('cam')?.applied != null);
+    await started(edge, agent);
     const ping = await request(ops, 'ping', 'r1');
     t.like(ping, { status: 'ok', error: null, id: 'r1' });
     const cfg = await request(ops, 'get-config', 'r2');

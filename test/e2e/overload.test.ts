@@ -2,20 +2,14 @@ import test from 'ava';
 import { connectAsync } from 'mqtt';
 import { HeadPipeline } from '../../device-agent/pipeline.js';
 import { frameSource } from '../../device-agent/source.js';
-import { startEdge } from '../../edge-broker/edge.js';
+import { testEdge } from '../helpers/edge.js';
 import { parseError, parseResult } from '../../core/protocol/messages.js';
 import { deviceTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
 
 test('a full decoder queue answers "overloaded" for each refused frame: none is dropped silently', async (t) => {
   const bundle = await shippedModel();
-  const edge = await startEdge({
-    bundles: [bundle],
-    port: 0,
-    wsPort: null,
-    workers: 1,
-    maxQueue: 2,
-  });
+  const edge = await testEdge({ maxQueue: 2 });
   const client = await connectAsync(edge.url);
   const answers = new Map<number, string>();
   client.on('message', (_topic, payload) => {
