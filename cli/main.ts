@@ -10,7 +10,8 @@ import { startEdge } from '../edge-broker/edge.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
 import {
-  codecBundle,
+  bundleFor,
+  DEFAULT_MODEL,
   describeSplit,
   listZoo,
   loadBundle,
@@ -23,7 +24,9 @@ import { runDemo } from './demo.js';
 import { readRateReport, writePlot } from './plot.js';
 import { effectiveConfig } from '../fleet-config/effective.js';
 import Table from 'cli-table3';
-import { connectAsync } from 'mqtt';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './fleet-jobs.js';
 import { edgeTopic } from '../core/protocol/topics.js';
 import type { DeviceView } from '../edge-broker/monitor.js';
 import {
@@ -43,8 +46,6 @@ import {
   type Role,
 } from '../edge-broker/auth.js';
 
-const DEFAULT_MODEL = 'resnet9w05-cifar10';
-
 function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
     const n = Number(v);
@@ -62,17 +63,6 @@ function num(v: string): number {
 
 async function model(ref: string): Promise<Bundle> {
   return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);
-}
-
-/** The model a device runs for a codec: a learned codec (aecnn, frankensplit, ...) is its
- * own bundle, so with the default model the zoo's newest bundle of that codec is used. */
-async function modelFor(codec: string, ref: string): Promise<Bundle> {
-  if (codec in LEARNED_CODEC_IDS && ref === DEFAULT_MODEL) {
-    const b = await codecBundle(codec);
-    if (!b) throw new Error(`the model zoo has no ${codec} bundle`);
-    return b;
-  }
-  return model(ref);
 }
 
 const program = new Command()
@@ -100,7 +90,7 @@ program
   .action(async (o) => {
     const s = await runDemo({
       ...o,
-      bundle: await modelFor(o.codec, o.model),
+      bundle: await bundleFor(o.model, o.codec),
       json: Boolean(o.json),
     });
     process.exitCode = s.results + s.errors === s.frames && s.lost === 0 ? 0 : 1;
@@ -138,8 +128,21 @@ program
     '--fleet-file <file>',
     "fleet file: each device's config is published retained; edits are re-checked and re-published",
   )
+  .option(
+    '--registry <dir>',
+    'also serve (decode, and send to devices over the air) every bundle in this folder',
+  )
+  .option('--state-dir <dir>', 'where the edge keeps rollout jobs (jobs.json) across restarts')
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
+    if (o.registry) {
+      const dir = o.registry as string;
+      for (const m of await listZoo(dir)) {
+        if (!bundles.some((b) => b.manifest.name === m.name && b.manifest.version === m.version))
+          bundles.push(await loadBundle(join(dir, `${m.name}-v${m.version}`)));
+      }
+    }
+    if (o.stateDir) await mkdir(o.stateDir as string, { recursive: true });
     const credentials = o.credentials ? await loadCredentials(o.credentials as string) : undefined;
     if ((o.tlsPort !== undefined) !== Boolean(o.tlsKey && o.tlsCert)) {
       throw new InvalidArgumentError('--tls-port, --tls-key and --tls-cert go together');
@@ -165,6 +168,7 @@ program
       maxQueue: o.maxQueue,
       fleet: o.fleet,
       edgeId: o.edgeId,
+      stateDir: (o.stateDir as string | undefined) ?? null,
     });
     process.stdout.write(
       `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}\n`,
@@ -221,6 +225,10 @@ program
     'persistent outbox: frames survive a lost link and a restart (drop-oldest when full)',
   )
   .option('--outbox-frames <n>', 'outbox capacity in frames', int(1), 1000)
+  .option(
+    '--bundle-dir <dir>',
+    'bundle store: models a config names are fetched from the edge over the air into it',
+  )
   .option('--json', 'end with one JSON summary line')
   .action(async (o) => {
     const agent = new Agent(
@@ -228,7 +236,7 @@ program
         url: o.url,
         fleet: o.fleet,
         deviceId: o.device,
-        bundle: await modelFor(o.codec, o.model),
+        bundle: await bundleFor(o.model, o.codec),
         codec: o.codec,
         point: o.point,
         source: { source: o.source, split: o.split, loop: Boolean(o.loop), limit: o.frames },
@@ -237,11 +245,12 @@ program
         username: o.username,
         password: o.password ?? process.env.SPLITFLEET_PASSWORD,
         // a config from the edge may name another model or a learned codec
-        resolveBundle: (m, codec) => modelFor(codec, m),
+        resolveBundle: (m, codec) => bundleFor(m, codec),
         ca: o.ca ? await readFile(o.ca as string) : undefined,
         outbox: o.outbox
           ? { dir: o.outbox as string, maxFrames: o.outboxFrames as number }
           : undefined,
+        bundles: o.bundleDir ? { dir: o.bundleDir as string } : undefined,
       },
       {
         result: (r, ms) =>
@@ -275,6 +284,7 @@ program
       reconnects: s.reconnects,
       dropped: s.dropped,
       restored: s.restored,
+      ota: agent.updater?.stats ?? null,
     };
     process.stdout.write(
       (o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n',
@@ -398,24 +408,16 @@ fleet
     const ids = o.device ? [o.device] : Object.keys(f.devices);
     for (const id of ids) process.stdout.write(JSON.stringify(effectiveConfig(f, id)) + '\n');
   });
-fleet
-  .command('status')
-  .description('every device the edges see: presence, model, codec, point, traffic, errors')
-  .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
+withConnection(
+  fleet
+    .command('status')
+    .description('every device the edges see: presence, model, codec, point, traffic, errors'),
+)
   .option('--fleet <id>', "only this fleet's edges ('+': all)", '+')
-  .option('--username <u>', 'MQTT username (an operator or dashboard)')
-  .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
-  .option('--ca <file>', 'PEM certificate(s) to trust for mqtts://')
   .option('--wait <ms>', "how long to collect the edges' retained reports", int(100, 60_000), 1500)
   .option('--json', 'one JSON object: {edges, devices}')
   .action(async (o) => {
-    const client = await connectAsync(o.url as string, {
-      reconnectPeriod: 0,
-      connectTimeout: 10_000,
-      username: o.username as string | undefined,
-      password: (o.password as string | undefined) ?? process.env.SPLITFLEET_PASSWORD,
-      ca: o.ca ? await readFile(o.ca as string) : undefined,
-    });
+    const client = await connectEdge(o as ConnectFlags);
     const reports = new Map<string, { edgeId: string; ts: number; devices: DeviceView[] }>();
     client.on('message', (topic, payload) => {
       try {
@@ -558,6 +560,8 @@ program
       );
     }
   });
+
+addJobCommands(fleet);
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`splitfleet: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -34,6 +34,8 @@ import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
+import { BundleUpdater, type UpdaterOptions } from './updater.js';
+import { bundleRefString } from '../core/protocol/ota.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -65,6 +67,9 @@ export interface AgentOptions {
   outbox?: OutboxOptions;
   /** Longest wait between two reconnect attempts (exponential backoff with jitter). */
   maxReconnectMs?: number;
+  /** A local bundle store: bundles a config names that the device does not have are
+   * fetched from the edge over the air into it (updater.ts). */
+  bundles?: UpdaterOptions;
 }
 
 export interface AgentStats {
@@ -137,6 +142,7 @@ export class Agent {
   private pipeLock: Promise<unknown> = Promise.resolve();
   private configLock: Promise<unknown> = Promise.resolve();
   private stopping = false;
+  private pipelineClosed = false;
   private waiters: (() => void)[] = [];
   private sweeper?: NodeJS.Timeout;
   /** Connections made so far, and whether the current one has its subscriptions. */
@@ -145,15 +151,23 @@ export class Agent {
   private readonly base: string;
   private outbox: Outbox | null = null;
   private attempts = 0;
+  /** Downloads of bundles over the air (null: no bundle store). */
+  readonly updater: BundleUpdater | null;
 
   constructor(
     readonly opts: AgentOptions,
     private readonly events: AgentEvents = {},
   ) {
     this.base = opts.base ?? DEFAULT_BASE;
+    this.updater = opts.bundles
+      ? new BundleUpdater(opts.bundles, async (req) => {
+          if (!this.client?.connected) throw new Error('not connected');
+          await this.client.publishAsync(this.topic('fetch'), JSON.stringify(req), { qos: 1 });
+        })
+      : null;
   }
 
-  private topic(ch: 'features' | 'result' | 'error' | 'status' | 'config') {
+  private topic(ch: 'features' | 'result' | 'error' | 'status' | 'config' | 'fetch' | 'chunk') {
     return deviceTopic(this.opts.fleet, this.opts.deviceId, ch, this.base);
   }
 
@@ -229,6 +243,7 @@ export class Agent {
             this.topic('result'),
             this.topic('error'),
             this.topic('config'),
+            this.topic('chunk'),
             this.opTopic('request', '+'),
           ],
           { qos: 1 },
@@ -322,6 +337,8 @@ export class Agent {
       this.events.error?.(e);
       this.flush();
       this.wake();
+    } else if (topic === this.topic('chunk')) {
+      this.updater?.onChunk(payload);
     } else if (topic === this.topic('config')) {
       if (payload.length === 0) return; // retained config cleared: keep running as is
       const c = parseConfig(payload);
@@ -368,9 +385,7 @@ export class Agent {
           `source ${JSON.stringify(s.source)} differs from ${JSON.stringify(this.opts.source.source)}; the source is set when the agent starts`,
         );
       }
-      const bundle = this.opts.resolveBundle
-        ? await this.opts.resolveBundle(s.model, s.codec)
-        : this.opts.bundle;
+      const bundle = await this.bundleFor(c);
       const same =
         bundle === this.opts.bundle && s.codec === this.opts.codec && s.point === this.opts.point;
       if (!same) {
@@ -392,6 +407,28 @@ export class Agent {
         this.ack(c.configId),
       );
     }
+  }
+
+  /** The bundle a config needs: the one running, a local one, or (when the config names a
+   * bundle of the edge's registry the device lacks) one fetched over the air. A bundle
+   * that fails verification throws here, so the config is refused and never activated. */
+  private async bundleFor(c: ConfigMessage): Promise<Bundle> {
+    const s = c.settings;
+    const ref = c.bundle;
+    if (!ref) {
+      return this.opts.resolveBundle ? this.opts.resolveBundle(s.model, s.codec) : this.opts.bundle;
+    }
+    if (this.opts.bundle.manifestSha256 === ref.manifestSha256) return this.opts.bundle;
+    const local = this.opts.resolveBundle
+      ? await this.opts.resolveBundle(s.model, s.codec).catch(() => null)
+      : null;
+    if (local && local.manifestSha256 === ref.manifestSha256) return local;
+    if (!this.updater) {
+      throw new Error(
+        `bundle ${bundleRefString(ref)} is not on this device and it has no bundle store to fetch it into (--bundle-dir)`,
+      );
+    }
+    return this.updater.get(ref);
   }
 
   /** `.../request/<op>`: ping, get-config, restart-pipeline; answered on `.../response/<op>`. */
@@ -554,6 +591,7 @@ export class Agent {
 
   /** Send one sample; resolves once it is handed to mqtt.js. */
   async send(s: Sample): Promise<void> {
+    if (this.stopping) return;
     const frameId = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0;
     const t0 = performance.now();
@@ -650,6 +688,7 @@ export class Agent {
   /** Stop sending; pending frames still wait for their answers unless `now`. */
   async stop(now = false): Promise<void> {
     this.stopping = true;
+    this.updater?.close();
     if (now) {
       // frames in the outbox are not lost: the next start sends them
       if (!this.outbox) this.stats.lost += this.pending.size;
@@ -666,6 +705,9 @@ export class Agent {
       }
       await this.client.endAsync();
     }
-    if (this.pipeline) await this.withPipeline((pipe) => pipe.close());
+    if (this.pipeline && !this.pipelineClosed) {
+      this.pipelineClosed = true;
+      await this.withPipeline((pipe) => pipe.close());
+    }
   }
 }

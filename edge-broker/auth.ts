@@ -5,8 +5,9 @@
  * Roles, under `<base>/<fleet>/...` (a user's `fleet` pins it to one fleet; null: any):
  * - device:    the username is the device id and its client id must be the agent's
  *              (deviceClientId), so no device can take over another's session; it
- *              publishes only its own `features` and `status`, subscribes only its own
- *              `result`, `error`, `config` and `request/...` topics.
+ *              publishes only its own `features`, `status`, `fetch` and `response/...`,
+ *              subscribes only its own `result`, `error`, `config`, `chunk` and
+ *              `request/...` topics.
  * - worker:    an external decoder worker: subscribes to devices' `features`, publishes
  *              their `result` and `error`.
  * - dashboard: reads everything under the base (Node-RED, dashboards), publishes nothing.
@@ -287,8 +288,8 @@ export class Access {
       case 'device': {
         const own = `${b}/${f}/device/${s.user}`;
         return op === 'publish'
-          ? [`${own}/features`, `${own}/status`, `${own}/response/#`]
-          : [`${own}/result`, `${own}/error`, `${own}/config`, `${own}/request/#`];
+          ? [`${own}/features`, `${own}/status`, `${own}/fetch`, `${own}/response/#`]
+          : [`${own}/result`, `${own}/error`, `${own}/config`, `${own}/chunk`, `${own}/request/#`];
       }
       case 'worker':
         return op === 'publish'

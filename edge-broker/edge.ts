@@ -28,12 +28,16 @@ import {
   deviceFilter,
   deviceOpTopic,
   deviceTopic,
+  edgeOpTopic,
   edgeStatusTopic,
   edgeTopic,
   parseTopic,
 } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
-import { effectiveConfigs } from '../fleet-config/effective.js';
+import { effectiveConfig } from '../fleet-config/effective.js';
+import { join } from 'node:path';
+import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
+import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { FleetMonitor, type DeviceView } from './monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
@@ -59,6 +63,8 @@ export interface EdgeOptions extends BrokerOptions {
   fleetFile?: FleetFile;
   /** HTTP port of `/metrics` (Prometheus) and `/devices` (JSON); 0 picks one; null: none. */
   metricsPort?: number | null;
+  /** Folder of the edge's own state (rollout jobs, `jobs.json`); null: kept in memory. */
+  stateDir?: string | null;
 }
 
 /** What the edge wants a device to run and what the device says it runs. */
@@ -91,6 +97,10 @@ export interface Edge {
   /** Presence and traffic of every device seen (also published on `.../edge/<id>/devices`). */
   devices(): DeviceView[];
   monitor: FleetMonitor;
+  /** The bundles served to devices over the air (the decoded ones), and their traffic. */
+  registry: ModelRegistry;
+  ota: OtaStats;
+  rollouts: RolloutManager;
   /** `http://host:port` of /metrics and /devices, or null. */
   metricsUrl: string | null;
   close(): Promise<void>;
@@ -162,6 +172,24 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const publish = (topic: string, body: unknown, retain = false) =>
     publishRaw(topic, Buffer.from(JSON.stringify(body)), retain);
 
+  // models over the air and rollouts (their callbacks run only once the edge is up)
+  const registry = new ModelRegistry(opts.bundles);
+  const ota = await serveRegistry(aedes, registry, { fleet, base });
+  const jobsTopic = edgeTopic(statusFleet, edgeId, 'jobs', base);
+  const rollouts = new RolloutManager(
+    {
+      fleet: () => fleetOf,
+      registry,
+      republish: (devices) => (fleetOf ? publishConfigs(fleetOf, devices) : Promise.resolve()),
+      configState: (d) => configStates.get(d),
+      changed: (jobs) => void publish(jobsTopic, { edgeId, ts: Date.now(), jobs }, true),
+    },
+    {
+      stateFile: opts.stateDir ? join(opts.stateDir, 'jobs.json') : null,
+      metrics: monitor.registry,
+    },
+  );
+
   /** Publish the answer to a frame and remember it for redeliveries. */
   const answer = (key: string | null, topic: string, body: unknown) => {
     const payload = Buffer.from(JSON.stringify(body));
@@ -179,6 +207,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   ) => {
     stats.errors++;
     monitor.error(fleetId, deviceId, code);
+    rollouts.error(deviceId);
     const msg: ErrorMessage = {
       v: RESULT_VERSION,
       deviceId,
@@ -238,6 +267,12 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
           result.codec,
           result.latency.edgeMs,
         );
+        rollouts.result(
+          t.deviceId,
+          `${result.model}@${result.modelVersion}`,
+          result.score,
+          result.latency.edgeMs,
+        );
         for (const fn of resultListeners) {
           try {
             fn(result);
@@ -283,14 +318,14 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   };
   const ackFilter = deviceOpTopic(fleet, '+', 'response', 'config', base);
   await new Promise<void>((r) => aedes.subscribe(ackFilter, onConfigAck, r));
-  const applyFleet = async (f: FleetFile) => {
-    if (fleet !== '+' && f.fleet !== fleet) {
-      throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${fleet}`);
-    }
-    const before = fleetOf;
-    fleetOf = f;
-    for (const [device, c] of effectiveConfigs(f)) {
+  /** Publish the effective configs of `devices` (with any rollout pin), each naming the
+   * registry's bundle for it so the device can fetch it over the air. */
+  const publishConfigs = async (f: FleetFile, devices: readonly string[]) => {
+    for (const device of devices) {
+      if (!(device in f.devices)) continue;
+      const c = effectiveConfig(f, device, rollouts.overrideFor(device));
       const { fleet: fl, device: d, group, configId, ...settings } = c;
+      const bundle = registry.resolve(settings.model, settings.codec) ?? undefined;
       const msg: ConfigMessage = {
         v: CONFIG_VERSION,
         configId,
@@ -298,6 +333,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         device: d,
         group,
         settings,
+        ...(bundle ? { bundle } : {}),
         ts: Date.now(),
       };
       const prev = configStates.get(device);
@@ -308,6 +344,14 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       });
       await publish(deviceTopic(f.fleet, device, 'config', base), msg, true);
     }
+  };
+  const applyFleet = async (f: FleetFile) => {
+    if (fleet !== '+' && f.fleet !== fleet) {
+      throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${fleet}`);
+    }
+    const before = fleetOf;
+    fleetOf = f;
+    await publishConfigs(f, Object.keys(f.devices));
     for (const device of Object.keys(before?.devices ?? {})) {
       if (!(device in f.devices)) {
         configStates.delete(device);
@@ -317,6 +361,52 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
   };
   if (opts.fleetFile) await applyFleet(opts.fleetFile);
+  await rollouts.load();
+
+  // operator commands: <base>/<fleet>/edge/<id>/request/<op> -> .../response/<op>
+  const opsFilter = edgeOpTopic('+', edgeId, 'request', '+', base);
+  const onEdgeOp = (packet: AedesPublishPacket, cb: () => void) => {
+    cb();
+    const parts = packet.topic.split('/');
+    const [fl, op] = [parts[1]!, parts[parts.length - 1]!];
+    let id: string | null = null;
+    const reply = (data: unknown, error: string | null = null) => {
+      const body: OpResponse = { status: error ? 'error' : 'ok', data, error, id, ts: Date.now() };
+      return publish(edgeOpTopic(fl, edgeId, 'response', op, base), body);
+    };
+    void (async () => {
+      let body: Record<string, unknown>;
+      try {
+        const v: unknown = JSON.parse((packet.payload as Buffer).toString('utf8') || '{}');
+        if (typeof v !== 'object' || v === null) throw new Error('not an object');
+        body = v as Record<string, unknown>;
+        id = typeof body.id === 'string' ? body.id : null;
+      } catch {
+        return reply(null, 'request body is not a JSON object');
+      }
+      try {
+        switch (op) {
+          case 'rollout':
+            return await reply(rollouts.create(body.spec as RolloutSpec));
+          case 'rollback':
+            return await reply(await rollouts.rollback(String(body.jobId)));
+          case 'jobs':
+            return await reply(rollouts.list());
+          case 'models':
+            return await reply(registry.list());
+          default:
+            return await reply(
+              null,
+              `unknown op ${JSON.stringify(op)}; ops: rollout, rollback, jobs, models`,
+            );
+        }
+      } catch (e) {
+        if (!(e instanceof RolloutError)) log.warn({ op, err: String(e) }, 'edge op failed');
+        return reply(null, e instanceof Error ? e.message : String(e));
+      }
+    })();
+  };
+  await new Promise<void>((r) => aedes.subscribe(opsFilter, onEdgeOp, r));
 
   // presence: the devices' retained birth / death / will
   const onStatus = (packet: AedesPublishPacket, cb: () => void) => {
@@ -386,9 +476,15 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     configs: () => new Map([...configStates].map(([k, v]) => [k, { ...v }])),
     devices: () => monitor.snapshot(),
     monitor,
+    registry,
+    ota: ota.stats,
+    rollouts,
     metricsUrl,
     async close() {
       clearInterval(devicesTimer);
+      await rollouts.close();
+      await ota.stop();
+      await new Promise<void>((r) => aedes.unsubscribe(opsFilter, onEdgeOp, r));
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       await new Promise<void>((r) => aedes.unsubscribe(statusFilter, onStatus, r));
       await new Promise<void>((r) =>

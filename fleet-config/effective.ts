@@ -14,11 +14,22 @@ export interface EffectiveConfig extends DeviceSettings {
   configId: string;
 }
 
-export function effectiveConfig(fleet: FleetFile, device: string): EffectiveConfig {
+/** `pin`: settings that win over the file's (a rollout job's model, rollout.ts). */
+export function effectiveConfig(
+  fleet: FleetFile,
+  device: string,
+  pin?: Partial<DeviceSettings>,
+): EffectiveConfig {
   const own = fleet.devices[device];
   if (!own) throw new Error(`device ${JSON.stringify(device)} is not in fleet ${fleet.fleet}`);
   const group = own.group ?? null;
-  const layers = [defaultSettings(), fleet.defaults, group ? fleet.groups[group] : undefined, own];
+  const layers = [
+    defaultSettings(),
+    fleet.defaults,
+    group ? fleet.groups[group] : undefined,
+    own,
+    pin,
+  ];
   const s = {} as Record<string, unknown>;
   for (const k of SETTING_KEYS) {
     for (const layer of layers) {

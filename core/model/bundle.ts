@@ -273,6 +273,10 @@ export class BundleError extends Error {
 export interface Bundle {
   dir: string;
   manifest: Manifest;
+  /** sha256 of manifest.json: the bundle's identity in config messages and downloads. */
+  manifestSha256: string;
+  /** Which files were verified and can be used: all of them, or the device's part. */
+  part: BundlePart;
   /** Absolute path of a listed file, after its hash was verified. */
   file(role: string): string;
   /** The bundle's own codec (kind "codec"): its tables and operating points; else null. */
@@ -320,18 +324,47 @@ function parseManifest(raw: unknown, where: string): Manifest {
   return m;
 }
 
-/** Load a bundle folder: validate the manifest and verify every file's sha256. */
-export async function loadBundle(dir: string): Promise<Bundle> {
-  const abs = resolve(dir);
+/** A whole bundle (the edge) or the files a device needs (head networks, codec tables). */
+export type BundlePart = 'all' | 'device';
+
+/** File roles of the device's part: the head of a backbone, or every point's device
+ * network and tables of a learned codec. */
+export function deviceRoles(m: Manifest): string[] {
+  if (m.kind === 'backbone') return ['head'];
+  const roles = new Set<string>();
+  for (const p of m.codec.points) {
+    roles.add(p.head);
+    if (p.entropy !== null) roles.add(p.entropy);
+  }
+  return [...roles];
+}
+
+/** Parse manifest.json bytes (for a download, before any other file is there). */
+export function parseManifestBytes(bytes: Uint8Array, where: string): Manifest {
   let raw: unknown;
   try {
-    raw = JSON.parse(await readFile(join(abs, 'manifest.json'), 'utf8'));
+    raw = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (e) {
+    throw new BundleError(`invalid manifest in ${where}: ${(e as Error).message}`);
+  }
+  return parseManifest(raw, where);
+}
+
+/** Load a bundle folder: validate the manifest and verify the sha256 of every file of
+ * `part` (a device holds only its part; the edge holds all). */
+export async function loadBundle(dir: string, part: BundlePart = 'all'): Promise<Bundle> {
+  const abs = resolve(dir);
+  let manifestBytes: Buffer;
+  try {
+    manifestBytes = await readFile(join(abs, 'manifest.json'));
   } catch (e) {
     throw new BundleError(`cannot read ${join(abs, 'manifest.json')}: ${(e as Error).message}`);
   }
-  const m = parseManifest(raw, abs);
+  const m = parseManifestBytes(manifestBytes, abs);
+  const roles = new Set(part === 'all' ? Object.keys(m.files) : deviceRoles(m));
   const contents = new Map<string, Buffer>();
   for (const [role, f] of Object.entries(m.files)) {
+    if (!roles.has(role)) continue;
     const bytes = await readFile(join(abs, f.path)).catch((e: Error) => {
       throw new BundleError(`bundle ${m.name}: missing ${role} file ${f.path}: ${e.message}`);
     });
@@ -361,9 +394,13 @@ export async function loadBundle(dir: string): Promise<Bundle> {
   return {
     dir: abs,
     manifest: m,
+    manifestSha256: sha256(manifestBytes),
+    part,
     file: (role) => {
       const f = m.files[role];
       if (!f) throw new BundleError(`bundle ${m.name} has no file ${role}`);
+      if (!roles.has(role))
+        throw new BundleError(`bundle ${m.name}: ${role} is not in its ${part} part`);
       return join(abs, f.path);
     },
     codec,
@@ -413,11 +450,44 @@ export function describeSplit(m: Manifest): string {
     : `${m.codec.method} into ${m.codec.teacherPoint}, ${m.codec.points.length} points`;
 }
 
-/** The newest bundle of a learned codec method in the zoo ("frankensplit"), or null. */
-export async function codecBundle(method: string, zoo = ZOO_DIR): Promise<Bundle | null> {
-  const hits = (await listZoo(zoo)).filter((m) => m.kind === 'codec' && m.codec.method === method);
-  const m = hits[hits.length - 1];
-  return m ? loadBundle(join(zoo, `${m.name}-v${m.version}`)) : null;
+/** The model a device runs unless told otherwise (the fleet schema's default). */
+export const DEFAULT_MODEL = 'resnet9w05-cifar10';
+
+/**
+ * Which bundle serves a device's `model` and `codec` settings, among `manifests` (sorted
+ * by name and version, as listZoo returns them): `name@version` is that version, `name`
+ * the newest; a learned codec (aecnn, frankensplit, ...) is its own bundle, so with the
+ * default model the newest bundle of that codec. Null when none fits.
+ */
+export function pickManifest<M extends Manifest>(
+  manifests: readonly M[],
+  model: string,
+  codec: string,
+): M | null {
+  const learned = codec in LEARNED_CODEC_IDS;
+  const hits =
+    learned && model === DEFAULT_MODEL
+      ? manifests.filter((m) => m.kind === 'codec' && m.codec.method === codec)
+      : manifests.filter((m) => {
+          const [name, ver] = model.split('@');
+          return m.name === name && (ver === undefined || String(m.version) === ver);
+        });
+  const sorted = [...hits].sort((a, b) => a.version - b.version);
+  return sorted[sorted.length - 1] ?? null;
+}
+
+/** The bundle for a device's model and codec settings (pickManifest) from the zoo, or
+ * a bundle folder when `model` is a path. */
+export async function bundleFor(model: string, codec: string, zoo = ZOO_DIR): Promise<Bundle> {
+  if (model.includes('/')) return loadBundle(model);
+  const all = await listZoo(zoo);
+  const m = pickManifest(all, model, codec);
+  if (!m) {
+    throw new BundleError(
+      `no bundle for model ${JSON.stringify(model)} with codec ${codec}; the zoo has ${all.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'}`,
+    );
+  }
+  return loadBundle(join(zoo, `${m.name}-v${m.version}`));
 }
 
 /** Resolve a model by bundle folder, by name ("resnet9w05-cifar10" = newest version) or name@version. */

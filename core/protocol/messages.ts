@@ -1,6 +1,7 @@
 /**
  * JSON messages any MQTT client can read: results, errors and presence.
  */
+import type { BundleRef } from './ota.js';
 
 export const RESULT_VERSION = 1;
 
@@ -146,6 +147,9 @@ export interface ConfigMessage {
   device: string;
   group: string | null;
   settings: DeviceSettings;
+  /** The bundle the edge's registry serves for these settings (fetched over the air when
+   * the device does not have it); absent when the registry has none. */
+  bundle?: BundleRef;
   ts: number;
 }
 

@@ -6,11 +6,16 @@
  *   <base>/<fleet>/device/<deviceId>/error      edge -> device   JSON FrameErrorMessage, QoS 1
  *   <base>/<fleet>/device/<deviceId>/status     device           JSON DeviceStatus, retained, last will
  *   <base>/<fleet>/device/<deviceId>/config     edge -> device   JSON ConfigMessage, retained
+ *   <base>/<fleet>/device/<deviceId>/fetch      device -> edge   JSON FetchRequest (ota.ts), QoS 1
+ *   <base>/<fleet>/device/<deviceId>/chunk      edge -> device   msgpack Chunk (ota.ts), QoS 1
  *   <base>/<fleet>/device/<deviceId>/request/<op>   -> device   JSON request (op: ping, get-config, ...)
  *   <base>/<fleet>/device/<deviceId>/response/<op>  device ->   JSON {status, data, error, id}
  *     (response/config: the device's answer to each config it receives)
  *   <base>/<fleet>/edge/<edgeId>/status         edge             JSON EdgeStatus, retained, last will
  *   <base>/<fleet>/edge/<edgeId>/devices        edge             JSON DeviceView[] every 2 s, retained
+ *   <base>/<fleet>/edge/<edgeId>/jobs           edge             JSON RolloutJob[], retained
+ *   <base>/<fleet>/edge/<edgeId>/request/<op>   -> edge          JSON request (rollout, rollback, jobs, models)
+ *   <base>/<fleet>/edge/<edgeId>/response/<op>  edge ->          JSON {status, data, error, id}
  *
  * `base` defaults to "splitfleet". Fleet, device and edge ids are 1..64 characters of
  * [A-Za-z0-9_.-], so they never contain MQTT wildcards or separators.
@@ -19,7 +24,15 @@
 import { createHash } from 'node:crypto';
 
 export const DEFAULT_BASE = 'splitfleet';
-export const DEVICE_CHANNELS = ['features', 'result', 'error', 'status', 'config'] as const;
+export const DEVICE_CHANNELS = [
+  'features',
+  'result',
+  'error',
+  'status',
+  'config',
+  'fetch',
+  'chunk',
+] as const;
 export type DeviceChannel = (typeof DEVICE_CHANNELS)[number];
 
 /** Fleet, device and edge ids (also the fleet file's JSON Schema pattern). */
@@ -60,9 +73,13 @@ export function deviceOpTopic(
   op: string,
   base = DEFAULT_BASE,
 ): string {
+  return `${base}/${idOrAny('fleet', fleet)}/device/${idOrAny('device', deviceId)}/${dir}/${opName(op)}`;
+}
+
+function opName(op: string): string {
   if (!/^[a-z][a-z0-9-]{0,31}$/.test(op) && op !== '+')
     throw new Error(`invalid op ${JSON.stringify(op)}`);
-  return `${base}/${idOrAny('fleet', fleet)}/device/${idOrAny('device', deviceId)}/${dir}/${op}`;
+  return op;
 }
 
 export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BASE): string {
@@ -73,10 +90,21 @@ export function edgeStatusTopic(fleet: string, edgeId: string, base = DEFAULT_BA
 export function edgeTopic(
   fleet: string,
   edgeId: string,
-  channel: 'status' | 'devices',
+  channel: 'status' | 'devices' | 'jobs',
   base = DEFAULT_BASE,
 ): string {
   return `${base}/${idOrAny('fleet', fleet)}/edge/${idOrAny('edge', edgeId)}/${channel}`;
+}
+
+/** Request/response topics of an edge (operator commands such as rollouts). */
+export function edgeOpTopic(
+  fleet: string,
+  edgeId: string,
+  dir: 'request' | 'response',
+  op: string,
+  base = DEFAULT_BASE,
+): string {
+  return `${edgeTopic(fleet, edgeId, 'status', base).slice(0, -'status'.length)}${dir}/${opName(op)}`;
 }
 
 /** Subscription filter for one channel of every device, in one fleet or ('+') all fleets. */

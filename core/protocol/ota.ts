@@ -1,0 +1,126 @@
+/**
+ * Models over the air: the two messages of a chunked bundle download.
+ *
+ *   <base>/<fleet>/device/<id>/fetch   device -> edge   JSON FetchRequest, QoS 1
+ *   <base>/<fleet>/device/<id>/chunk   edge -> device   msgpack Chunk, QoS 1
+ *
+ * A device asks for one byte range of one file of one bundle; the edge answers with the
+ * bytes and their sha256 (so a chunk damaged on the way is caught and asked for again),
+ * or with an error the device can show. The chain of trust is the edge's config message:
+ * it names the bundle and the sha256 of its manifest.json, the manifest names the sha256
+ * of every file, and a bundle is activated only once every file matches.
+ */
+import { Packr, Unpackr } from 'msgpackr';
+
+export const OTA_VERSION = 1;
+/** Largest chunk an edge sends (well under the broker's payload limit). */
+export const MAX_CHUNK_BYTES = 256 * 1024;
+export const DEFAULT_CHUNK_BYTES = 64 * 1024;
+/** Largest file a bundle may hold (the largest shipped tail is ~6 MB). */
+export const MAX_BUNDLE_FILE_BYTES = 512 * 1024 * 1024;
+
+/** `name@version` of a bundle, and the sha256 of its manifest.json. */
+export interface BundleRef {
+  name: string;
+  version: number;
+  manifestSha256: string;
+}
+
+export const bundleRefString = (r: { name: string; version: number }) => `${r.name}@${r.version}`;
+
+export interface FetchRequest {
+  v: typeof OTA_VERSION;
+  /** Correlation id, echoed in the chunk. */
+  id: string;
+  /** `name@version`. */
+  bundle: string;
+  /** `manifest.json` or a file path the manifest lists. */
+  file: string;
+  offset: number;
+  length: number;
+}
+
+export interface Chunk {
+  v: typeof OTA_VERSION;
+  id: string;
+  bundle: string;
+  file: string;
+  offset: number;
+  /** Size of the whole file. */
+  total: number;
+  /** sha256 of `data` (hex). */
+  sha256: string;
+  data: Uint8Array;
+}
+
+export interface ChunkError {
+  v: typeof OTA_VERSION;
+  id: string;
+  bundle: string;
+  file: string;
+  error: string;
+}
+
+export class OtaError extends Error {
+  override name = 'OtaError';
+}
+
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
+const isUint = (v: unknown, max: number): v is number =>
+  typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
+const isText = (v: unknown, max: number): v is string =>
+  typeof v === 'string' && v.length > 0 && v.length <= max;
+const REF_RE = /^[a-z0-9][a-z0-9.-]{0,63}@[0-9]{1,5}$/;
+const FILE_RE = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/** Parse and check a fetch request (JSON); throws OtaError saying what is wrong. */
+export function parseFetch(payload: Uint8Array): FetchRequest {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString());
+  } catch {
+    throw new OtaError('fetch request is not JSON');
+  }
+  if (!isObj(v) || v.v !== OTA_VERSION) throw new OtaError(`fetch request is not v${OTA_VERSION}`);
+  if (!isText(v.id, 64)) throw new OtaError('fetch request needs an id (1..64 characters)');
+  if (!isText(v.bundle, 80) || !REF_RE.test(v.bundle))
+    throw new OtaError('fetch request needs bundle "name@version"');
+  if (!isText(v.file, 128) || !FILE_RE.test(v.file))
+    throw new OtaError('fetch request needs a file name');
+  if (!isUint(v.offset, MAX_BUNDLE_FILE_BYTES)) throw new OtaError('bad offset');
+  if (!isUint(v.length, MAX_CHUNK_BYTES) || v.length === 0)
+    throw new OtaError(`length must be 1..${MAX_CHUNK_BYTES}`);
+  return v as unknown as FetchRequest;
+}
+
+export function encodeChunk(c: Chunk | ChunkError): Buffer {
+  return packr.pack(c);
+}
+
+/** Decode a chunk message; throws OtaError on anything that is not a v1 chunk. */
+export function decodeChunk(payload: Uint8Array): Chunk | ChunkError {
+  let v: unknown;
+  try {
+    v = unpackr.unpack(payload);
+  } catch (e) {
+    throw new OtaError(`chunk is not msgpack: ${(e as Error).message}`);
+  }
+  if (!isObj(v) || v.v !== OTA_VERSION || !isText(v.id, 64) || !isText(v.bundle, 80)) {
+    throw new OtaError(`not a v${OTA_VERSION} chunk`);
+  }
+  if (typeof v.error === 'string') return v as unknown as ChunkError;
+  if (
+    !isText(v.file, 128) ||
+    !isUint(v.offset, MAX_BUNDLE_FILE_BYTES) ||
+    !isUint(v.total, MAX_BUNDLE_FILE_BYTES) ||
+    typeof v.sha256 !== 'string' ||
+    !(v.data instanceof Uint8Array) ||
+    v.data.byteLength > MAX_CHUNK_BYTES
+  ) {
+    throw new OtaError('chunk fields are missing or out of range');
+  }
+  return v as unknown as Chunk;
+}

@@ -1,0 +1,270 @@
+/**
+ * Models over the air, device side: a local store of bundles (device parts only) and a
+ * resumable, verified chunked download from the edge's registry (core/protocol/ota.ts).
+ *
+ *   <dir>/<name>-v<version>/            verified bundles, ready to load
+ *   <dir>/.staging/<name>-v<version>-<sha12>/<file>.part   a download in progress
+ *
+ * Each chunk is checked against the sha256 the edge sent with it (a damaged chunk is
+ * asked for again), each file against the manifest, the manifest against the sha256 in
+ * the config message. Files are appended in order, so a download cut by a lost link or a
+ * restart resumes where its `.part` file ends. Only a bundle whose every file verified
+ * and which loads is moved into place; anything else is never activated.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  deviceRoles,
+  loadBundle,
+  parseManifestBytes,
+  sha256,
+  type Bundle,
+} from '../core/model/bundle.js';
+import {
+  bundleRefString,
+  decodeChunk,
+  DEFAULT_CHUNK_BYTES,
+  MAX_BUNDLE_FILE_BYTES,
+  OtaError,
+  OTA_VERSION,
+  type BundleRef,
+  type Chunk,
+  type FetchRequest,
+} from '../core/protocol/ota.js';
+import { log } from '../core/util/log.js';
+
+export interface UpdaterOptions {
+  dir: string;
+  /** Bytes asked for per chunk. */
+  chunkBytes?: number;
+  /** Chunks asked for ahead of the one being written. */
+  window?: number;
+  /** Tries per chunk (timeouts and damaged chunks). */
+  tries?: number;
+  timeoutMs?: number;
+}
+
+export interface UpdaterStats {
+  downloads: number;
+  chunks: number;
+  bytes: number;
+  /** Chunks whose bytes did not match their sha256, asked for again. */
+  corruptChunks: number;
+  timeouts: number;
+  /** Bytes already on disk when a download resumed. */
+  resumedBytes: number;
+  /** Downloads that failed verification (never activated). */
+  rejected: number;
+}
+
+interface Waiting {
+  resolve: (c: Chunk) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+/** Downloads bundles over `send` (publishes one fetch request) and answers from `onChunk`. */
+export class BundleUpdater {
+  readonly stats: UpdaterStats = {
+    downloads: 0,
+    chunks: 0,
+    bytes: 0,
+    corruptChunks: 0,
+    timeouts: 0,
+    resumedBytes: 0,
+    rejected: 0,
+  };
+  private readonly waiting = new Map<string, Waiting>();
+  /** One download per bundle at a time; a second get() of it waits for the first. */
+  private readonly running = new Map<string, Promise<Bundle>>();
+
+  constructor(
+    private readonly opts: UpdaterOptions,
+    private readonly send: (req: FetchRequest) => Promise<void>,
+  ) {}
+
+  /** Feed every message of the device's `chunk` topic here. */
+  onChunk(payload: Uint8Array): void {
+    let c;
+    try {
+      c = decodeChunk(payload);
+    } catch (e) {
+      log.warn({ err: String(e) }, 'unreadable chunk');
+      return;
+    }
+    const w = this.waiting.get(c.id);
+    if (!w) {
+      if ('error' in c)
+        log.warn({ bundle: c.bundle, file: c.file, err: c.error }, 'edge refused a fetch');
+      return; // late, duplicate or not ours
+    }
+    this.waiting.delete(c.id);
+    clearTimeout(w.timer);
+    if ('error' in c) w.reject(new OtaError(`edge refused ${c.bundle} ${c.file}: ${c.error}`));
+    else w.resolve(c);
+  }
+
+  /** The verified bundle `ref`, from the store or downloaded into it. */
+  get(ref: BundleRef): Promise<Bundle> {
+    const key = `${bundleRefString(ref)}#${ref.manifestSha256}`;
+    let p = this.running.get(key);
+    if (!p) {
+      p = this.getOnce(ref).finally(() => this.running.delete(key));
+      this.running.set(key, p);
+    }
+    return p;
+  }
+
+  /** Stop waiting for chunks (the agent is stopping). */
+  close(): void {
+    for (const w of this.waiting.values()) {
+      clearTimeout(w.timer);
+      w.reject(new OtaError('updater closed'));
+    }
+    this.waiting.clear();
+  }
+
+  private async getOnce(ref: BundleRef): Promise<Bundle> {
+    const name = `${ref.name}-v${ref.version}`;
+    const final = join(this.opts.dir, name);
+    const have = await loadBundle(final, 'device').catch(() => null);
+    if (have && have.manifestSha256 === ref.manifestSha256) return have;
+    const staging = join(this.opts.dir, '.staging', `${name}-${ref.manifestSha256.slice(0, 12)}`);
+    await mkdir(staging, { recursive: true });
+    const label = bundleRefString(ref);
+    log.info({ bundle: label }, 'downloading bundle');
+    try {
+      const manifestBytes = await this.file(label, staging, 'manifest.json', ref.manifestSha256);
+      const m = parseManifestBytes(manifestBytes, `${label} from the edge`);
+      if (m.name !== ref.name || m.version !== ref.version) {
+        throw new OtaError(`manifest is ${m.name}@${m.version}, expected ${label}`);
+      }
+      for (const role of deviceRoles(m)) {
+        const f = m.files[role]!;
+        await this.file(label, staging, f.path, f.sha256);
+      }
+      await loadBundle(staging, 'device'); // parses and verifies the whole part once more
+    } catch (e) {
+      this.stats.rejected++;
+      throw e;
+    }
+    await rm(final, { recursive: true, force: true });
+    await rename(staging, final);
+    this.stats.downloads++;
+    log.info({ bundle: label }, 'bundle verified and stored');
+    return loadBundle(final, 'device');
+  }
+
+  /** Download one file into `dir` (resuming its .part), verify it; returns its bytes. */
+  private async file(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
+    const done = join(dir, file);
+    const ready = await readFile(done).catch(() => null);
+    if (ready && sha256(ready) === want) return ready;
+    const part = `${done}.part`;
+    let offset = (await stat(part).catch(() => null))?.size ?? 0;
+    this.stats.resumedBytes += offset;
+    const size = this.opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    const window = Math.max(1, this.opts.window ?? 4);
+    const fh = await open(part, 'a');
+    try {
+      // the first chunk says how large the file is; then `window` chunks are in flight
+      let total = Number.POSITIVE_INFINITY;
+      const ahead: { at: number; chunk: Promise<Chunk> }[] = [];
+      let next = offset;
+      const fill = () => {
+        while (ahead.length < window && next < total) {
+          const chunk = this.chunk(bundle, file, next, size);
+          chunk.catch(() => undefined); // awaited in order below; a later one may fail first
+          ahead.push({ at: next, chunk });
+          next += size;
+          if (total === Number.POSITIVE_INFINITY) break;
+        }
+      };
+      fill();
+      while (ahead.length > 0) {
+        const { at, chunk } = ahead.shift()!;
+        const c = await chunk;
+        if (c.total > MAX_BUNDLE_FILE_BYTES)
+          throw new OtaError(`${file} is too large (${c.total} B)`);
+        if (total === Number.POSITIVE_INFINITY) {
+          total = c.total;
+          if (offset > total) throw new OtaError(`${file}: local part is longer than the file`);
+        }
+        if (c.offset !== at || c.data.byteLength !== Math.min(size, total - at)) {
+          throw new OtaError(`${file}: asked for ${at}, got ${c.offset} (+${c.data.byteLength})`);
+        }
+        await fh.write(c.data);
+        offset += c.data.byteLength;
+        fill();
+      }
+    } finally {
+      await fh.close();
+    }
+    const bytes = await readFile(part);
+    const got = sha256(bytes);
+    if (got !== want) {
+      await rm(part, { force: true });
+      throw new OtaError(
+        `${bundle} ${file}: sha256 ${got} does not match ${want}; the bundle is not activated`,
+      );
+    }
+    await rename(part, done);
+    return bytes;
+  }
+
+  /** One chunk, checked against its own sha256; damaged or late chunks are asked again. */
+  private async chunk(
+    bundle: string,
+    file: string,
+    offset: number,
+    length: number,
+  ): Promise<Chunk> {
+    const tries = this.opts.tries ?? 5;
+    let last: Error = new OtaError('no try');
+    for (let i = 0; i < tries; i++) {
+      try {
+        const c = await this.request({
+          v: OTA_VERSION,
+          id: randomUUID(),
+          bundle,
+          file,
+          offset,
+          length,
+        });
+        if (sha256(c.data) !== c.sha256) {
+          this.stats.corruptChunks++;
+          last = new OtaError(`${file} chunk at ${offset} failed its sha256`);
+          log.warn({ bundle, file, offset, try: i + 1 }, 'damaged chunk, asking again');
+          continue;
+        }
+        this.stats.chunks++;
+        this.stats.bytes += c.data.byteLength;
+        return c;
+      } catch (e) {
+        if (!(e instanceof TimeoutError)) throw e;
+        this.stats.timeouts++;
+        last = e;
+      }
+    }
+    throw new OtaError(
+      `${bundle} ${file}: chunk at ${offset} failed ${tries} tries: ${last.message}`,
+    );
+  }
+
+  private request(req: FetchRequest): Promise<Chunk> {
+    return new Promise<Chunk>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(req.id);
+        reject(new TimeoutError(`no chunk for ${req.file} at ${req.offset} in time`));
+      }, this.opts.timeoutMs ?? 5000);
+      this.waiting.set(req.id, { resolve, reject, timer });
+      this.send(req).catch((e: Error) => {
+        // not sent (link down): the timeout asks again
+        log.debug({ err: e.message }, 'fetch request not sent');
+      });
+    });
+  }
+}
+
+class TimeoutError extends OtaError {}

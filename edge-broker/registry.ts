@@ -1,0 +1,172 @@
+/**
+ * The edge's model registry: the bundles it decodes are the bundles it serves to devices
+ * over the air. A device fetches the device part of a bundle (manifest.json, head
+ * networks, codec tables; never the edge's tail) in chunks on `.../fetch` -> `.../chunk`
+ * (core/protocol/ota.ts). Files are read from disk per chunk, so a file damaged after
+ * the edge started is caught by the device's sha256 check, never activated.
+ */
+import type { Aedes, AedesPublishPacket } from 'aedes';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { deviceRoles, pickManifest, sha256, type Bundle } from '../core/model/bundle.js';
+import {
+  bundleRefString,
+  encodeChunk,
+  OtaError,
+  OTA_VERSION,
+  parseFetch,
+  type BundleRef,
+  type Chunk,
+  type ChunkError,
+  type FetchRequest,
+} from '../core/protocol/ota.js';
+import { deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
+import { log } from '../core/util/log.js';
+
+export interface RegistryEntry {
+  ref: string;
+  bundle: Bundle;
+  /** Served file name -> absolute path: manifest.json and the device part. */
+  files: Map<string, string>;
+}
+
+export interface RegistryListing {
+  ref: string;
+  kind: string;
+  manifestSha256: string;
+  files: string[];
+}
+
+export class ModelRegistry {
+  private readonly entries = new Map<string, RegistryEntry>();
+
+  constructor(bundles: readonly Bundle[]) {
+    for (const b of bundles) {
+      const m = b.manifest;
+      const files = new Map([['manifest.json', join(b.dir, 'manifest.json')]]);
+      for (const role of deviceRoles(m)) files.set(m.files[role]!.path, b.file(role));
+      this.entries.set(bundleRefString(m), { ref: bundleRefString(m), bundle: b, files });
+    }
+  }
+
+  list(): RegistryListing[] {
+    return [...this.entries.values()].map((e) => ({
+      ref: e.ref,
+      kind: e.bundle.manifest.kind,
+      manifestSha256: e.bundle.manifestSha256,
+      files: [...e.files.keys()],
+    }));
+  }
+
+  get(ref: string): RegistryEntry | undefined {
+    return this.entries.get(ref);
+  }
+
+  /** The bundle a device with these settings runs (the agent's own rule), or null. */
+  resolve(model: string, codec: string): BundleRef | null {
+    const byManifest = new Map([...this.entries.values()].map((e) => [e.bundle.manifest, e]));
+    const m = pickManifest([...byManifest.keys()], model, codec);
+    if (!m) return null;
+    const e = byManifest.get(m)!;
+    return { name: m.name, version: m.version, manifestSha256: e.bundle.manifestSha256 };
+  }
+
+  /** Read the requested range; throws OtaError for an unknown bundle, file or range. */
+  async read(req: FetchRequest): Promise<Chunk> {
+    const e = this.entries.get(req.bundle);
+    if (!e) {
+      throw new OtaError(
+        `bundle ${req.bundle} is not in this edge's registry (has ${[...this.entries.keys()].join(', ')})`,
+      );
+    }
+    const path = e.files.get(req.file);
+    if (!path) throw new OtaError(`bundle ${req.bundle} serves no file ${req.file}`);
+    const fh = await open(path, 'r');
+    try {
+      const total = (await fh.stat()).size;
+      if (req.offset > total) throw new OtaError(`offset ${req.offset} is past the end (${total})`);
+      const data = Buffer.alloc(Math.min(req.length, total - req.offset));
+      const { bytesRead } = await fh.read(data, 0, data.length, req.offset);
+      const got = data.subarray(0, bytesRead);
+      return {
+        v: OTA_VERSION,
+        id: req.id,
+        bundle: req.bundle,
+        file: req.file,
+        offset: req.offset,
+        total,
+        sha256: sha256(got),
+        data: got,
+      };
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+export interface OtaStats {
+  chunks: number;
+  bytes: number;
+  refused: number;
+}
+
+/** Answer every device's fetch requests from `registry`; returns the stats and a stop. */
+export async function serveRegistry(
+  aedes: Aedes,
+  registry: ModelRegistry,
+  opts: { fleet: string; base: string },
+): Promise<{ stats: OtaStats; stop: () => Promise<void> }> {
+  const stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
+  const reply = (topic: string, body: Chunk | ChunkError) =>
+    new Promise<void>((resolve) =>
+      aedes.publish(
+        { cmd: 'publish', topic, payload: encodeChunk(body), qos: 1, retain: false, dup: false },
+        (err) => {
+          if (err) log.warn({ err, topic }, 'chunk not sent');
+          resolve();
+        },
+      ),
+    );
+  const onFetch = (packet: AedesPublishPacket, cb: () => void) => {
+    cb();
+    const t = parseTopic(packet.topic, opts.base);
+    if (!t || t.kind !== 'device') return;
+    const to = deviceTopic(t.fleet, t.deviceId, 'chunk', opts.base);
+    let req: FetchRequest;
+    try {
+      req = parseFetch(packet.payload as Buffer);
+    } catch (e) {
+      stats.refused++;
+      // a request without a usable id still gets an answer the device can log
+      void reply(to, { v: OTA_VERSION, id: '-', bundle: '-', file: '-', error: String(e) });
+      return;
+    }
+    registry.read(req).then(
+      (chunk) => {
+        stats.chunks++;
+        stats.bytes += chunk.data.byteLength;
+        return reply(to, chunk);
+      },
+      (e: unknown) => {
+        stats.refused++;
+        log.warn(
+          { device: t.deviceId, bundle: req.bundle, file: req.file, err: String(e) },
+          'fetch refused',
+        );
+        return reply(to, {
+          v: OTA_VERSION,
+          id: req.id,
+          bundle: req.bundle,
+          file: req.file,
+          error: e instanceof Error ? e.message : String(e),
+        });
+      },
+    );
+  };
+  const filter = deviceFilter('fetch', opts.fleet, opts.base);
+  await new Promise<void>((r) => aedes.subscribe(filter, onFetch, r));
+  return {
+    stats,
+    stop: () => new Promise<void>((r) => aedes.unsubscribe(filter, onFetch, r)),
+  };
+}

@@ -1,0 +1,494 @@
+/**
+ * Model rollouts as jobs (AWS IoT Jobs' vocabulary), run by the edge:
+ *
+ *   QUEUED -> IN_PROGRESS -> SUCCEEDED | FAILED | ROLLED_BACK
+ *
+ * A job pins a bundle of the edge's registry (`name@version`) on its target devices
+ * (devices, groups, or a percentage of them), wave by wave (canary first). For each wave
+ * the edge republishes the wave's configs with the pin, waits until every device has
+ * applied it (a device fetches the bundle over the air and verifies it; a refusal or no
+ * answer in time fails the wave), then measures the wave's health on the edge from its
+ * own results and errors on the new model: error rate, p95 edge latency and mean
+ * confidence (top-1 score; absolute floor, or the drop from the same devices' confidence
+ * before the job, a proxy for accuracy where frames carry no labels). A failed gate rolls
+ * every device of the job back (its pin is removed and the previous config republished)
+ * unless the job says otherwise. A job that succeeds keeps its pin until a later job or
+ * `rollback` replaces it. Jobs run one at a time, in order; their state is kept in a
+ * JSON file so an edge restart neither forgets a pin nor leaves a half-done rollout (an
+ * IN_PROGRESS job found at start is rolled back).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { Gauge, type Registry } from 'prom-client';
+import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
+import { log } from '../core/util/log.js';
+import { percentile, round } from '../core/util/stats.js';
+import type { ModelRegistry } from './registry.js';
+
+export const JOB_STATES = ['QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'ROLLED_BACK'] as const;
+export type JobState = (typeof JOB_STATES)[number];
+
+export interface HealthGates {
+  /** Errors / (results + errors) on the new model, at most. */
+  maxErrorRate: number;
+  /** p95 of the edge latency (receive -> result), ms, at most; null: not checked. */
+  maxLatencyMs: number | null;
+  /** Mean top-1 score on the new model, at least; null: not checked. */
+  minConfidence: number | null;
+  /** Drop of the mean top-1 score against the same devices before the job, at most. */
+  maxConfidenceDrop: number | null;
+}
+
+export interface RolloutSpec {
+  /** `name@version` of a bundle in the edge's registry. */
+  model: string;
+  devices?: string[];
+  groups?: string[];
+  /** Percent of the devices named (of the whole fleet when none are), picked by a hash. */
+  percent?: number;
+  /** Waves as cumulative sizes: a device count (1) or a share ("50%"); the last wave
+   * always covers every target. Default: one canary device, then all. */
+  waves?: (number | string)[];
+  gates?: Partial<HealthGates>;
+  /** Outcomes (results + errors) each wave device needs before its gates are read. */
+  minFrames?: number;
+  /** Longest wait for those outcomes, ms; a device with none by then fails the wave. */
+  soakMs?: number;
+  /** Longest wait for the wave's devices to apply the new config, ms. */
+  applyTimeoutMs?: number;
+  /** Roll back by itself when a gate fails (default true). */
+  autoRollback?: boolean;
+}
+
+export interface WaveHealth {
+  device: string;
+  frames: number;
+  errors: number;
+  errorRate: number;
+  latencyMsP95: number | null;
+  confidence: number | null;
+}
+
+export interface RolloutJob {
+  jobId: string;
+  state: JobState;
+  spec: RolloutSpec;
+  gates: HealthGates;
+  /** Every target device, in wave order. */
+  targets: string[];
+  /** Cumulative wave sizes. */
+  waves: number[];
+  /** Index of the wave running or last run (-1: none yet). */
+  wave: number;
+  /** Devices that were given the pin. */
+  deployed: string[];
+  /** Mean confidence of the targets before the job (null: no results yet). */
+  baselineConfidence: number | null;
+  health: WaveHealth[];
+  reason: string | null;
+  created: number;
+  updated: number;
+}
+
+/** What the rollout manager needs from the edge. */
+export interface RolloutHost {
+  fleet(): FleetFile | null;
+  registry: ModelRegistry;
+  /** Recompute and publish these devices' configs (with the pins now in force). */
+  republish(devices: readonly string[]): Promise<void>;
+  /** The config id the edge wants a device to run, what it runs, and its last refusal. */
+  configState(
+    device: string,
+  ): { wanted: string; applied: string | null; refused: string | null } | undefined;
+  /** Called on every job change (the edge publishes the list retained). */
+  changed(jobs: RolloutJob[]): void;
+}
+
+const DEFAULT_GATES: HealthGates = {
+  maxErrorRate: 0.05,
+  maxLatencyMs: null,
+  minConfidence: null,
+  maxConfidenceDrop: 0.15,
+};
+const EVENTS_PER_DEVICE = 400;
+const TICK_MS = 200;
+
+interface Outcome {
+  at: number;
+  model: string | null;
+  score: number | null;
+  edgeMs: number | null;
+}
+
+export class RolloutError extends Error {
+  override name = 'RolloutError';
+}
+
+export class RolloutManager {
+  private jobs: RolloutJob[] = [];
+  private readonly outcomes = new Map<string, Outcome[]>();
+  private running: Promise<void> | null = null;
+  private cancel = new Set<string>();
+  private closed = false;
+  private saving: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly host: RolloutHost,
+    private readonly opts: { stateFile?: string | null; metrics?: Registry },
+  ) {
+    if (opts.metrics) {
+      const jobs = () => this.jobs;
+      new Gauge({
+        name: 'splitfleet_rollout_jobs',
+        help: 'Rollout jobs by state',
+        labelNames: ['state'],
+        registers: [opts.metrics],
+        collect() {
+          for (const s of JOB_STATES)
+            this.set({ state: s }, jobs().filter((j) => j.state === s).length);
+        },
+      });
+    }
+  }
+
+  /** Read the saved jobs; an IN_PROGRESS job from before a restart is rolled back. */
+  async load(): Promise<void> {
+    const file = this.opts.stateFile;
+    if (!file) return;
+    const text = await readFile(file, 'utf8').catch(() => null);
+    if (text === null) return;
+    try {
+      this.jobs = (JSON.parse(text) as { jobs: RolloutJob[] }).jobs;
+    } catch (e) {
+      throw new RolloutError(`cannot read rollout state ${file}: ${(e as Error).message}`);
+    }
+    for (const j of this.jobs) {
+      if (j.state === 'IN_PROGRESS')
+        this.finish(j, 'ROLLED_BACK', 'the edge restarted during the rollout');
+    }
+    this.kick();
+  }
+
+  list(): RolloutJob[] {
+    return this.jobs.map((j) => structuredClone(j));
+  }
+
+  /** The settings a job pins on a device (the newest job in force wins), or undefined. */
+  overrideFor(device: string): Partial<DeviceSettings> | undefined {
+    for (let i = this.jobs.length - 1; i >= 0; i--) {
+      const j = this.jobs[i]!;
+      const live =
+        j.state === 'SUCCEEDED' ||
+        j.state === 'IN_PROGRESS' ||
+        (j.state === 'FAILED' && j.deployed.length > 0);
+      if (live && j.deployed.includes(device)) return this.pin(j);
+    }
+    return undefined;
+  }
+
+  /** The edge saw a result (or an error) of a device. */
+  result(device: string, model: string, score: number, edgeMs: number): void {
+    this.record(device, { at: Date.now(), model, score, edgeMs });
+  }
+  error(device: string): void {
+    this.record(device, { at: Date.now(), model: null, score: null, edgeMs: null });
+  }
+
+  /** Check and queue a job; throws RolloutError with what is wrong. */
+  create(spec: RolloutSpec): RolloutJob {
+    const f = this.host.fleet();
+    if (!f) throw new RolloutError('this edge has no fleet file: start it with --fleet-file');
+    const entry = this.host.registry.get(spec.model);
+    if (!entry) {
+      throw new RolloutError(
+        `model ${spec.model} is not in the edge's registry (has ${this.host.registry
+          .list()
+          .map((e) => e.ref)
+          .join(', ')})`,
+      );
+    }
+    for (const d of spec.devices ?? [])
+      if (!(d in f.devices)) throw new RolloutError(`device ${d} is not in fleet ${f.fleet}`);
+    for (const g of spec.groups ?? [])
+      if (!(g in f.groups)) throw new RolloutError(`group ${g} is not in fleet ${f.fleet}`);
+    if (spec.percent !== undefined && !(spec.percent > 0 && spec.percent <= 100))
+      throw new RolloutError('percent must be in (0, 100]');
+    const gates = { ...DEFAULT_GATES, ...spec.gates };
+    if (!(gates.maxErrorRate >= 0 && gates.maxErrorRate <= 1))
+      throw new RolloutError('maxErrorRate must be in [0, 1]');
+    const jobId = `job-${new Date().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`;
+    const named = new Set(spec.devices ?? []);
+    for (const [d, s] of Object.entries(f.devices))
+      if (s.group && spec.groups?.includes(s.group)) named.add(d);
+    let targets = named.size || spec.devices || spec.groups ? [...named] : Object.keys(f.devices);
+    // a stable, job-specific order: waves and percentages pick by it
+    const rank = (d: string) => createHash('sha256').update(`${jobId}/${d}`).digest('hex');
+    targets.sort((a, b) => (rank(a) < rank(b) ? -1 : 1));
+    if (spec.percent !== undefined)
+      targets = targets.slice(0, Math.ceil((spec.percent / 100) * targets.length));
+    if (targets.length === 0) throw new RolloutError('the target names no device');
+    const job: RolloutJob = {
+      jobId,
+      state: 'QUEUED',
+      spec,
+      gates,
+      targets,
+      waves: waveSizes(spec.waves ?? [1, '100%'], targets.length),
+      wave: -1,
+      deployed: [],
+      baselineConfidence: null,
+      health: [],
+      reason: null,
+      created: Date.now(),
+      updated: Date.now(),
+    };
+    this.jobs.push(job);
+    this.touch(job);
+    this.kick();
+    return structuredClone(job);
+  }
+
+  /** Roll a job back by hand (running or done): its pins go, previous configs return. */
+  async rollback(jobId: string): Promise<RolloutJob> {
+    const j = this.jobs.find((x) => x.jobId === jobId);
+    if (!j) throw new RolloutError(`no job ${jobId}`);
+    if (j.state === 'ROLLED_BACK') return structuredClone(j);
+    if (j.state === 'QUEUED') {
+      this.finish(j, 'ROLLED_BACK', 'rolled back by an operator before it started');
+      return structuredClone(j);
+    }
+    if (j.state === 'IN_PROGRESS') {
+      this.cancel.add(jobId);
+      await this.running;
+      return structuredClone(j);
+    }
+    await this.revert(j, 'rolled back by an operator');
+    return structuredClone(j);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.running;
+    await this.saving;
+  }
+
+  private pin(j: RolloutJob): Partial<DeviceSettings> {
+    const m = this.host.registry.get(j.spec.model)!.bundle.manifest;
+    return m.kind === 'codec'
+      ? { model: j.spec.model, codec: m.codec.method }
+      : { model: j.spec.model };
+  }
+
+  private record(device: string, o: Outcome): void {
+    let list = this.outcomes.get(device);
+    if (!list) this.outcomes.set(device, (list = []));
+    list.push(o);
+    if (list.length > EVENTS_PER_DEVICE) list.splice(0, list.length - EVENTS_PER_DEVICE);
+  }
+
+  /** Start the next queued job unless one runs. */
+  private kick(): void {
+    if (this.running || this.closed) return;
+    const next = this.jobs.find((j) => j.state === 'QUEUED');
+    if (!next) return;
+    this.running = this.run(next)
+      .catch((e: unknown) => {
+        log.error({ job: next.jobId, err: String(e) }, 'rollout crashed');
+        this.finish(next, 'FAILED', `internal error: ${String(e)}`);
+      })
+      .finally(() => {
+        this.running = null;
+        this.kick();
+      });
+  }
+
+  private async run(j: RolloutJob): Promise<void> {
+    j.state = 'IN_PROGRESS';
+    j.baselineConfidence = this.confidence(j.targets, 0, null);
+    this.touch(j);
+    log.info(
+      { job: j.jobId, model: j.spec.model, targets: j.targets.length, waves: j.waves },
+      'rollout started',
+    );
+    for (let w = 0; w < j.waves.length; w++) {
+      j.wave = w;
+      const wave = j.targets.slice(w === 0 ? 0 : j.waves[w - 1], j.waves[w]);
+      j.deployed.push(...wave);
+      this.touch(j);
+      await this.host.republish(wave);
+      const failure = (await this.applied(j, wave)) ?? (await this.healthy(j, wave));
+      if (this.closed) return; // stays IN_PROGRESS: the next start rolls it back
+      if (failure) {
+        if (this.cancel.has(j.jobId)) {
+          await this.revert(j, `rolled back by an operator during wave ${w + 1}`);
+        } else if (j.spec.autoRollback === false) {
+          this.finish(j, 'FAILED', `wave ${w + 1}: ${failure}; left as it is (autoRollback off)`);
+        } else {
+          await this.revert(j, `wave ${w + 1}: ${failure}`);
+        }
+        return;
+      }
+      log.info({ job: j.jobId, wave: w + 1, devices: wave }, 'rollout wave passed');
+    }
+    this.finish(j, 'SUCCEEDED', null);
+  }
+
+  /** Wait until every device of the wave runs the pinned config; the failure, or null. */
+  private async applied(j: RolloutJob, wave: string[]): Promise<string | null> {
+    const deadline = Date.now() + (j.spec.applyTimeoutMs ?? 120_000);
+    for (;;) {
+      if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
+      let all = true;
+      for (const d of wave) {
+        const st = this.host.configState(d);
+        if (!st) return `device ${d} left the fleet`;
+        if (st.applied === st.wanted) continue;
+        if (st.refused && st.refused.includes(st.wanted))
+          return `device ${d} refused the new config: ${st.refused}`;
+        all = false;
+      }
+      if (all) return null;
+      if (Date.now() > deadline) {
+        const late = wave.filter((d) => {
+          const s = this.host.configState(d);
+          return s?.applied !== s?.wanted;
+        });
+        return `${late.join(', ')} did not apply the new config within ${j.spec.applyTimeoutMs ?? 120_000} ms`;
+      }
+      await sleep(TICK_MS);
+    }
+  }
+
+  /** Soak the wave and read its gates; the failure, or null. */
+  private async healthy(j: RolloutJob, wave: string[]): Promise<string | null> {
+    const since = Date.now();
+    const need = j.spec.minFrames ?? 20;
+    const deadline = since + (j.spec.soakMs ?? 60_000);
+    for (;;) {
+      if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
+      const counts = wave.map((d) => this.window(d, since, j.spec.model).length);
+      if (counts.every((n) => n >= need)) break;
+      if (Date.now() > deadline) {
+        const quiet = wave.filter((_, i) => counts[i] === 0);
+        if (quiet.length)
+          return `no frames from ${quiet.join(', ')} on the new model within ${j.spec.soakMs ?? 60_000} ms`;
+        break; // some frames from every device: read the gates on what there is
+      }
+      await sleep(TICK_MS);
+    }
+    const g = j.gates;
+    const problems: string[] = [];
+    j.health = wave.map((d) => {
+      const ev = this.window(d, since, j.spec.model);
+      const errors = ev.filter((e) => e.model === null).length;
+      const ok = ev.filter((e) => e.model !== null);
+      const lat = ok.map((e) => e.edgeMs!);
+      return {
+        device: d,
+        frames: ev.length,
+        errors,
+        errorRate: ev.length ? round(errors / ev.length, 4) : 0,
+        latencyMsP95: lat.length ? round(percentile(lat, 95), 2) : null,
+        confidence: ok.length ? round(ok.reduce((a, e) => a + e.score!, 0) / ok.length, 4) : null,
+      };
+    });
+    this.touch(j);
+    const frames = j.health.reduce((a, h) => a + h.frames, 0);
+    const errors = j.health.reduce((a, h) => a + h.errors, 0);
+    const rate = frames ? errors / frames : 0;
+    if (rate > g.maxErrorRate) problems.push(`error rate ${round(rate, 3)} > ${g.maxErrorRate}`);
+    const lats = j.health.flatMap((h) => (h.latencyMsP95 === null ? [] : [h.latencyMsP95]));
+    if (g.maxLatencyMs !== null && lats.some((l) => l > g.maxLatencyMs!))
+      problems.push(`p95 edge latency ${Math.max(...lats)} ms > ${g.maxLatencyMs} ms`);
+    const conf = this.confidence(wave, since, j.spec.model);
+    if (g.minConfidence !== null && (conf === null || conf < g.minConfidence))
+      problems.push(`mean confidence ${conf ?? 'n/a'} < ${g.minConfidence}`);
+    if (
+      g.maxConfidenceDrop !== null &&
+      conf !== null &&
+      j.baselineConfidence !== null &&
+      j.baselineConfidence - conf > g.maxConfidenceDrop
+    )
+      problems.push(
+        `confidence fell from ${j.baselineConfidence} to ${conf} (more than ${g.maxConfidenceDrop})`,
+      );
+    return problems.length ? problems.join('; ') : null;
+  }
+
+  /** A device's outcomes since `since` that belong to `model` (errors count for it). */
+  private window(device: string, since: number, model: string): Outcome[] {
+    return (this.outcomes.get(device) ?? []).filter(
+      (o) => o.at >= since && (o.model === null || o.model === model),
+    );
+  }
+
+  private confidence(devices: string[], since: number, model: string | null): number | null {
+    const scores = devices.flatMap((d) =>
+      (this.outcomes.get(d) ?? [])
+        .filter((o) => o.at >= since && o.score !== null && (model === null || o.model === model))
+        .map((o) => o.score!),
+    );
+    return scores.length ? round(scores.reduce((a, b) => a + b, 0) / scores.length, 4) : null;
+  }
+
+  /** Remove the job's pins, republish, wait (bounded) for the devices to go back. */
+  private async revert(j: RolloutJob, reason: string): Promise<void> {
+    const devices = j.deployed;
+    j.state = 'ROLLED_BACK';
+    j.reason = reason;
+    this.touch(j);
+    log.warn({ job: j.jobId, reason, devices }, 'rolling back');
+    await this.host.republish(devices);
+    const deadline = Date.now() + (j.spec.applyTimeoutMs ?? 120_000);
+    while (!this.closed && Date.now() < deadline) {
+      if (
+        devices.every((d) => {
+          const s = this.host.configState(d);
+          return !s || s.applied === s.wanted;
+        })
+      )
+        break;
+      await sleep(TICK_MS);
+    }
+    this.cancel.delete(j.jobId);
+    this.touch(j);
+  }
+
+  private finish(j: RolloutJob, state: JobState, reason: string | null): void {
+    j.state = state;
+    j.reason = reason;
+    this.touch(j);
+    log.info({ job: j.jobId, state, reason }, 'rollout finished');
+  }
+
+  private touch(j: RolloutJob): void {
+    j.updated = Date.now();
+    this.host.changed(this.list());
+    const file = this.opts.stateFile;
+    if (!file) return;
+    const body = JSON.stringify({ jobs: this.jobs }, null, 1);
+    this.saving = this.saving
+      .then(async () => {
+        await writeFile(`${file}.tmp`, body);
+        await rename(`${file}.tmp`, file);
+      })
+      .catch((e: unknown) => log.error({ file, err: String(e) }, 'rollout state not saved'));
+  }
+}
+
+/** Cumulative wave sizes for `n` targets from counts (3) and shares ("50%"). */
+export function waveSizes(waves: readonly (number | string)[], n: number): number[] {
+  const out: number[] = [];
+  for (const w of waves) {
+    const m = /^(\d+(?:\.\d+)?)%$/.exec(String(w));
+    const size = m ? Math.ceil((Number(m[1]) / 100) * n) : Number(w);
+    if (!Number.isFinite(size) || size < 1)
+      throw new RolloutError(`bad wave ${JSON.stringify(w)}: a count >= 1 or a share like "50%"`);
+    const c = Math.min(n, size);
+    if (c > (out[out.length - 1] ?? 0)) out.push(c);
+  }
+  if ((out[out.length - 1] ?? 0) < n) out.push(n);
+  return out;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
