@@ -130,16 +130,17 @@ program
   )
   .option(
     '--registry <dir>',
-    'also serve (decode, and send to devices over the air) every bundle in this folder',
+    'staged bundles: decoded, and sent to devices over the air, where a rollout or a name@version asks for them',
   )
   .option('--state-dir <dir>', 'where the edge keeps rollout jobs (jobs.json) across restarts')
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
+    const staged: Bundle[] = [];
     if (o.registry) {
       const dir = o.registry as string;
       for (const m of await listZoo(dir)) {
         if (!bundles.some((b) => b.manifest.name === m.name && b.manifest.version === m.version))
-          bundles.push(await loadBundle(join(dir, `${m.name}-v${m.version}`)));
+          staged.push(await loadBundle(join(dir, `${m.name}-v${m.version}`)));
       }
     }
     if (o.stateDir) await mkdir(o.stateDir as string, { recursive: true });
@@ -157,6 +158,7 @@ program
         : undefined;
     const edge = await startEdge({
       bundles,
+      staged,
       tls,
       metricsPort: o.metrics ? (o.metricsPort as number) : null,
       access: { credentials, ratePerSecond: o.rate as number },

@@ -54,6 +54,9 @@ export interface EdgeOptions extends BrokerOptions {
   statusFleet?: string;
   base?: string;
   bundles: readonly Bundle[];
+  /** Bundles decoded and served only where named with their version: new releases
+   * waiting for a rollout (`--registry`). */
+  staged?: readonly Bundle[];
   workers?: number;
   threadsPerWorker?: number;
   maxQueue?: number;
@@ -123,7 +126,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   try {
     for (let i = 0; i < nWorkers; i++) {
       decoders.push(
-        await FrameDecoder.create(opts.bundles, engine, {
+        await FrameDecoder.create([...opts.bundles, ...(opts.staged ?? [])], engine, {
           threads: opts.threadsPerWorker ?? 1,
           edgeId,
         }),
@@ -173,7 +176,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     publishRaw(topic, Buffer.from(JSON.stringify(body)), retain);
 
   // models over the air and rollouts (their callbacks run only once the edge is up)
-  const registry = new ModelRegistry(opts.bundles);
+  const registry = new ModelRegistry(opts.bundles, opts.staged);
   const ota = await serveRegistry(aedes, registry, { fleet, base });
   const jobsTopic = edgeTopic(statusFleet, edgeId, 'jobs', base);
   const rollouts = new RolloutManager(

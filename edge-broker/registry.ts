@@ -26,6 +26,9 @@ import { log } from '../core/util/log.js';
 export interface RegistryEntry {
   ref: string;
   bundle: Bundle;
+  /** Staged: served only where named with its version (a rollout, or `name@version` in
+   * the fleet file), never as the newest version of a plain `name`. */
+  staged: boolean;
   /** Served file name -> absolute path: manifest.json and the device part. */
   files: Map<string, string>;
 }
@@ -33,6 +36,7 @@ export interface RegistryEntry {
 export interface RegistryListing {
   ref: string;
   kind: string;
+  staged: boolean;
   manifestSha256: string;
   files: string[];
 }
@@ -40,12 +44,13 @@ export interface RegistryListing {
 export class ModelRegistry {
   private readonly entries = new Map<string, RegistryEntry>();
 
-  constructor(bundles: readonly Bundle[]) {
-    for (const b of bundles) {
+  constructor(bundles: readonly Bundle[], staged: readonly Bundle[] = []) {
+    for (const b of [...bundles, ...staged]) {
       const m = b.manifest;
       const files = new Map([['manifest.json', join(b.dir, 'manifest.json')]]);
       for (const role of deviceRoles(m)) files.set(m.files[role]!.path, b.file(role));
-      this.entries.set(bundleRefString(m), { ref: bundleRefString(m), bundle: b, files });
+      const ref = bundleRefString(m);
+      this.entries.set(ref, { ref, bundle: b, files, staged: !bundles.includes(b) });
     }
   }
 
@@ -53,6 +58,7 @@ export class ModelRegistry {
     return [...this.entries.values()].map((e) => ({
       ref: e.ref,
       kind: e.bundle.manifest.kind,
+      staged: e.staged,
       manifestSha256: e.bundle.manifestSha256,
       files: [...e.files.keys()],
     }));
@@ -62,9 +68,15 @@ export class ModelRegistry {
     return this.entries.get(ref);
   }
 
-  /** The bundle a device with these settings runs (the agent's own rule), or null. */
+  /** The bundle a device with these settings runs (the agent's own rule; a staged
+   * bundle only when named with its version), or null. */
   resolve(model: string, codec: string): BundleRef | null {
-    const byManifest = new Map([...this.entries.values()].map((e) => [e.bundle.manifest, e]));
+    const pinned = model.includes('@');
+    const byManifest = new Map(
+      [...this.entries.values()]
+        .filter((e) => pinned || !e.staged)
+        .map((e) => [e.bundle.manifest, e]),
+    );
     const m = pickManifest([...byManifest.keys()], model, codec);
     if (!m) return null;
     const e = byManifest.get(m)!;

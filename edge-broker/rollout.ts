@@ -244,8 +244,9 @@ export class RolloutManager {
     };
     this.jobs.push(job);
     this.touch(job);
+    const queued = structuredClone(job);
     this.kick();
-    return structuredClone(job);
+    return queued;
   }
 
   /** Roll a job back by hand (running or done): its pins go, previous configs return. */

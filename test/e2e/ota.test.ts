@@ -57,7 +57,8 @@ test.serial(
     const edge = await testEdge({
       edgeId: 'edge-ota',
       fleet: 'ota',
-      bundles: [v2, v3],
+      bundles: [v2],
+      staged: [v3],
       fleetFile: parseFleet(fleetText('resnet9w05-cifar10@3')),
     });
     // damage two chunks on their way to the device (one byte of the data each)
@@ -112,7 +113,8 @@ test.serial('a download cut by an agent restart resumes where its part file ends
   const edge = await testEdge({
     edgeId: 'edge-ota',
     fleet: 'ota',
-    bundles: [v2, v3],
+    bundles: [v2],
+    staged: [v3],
     fleetFile: parseFleet(fleetText('resnet9w05-cifar10@3')),
   });
   let forwarded = 0;
@@ -161,7 +163,8 @@ test.serial(
     const edge = await testEdge({
       edgeId: 'edge-ota',
       fleet: 'ota',
-      bundles: [v2, v4],
+      bundles: [v2],
+      staged: [v4],
       fleetFile: parseFleet(fleetText('resnet9w05-cifar10@4')),
     });
     // the head file on the edge's disk is damaged after the edge loaded it

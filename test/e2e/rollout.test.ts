@@ -1,0 +1,218 @@
+/**
+ * Rollouts as jobs over real MQTT: three devices, a canary wave then the rest. A bundle
+ * whose edge half fails every frame is rolled back automatically after the canary; a good
+ * one reaches every device, and an operator's rollback (over the edge's request topic,
+ * as `splitfleet fleet rollback` sends it) returns them to the version they ran.
+ */
+import test from 'ava';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectAsync } from 'mqtt';
+import { Agent } from '../../device-agent/agent.js';
+import type { Edge } from '../../edge-broker/edge.js';
+import type { RolloutJob } from '../../edge-broker/rollout.js';
+import { bundleFor } from '../../core/model/bundle.js';
+import { parseFleet } from '../../fleet-config/load.js';
+import { edgeRequest } from '../../cli/fleet-jobs.js';
+import { bundleVersion } from '../helpers/bundles.js';
+import { testEdge } from '../helpers/edge.js';
+import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
+
+const DEVICES = ['cam-a', 'cam-b', 'cam-c'];
+const FLEET = `
+version: 1
+fleet: ro
+defaults: { codec: split-q, point: 2, fps: 20 }
+groups: { yard: {} }
+devices:
+  cam-a: { group: yard }
+  cam-b: { group: yard }
+  cam-c: {}
+`;
+const TERMINAL = ['SUCCEEDED', 'FAILED', 'ROLLED_BACK'];
+
+async function fleetUp(dir: string, extra: number[], broken: number[] = []) {
+  const v2 = await shippedModel();
+  const staged = [];
+  for (const v of extra) staged.push(await bundleVersion(v2, join(dir, 'registry'), v));
+  for (const v of broken)
+    staged.push(await bundleVersion(v2, join(dir, 'registry'), v, { brokenTail: true }));
+  const edge = await testEdge({
+    edgeId: 'edge-ro',
+    fleet: 'ro',
+    bundles: [v2],
+    staged,
+    fleetFile: parseFleet(FLEET),
+    metricsPort: 0,
+    stateDir: dir,
+  });
+  const agents = DEVICES.map(
+    (d) =>
+      new Agent({
+        url: edge.url,
+        fleet: 'ro',
+        deviceId: d,
+        bundle: v2,
+        codec: 'split-q',
+        point: 2,
+        source: { source: 'sample', loop: true, limit: 100_000 },
+        fps: 20,
+        resultTimeoutMs: 20_000,
+        resolveBundle: (m, c) => bundleFor(m, c),
+        bundles: { dir: join(dir, d) },
+      }),
+  );
+  for (const a of agents) await a.start();
+  const runs = agents.map((a) => a.run());
+  await waitFor(() => agents.every((a) => a.stats.results >= 10), 60_000);
+  const stop = async () => {
+    for (const a of agents) await a.stop(true);
+    await Promise.all(runs);
+    await edge.close();
+  };
+  return { edge, agents, stop };
+}
+
+async function settled(edge: Edge, jobId: string): Promise<RolloutJob> {
+  await waitFor(
+    () => TERMINAL.includes(edge.rollouts.list().find((j) => j.jobId === jobId)!.state),
+    120_000,
+  );
+  return edge.rollouts.list().find((j) => j.jobId === jobId)!;
+}
+
+const versions = (agents: Agent[]) => agents.map((a) => a.opts.bundle.manifest.version);
+
+test.serial(
+  'a canary that fails its error-rate gate is rolled back automatically; the other devices never get it',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
+    const { edge, agents, stop } = await fleetUp(dir, [], [5]);
+    try {
+      const queued = edge.rollouts.create({
+        model: 'resnet9w05-cifar10@5',
+        waves: [1, '100%'],
+        minFrames: 10,
+        soakMs: 20_000,
+        applyTimeoutMs: 30_000,
+      });
+      t.is(queued.state, 'QUEUED');
+      t.deepEqual(queued.waves, [1, 3]);
+      const job = await settled(edge, queued.jobId);
+      t.is(job.state, 'ROLLED_BACK');
+      t.regex(job.reason!, /wave 1: error rate 1 > 0\.05/);
+      t.is(job.deployed.length, 1);
+      const canary = job.deployed[0]!;
+      t.is(job.health[0]!.device, canary);
+      t.true(job.health[0]!.errors >= 10);
+      // every device runs version 2 again; only the canary ever downloaded version 5
+      await waitFor(() => [...edge.configs().values()].every((c) => c.applied === c.wanted));
+      t.deepEqual(versions(agents), [2, 2, 2]);
+      for (const a of agents) {
+        t.is(a.updater!.stats.downloads, a.opts.deviceId === canary ? 1 : 0, a.opts.deviceId);
+      }
+      // results flow again on version 2
+      const before = agents.map((a) => a.stats.results);
+      await waitFor(() => agents.every((a, i) => a.stats.results >= before[i]! + 5));
+      // the job's state is saved and shown in the metrics
+      const saved = JSON.parse(await readFile(join(dir, 'jobs.json'), 'utf8')) as {
+        jobs: RolloutJob[];
+      };
+      t.is(saved.jobs[0]!.state, 'ROLLED_BACK');
+      const metrics = await (await fetch(`${edge.metricsUrl}/metrics`)).text();
+      t.regex(metrics, /splitfleet_rollout_jobs\{state="ROLLED_BACK"[^}]*\} 1/);
+    } finally {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test.serial(
+  'a good bundle rolls out wave by wave to every device; an operator rolls it back over MQTT',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
+    const { edge, agents, stop } = await fleetUp(dir, [3]);
+    const op = await connectAsync(edge.url, { reconnectPeriod: 0 });
+    try {
+      const where = { fleet: 'ro', edge: 'edge-ro' };
+      // a bad request gets the edge's reason
+      await t.throwsAsync(
+        edgeRequest(op, where, 'rollout', { spec: { model: 'resnet9w05-cifar10@9' } }),
+        { message: /not in the edge's registry/ },
+      );
+      const queued = await edgeRequest<RolloutJob>(op, where, 'rollout', {
+        spec: {
+          model: 'resnet9w05-cifar10@3',
+          groups: ['yard'],
+          devices: ['cam-c'],
+          waves: [1, 2, '100%'],
+          minFrames: 10,
+          soakMs: 20_000,
+          gates: { maxLatencyMs: 5000, minConfidence: 0.2 },
+        },
+      });
+      t.deepEqual(queued.waves, [1, 2, 3]);
+      const job = await settled(edge, queued.jobId);
+      t.is(job.state, 'SUCCEEDED', job.reason ?? '');
+      t.is(job.wave, 2);
+      t.deepEqual([...job.deployed].sort(), DEVICES);
+      await waitFor(() => [...edge.configs().values()].every((c) => c.applied === c.wanted));
+      t.deepEqual(versions(agents), [3, 3, 3]);
+      t.true(job.health.every((h) => h.errors === 0 && h.confidence !== null));
+      const listed = await edgeRequest<RolloutJob[]>(op, where, 'jobs', {});
+      t.is(listed.find((j) => j.jobId === job.jobId)!.state, 'SUCCEEDED');
+
+      const back = await edgeRequest<RolloutJob>(
+        op,
+        where,
+        'rollback',
+        { jobId: job.jobId },
+        60_000,
+      );
+      t.is(back.state, 'ROLLED_BACK');
+      await waitFor(() => [...edge.configs().values()].every((c) => c.applied === c.wanted));
+      t.deepEqual(versions(agents), [2, 2, 2]);
+    } finally {
+      await op.endAsync();
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test.serial(
+  'jobs survive an edge restart: one cut mid-rollout is rolled back, its pin gone',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
+    const v2 = await shippedModel();
+    const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
+    const opts = {
+      edgeId: 'edge-ro',
+      fleet: 'ro',
+      bundles: [v2],
+      staged: [v3],
+      fleetFile: parseFleet(FLEET),
+      stateDir: dir,
+    };
+    let edge = await testEdge(opts);
+    try {
+      // no device answers, so the canary wave waits for its apply when the edge stops
+      const job = edge.rollouts.create({ model: 'resnet9w05-cifar10@3', devices: ['cam-a'] });
+      await waitFor(() => edge.rollouts.list()[0]!.state === 'IN_PROGRESS');
+      t.is(edge.rollouts.overrideFor('cam-a')?.model, 'resnet9w05-cifar10@3');
+      await edge.close();
+      edge = await testEdge(opts);
+      const [after] = edge.rollouts.list();
+      t.is(after!.jobId, job.jobId);
+      t.is(after!.state, 'ROLLED_BACK');
+      t.regex(after!.reason!, /restarted/);
+      t.is(edge.rollouts.overrideFor('cam-a'), undefined);
+    } finally {
+      await edge.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
