@@ -129,14 +129,17 @@ test("a device publishes only its own topics and cannot read another's results",
   const cam1 = await connectAsync(broker.url, opts('cam1', PW.cam1));
   // its own features and status go through
   await cam1.publishAsync(deviceTopic('f', 'cam1', 'features'), Buffer.from('x'), { qos: 1 });
-  // reading its own results is granted, another device's is refused (SUBACK 0x80)
+  // reading its own results and bundle chunks is granted, another device's is refused
+  // (SUBACK 0x80)
   t.deepEqual(
     await granted(cam1, [
       deviceTopic('f', 'cam1', 'result'),
+      deviceTopic('f', 'cam1', 'chunk'),
       deviceTopic('f', 'cam2', 'result'),
+      deviceTopic('f', 'cam2', 'chunk'),
       'splitfleet/f/#',
     ]),
-    [1, 128, 128],
+    [1, 1, 128, 128, 128],
   );
   // publishing as cam2 closes the connection and is not delivered
   const closed = closedWithin(cam1, 3000);
