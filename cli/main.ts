@@ -228,6 +228,12 @@ program
   )
   .option('--outbox-frames <n>', 'outbox capacity in frames', int(1), 1000)
   .option(
+    '--latency-goal <ms>',
+    'pick the most accurate point of a learned codec that meets this end-to-end latency on the link',
+    num,
+  )
+  .option('--max-kbps <n>', 'never send features faster than this (kbit/s)', num)
+  .option(
     '--bundle-dir <dir>',
     'bundle store: models a config names are fetched from the edge over the air into it',
   )
@@ -253,6 +259,8 @@ program
           ? { dir: o.outbox as string, maxFrames: o.outboxFrames as number }
           : undefined,
         bundles: o.bundleDir ? { dir: o.bundleDir as string } : undefined,
+        latencyGoalMs: (o.latencyGoal as number | undefined) ?? null,
+        maxKbps: (o.maxKbps as number | undefined) ?? null,
       },
       {
         result: (r, ms) =>
@@ -287,6 +295,8 @@ program
       dropped: s.dropped,
       restored: s.restored,
       ota: agent.updater?.stats ?? null,
+      point: agent.opts.point,
+      pointChanges: s.pointChanges.length,
     };
     process.stdout.write(
       (o.json ? JSON.stringify(summary) : `summary: ${JSON.stringify(summary)}`) + '\n',

@@ -35,9 +35,13 @@ import { HeadPipeline } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
 import { BundleUpdater, type UpdaterOptions } from './updater.js';
+import { RateController, type RateDecision, type RatePoint } from './rate.js';
 import { bundleRefString } from '../core/protocol/ota.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/** Bytes a frame carries besides its payload (msgpack header: ids, shape, times), as
+ * measured on the shipped learned codecs (56.3 B frames for 29.8 B payloads). */
+const FRAME_HEADER_BYTES = 27;
 
 export interface AgentOptions {
   url: string;
@@ -67,6 +71,11 @@ export interface AgentOptions {
   outbox?: OutboxOptions;
   /** Longest wait between two reconnect attempts (exponential backoff with jitter). */
   maxReconnectMs?: number;
+  /** End-to-end latency goal: the agent picks the most accurate operating point that
+   * meets it on its link (rate.ts); null or absent: the fixed `point`. */
+  latencyGoalMs?: number | null;
+  /** The edge's cap on the feature bit rate, kbit/s. */
+  maxKbps?: number | null;
   /** A local bundle store: bundles a config names that the device does not have are
    * fetched from the edge over the air into it (updater.ts). */
   bundles?: UpdaterOptions;
@@ -92,6 +101,8 @@ export interface AgentStats {
   restored: number;
   /** Wall time of run(), for the achieved frame rate. */
   elapsedMs: number;
+  /** Operating-point changes made by the rate controller, newest last (at most 1000). */
+  pointChanges: (RateDecision & { at: number })[];
 }
 
 interface Pending {
@@ -129,6 +140,7 @@ export class Agent {
     dropped: 0,
     restored: 0,
     elapsedMs: 0,
+    pointChanges: [],
   };
   private client!: MqttClient;
   private pipeline!: HeadPipeline;
@@ -153,6 +165,9 @@ export class Agent {
   private attempts = 0;
   /** Downloads of bundles over the air (null: no bundle store). */
   readonly updater: BundleUpdater | null;
+  /** Adaptive rate (null: a fixed point). */
+  private rate: RateController | null = null;
+  private switching = false;
 
   constructor(
     readonly opts: AgentOptions,
@@ -200,6 +215,7 @@ export class Agent {
   /** Load the head, connect, announce birth; resolves once connected. */
   async start(): Promise<void> {
     this.pipeline = await this.newPipeline(this.opts.bundle, this.opts.codec, this.opts.point);
+    this.configureRate();
     const options: IClientOptions = {
       clientId: deviceClientId(this.opts.fleet, this.opts.deviceId),
       clean: true,
@@ -313,6 +329,7 @@ export class Agent {
       this.pending.delete(r.frameId);
       this.forget(r.frameId);
       const latency = now - p.t0;
+      this.rate?.answered(p.frame.length, p.sentAt, now, latency);
       this.stats.results++;
       pushBounded(this.stats.latenciesMs, latency);
       if (p.label !== undefined) {
@@ -391,7 +408,15 @@ export class Agent {
       if (!same) {
         await this.swapPipeline(await this.newPipeline(bundle, s.codec, s.point));
       }
-      Object.assign(this.opts, { bundle, codec: s.codec, point: s.point, fps: s.fps });
+      Object.assign(this.opts, {
+        bundle,
+        codec: s.codec,
+        point: s.point,
+        fps: s.fps,
+        latencyGoalMs: s.latencyGoalMs,
+        maxKbps: s.maxKbps ?? null,
+      });
+      this.configureRate();
       this.configId = c.configId;
       log.info({ device: this.opts.deviceId, configId: c.configId, ...s }, 'config applied');
       await this.respond('config', null, this.ack(null));
@@ -407,6 +432,58 @@ export class Agent {
         this.ack(c.configId),
       );
     }
+  }
+
+  /** (Re)build the rate controller for the bundle, codec and goal in force: it needs the
+   * expected size and accuracy of every point, which a learned codec's manifest has. */
+  private configureRate(): void {
+    const goal = this.opts.latencyGoalMs ?? null;
+    const m = this.opts.bundle.manifest;
+    if (goal === null) {
+      this.rate = null;
+      return;
+    }
+    if (m.kind !== 'codec') {
+      log.warn(
+        { device: this.opts.deviceId, codec: this.opts.codec },
+        "a latency goal needs a learned codec (its manifest has each point's size and accuracy): the fixed point is kept",
+      );
+      this.rate = null;
+      return;
+    }
+    const points: RatePoint[] = m.codec.points.map((p) => ({
+      point: p.index,
+      label: p.label,
+      bytes: Math.ceil(p.bitsPerImage / 8) + FRAME_HEADER_BYTES,
+      top1: p.top1,
+    }));
+    this.rate = new RateController(
+      { latencyGoalMs: goal, fps: this.opts.fps ?? 0, maxKbps: this.opts.maxKbps ?? null, points },
+      this.opts.point,
+    );
+  }
+
+  /** Ask the rate controller; switch the head to the point it picks (between encodes). */
+  private adapt(): void {
+    if (!this.rate || this.switching || !this.ready) return;
+    const d = this.rate.decide(performance.now(), this.inFlight());
+    if (!d) return;
+    this.switching = true;
+    const { bundle, codec } = this.opts;
+    this.newPipeline(bundle, codec, d.to)
+      .then(async (next) => {
+        // a config may have replaced bundle or codec while the head loaded
+        if (bundle !== this.opts.bundle || codec !== this.opts.codec) return next.close();
+        await this.swapPipeline(next);
+        this.opts.point = d.to;
+        pushBounded(this.stats.pointChanges, { ...d, at: Date.now() }, 1000);
+        log.info({ device: this.opts.deviceId, ...d }, 'operating point changed');
+        await this.publishStatus();
+      })
+      .catch((e: Error) =>
+        log.warn({ device: this.opts.deviceId, err: e.message }, 'point change failed'),
+      )
+      .finally(() => (this.switching = false));
   }
 
   /** The bundle a config needs: the one running, a local one, or (when the config names a
@@ -503,6 +580,7 @@ export class Agent {
   }
 
   private sweep(): void {
+    this.adapt();
     const limit = performance.now() - (this.opts.resultTimeoutMs ?? 30_000);
     for (const [id, p] of this.pending) {
       // with an outbox only a frame sent and unanswered on this connection times out;
@@ -650,6 +728,7 @@ export class Agent {
     if (!this.ready) return;
     p.sentOn = this.conn;
     p.sentAt = performance.now();
+    this.rate?.sent(p.frame.length, p.sentAt);
     this.client.publish(this.topic('features'), p.frame, { qos: 1 }, (err) => {
       if (err)
         log.warn({ device: this.opts.deviceId, frameId, err: err.message }, 'publish failed');

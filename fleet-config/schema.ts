@@ -60,6 +60,14 @@ const SETTINGS: Record<keyof DeviceSettings, JsonSchema> = {
     maximum: 60000,
     default: null,
   },
+  maxKbps: {
+    title: 'Bit-rate cap (kbit/s)',
+    description:
+      "The edge's cap on the device's uplink: with a latency goal the agent never picks a point whose frames at its frame rate, with their MQTT/TCP/IP overhead, exceed this many kbit/s. null: no cap.",
+    type: ['number', 'null'],
+    exclusiveMinimum: 0,
+    default: null,
+  },
   fps: {
     title: 'Frames per second',
     description: 'Capture rate of the agent.',

@@ -484,7 +484,7 @@ export async function bundleFor(model: string, codec: string, zoo = ZOO_DIR): Pr
   const m = pickManifest(all, model, codec);
   if (!m) {
     throw new BundleError(
-      `no bundle for model ${JSON.stringify(model)} with codec ${codec}; the zoo has ${all.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'}`,
+      `unknown model ${JSON.stringify(model)} (with codec ${codec}); the zoo has ${all.map((x) => `${x.name}@${x.version}`).join(', ') || 'nothing'}`,
     );
   }
   return loadBundle(join(zoo, `${m.name}-v${m.version}`));

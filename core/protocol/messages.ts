@@ -130,6 +130,8 @@ export interface DeviceSettings {
   point: number;
   /** Latency goal in ms: the agent picks the best point that meets it (null: fixed point). */
   latencyGoalMs: number | null;
+  /** The edge's cap on the device's uplink, kbit/s with protocol overhead (null: none). */
+  maxKbps: number | null;
   /** Frames per second the agent captures. */
   fps: number;
   /** Image source: `sample`, a folder or a .tar.gz on the device. */

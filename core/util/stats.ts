@@ -18,7 +18,7 @@ export function round(x: number, digits = 2): number {
 }
 
 /** Append to a sample window that keeps at most `max` of the newest values. */
-export function pushBounded(values: number[], v: number, max = 100_000): void {
+export function pushBounded<T>(values: T[], v: T, max = 100_000): void {
   if (values.length >= max) values.splice(0, values.length - max + 1);
   values.push(v);
 }
