@@ -5,6 +5,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT, SAMPLE_DIR } from '../../core/paths.js';
+import { parseFleet } from '../../fleet-config/load.js';
+import { testEdge } from '../helpers/edge.js';
 
 function run(
   args: string[],
@@ -212,5 +214,33 @@ test('fleet validate: exit 0 on a valid file, 1 with file:line:col problems othe
     });
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('fleet rollout / jobs / models talk to a running edge; a refused rollout exits 1 with the reason', async (t) => {
+  const edge = await testEdge({
+    edgeId: 'edge-cli',
+    fleet: 'cli',
+    fleetFile: parseFleet('version: 1\nfleet: cli\ndevices:\n  cam: {}\n'),
+  });
+  try {
+    const at = ['--url', edge.url, '--fleet', 'cli', '--edge', 'edge-cli'];
+    const models = await run(['fleet', 'models', ...at, '--json']);
+    t.is(models.code, 0, models.stderr);
+    t.deepEqual(
+      (JSON.parse(models.stdout) as { ref: string }[]).map((m) => m.ref),
+      ['resnet9w05-cifar10@2'],
+    );
+    const bad = await run(['fleet', 'rollout', ...at, '--model', 'resnet9w05-cifar10@7']);
+    t.is(bad.code, 1);
+    t.regex(bad.stderr, /not in the edge's registry/);
+    const jobs = await run(['fleet', 'jobs', ...at, '--json']);
+    t.is(jobs.code, 0, jobs.stderr);
+    t.deepEqual(JSON.parse(jobs.stdout), []);
+    const none = await run(['fleet', 'rollback', ...at, 'job-x']);
+    t.is(none.code, 1);
+    t.regex(none.stderr, /no job job-x/);
+  } finally {
+    await edge.close();
   }
 });
