@@ -79,6 +79,24 @@ export async function edgeRequest<T>(
   return r.data as T;
 }
 
+type EdgeFlags = ConnectFlags & { fleet: string; edge: string };
+
+/** Connect to the edge the flags name, run `fn`, always disconnect. */
+async function atEdge(
+  o: EdgeFlags,
+  fn: (
+    request: <T>(op: string, body: Record<string, unknown>, timeoutMs?: number) => Promise<T>,
+  ) => Promise<void>,
+): Promise<void> {
+  const client = await connectEdge(o);
+  try {
+    const where = { fleet: o.fleet, edge: o.edge };
+    await fn((op, body, timeoutMs) => edgeRequest(client, where, op, body, timeoutMs));
+  } finally {
+    await client.endAsync();
+  }
+}
+
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'ROLLED_BACK']);
 
 function list(v: string): string[] {
@@ -168,16 +186,14 @@ export function addJobCommands(fleet: Command): void {
         applyTimeoutMs: o.applyTimeoutMs as number,
         autoRollback: o.autoRollback as boolean,
       };
-      const client = await connectEdge(o as ConnectFlags);
-      try {
-        const where = { fleet: o.fleet as string, edge: o.edge as string };
-        let job = await edgeRequest<RolloutJob>(client, where, 'rollout', { spec });
+      await atEdge(o as EdgeFlags, async (request) => {
+        let job = await request<RolloutJob>('rollout', { spec });
         process.stdout.write((o.json ? JSON.stringify(job) : `queued ${jobLine(job)}`) + '\n');
         if (!o.wait) return;
         let last = '';
         while (!TERMINAL.has(job.state)) {
           await new Promise((r) => setTimeout(r, 1000));
-          const jobs = await edgeRequest<RolloutJob[]>(client, where, 'jobs', {});
+          const jobs = await request<RolloutJob[]>('jobs', {});
           job = jobs.find((j) => j.jobId === job.jobId) ?? job;
           const line = jobLine(job);
           if (line !== last && !o.json) process.stdout.write(`${line}\n`);
@@ -185,9 +201,7 @@ export function addJobCommands(fleet: Command): void {
         }
         if (o.json) process.stdout.write(JSON.stringify(job) + '\n');
         process.exitCode = job.state === 'SUCCEEDED' ? 0 : 1;
-      } finally {
-        await client.endAsync();
-      }
+      });
     });
 
   target(fleet.command('rollback'))
@@ -195,48 +209,36 @@ export function addJobCommands(fleet: Command): void {
     .argument('<job>', 'job id (`fleet jobs`)')
     .option('--json', 'print the job as JSON')
     .action(async (jobId: string, o) => {
-      const client = await connectEdge(o as ConnectFlags);
-      try {
-        const where = { fleet: o.fleet as string, edge: o.edge as string };
-        const job = await edgeRequest<RolloutJob>(client, where, 'rollback', { jobId }, 180_000);
+      await atEdge(o as EdgeFlags, async (request) => {
+        const job = await request<RolloutJob>('rollback', { jobId }, 180_000);
         process.stdout.write((o.json ? JSON.stringify(job) : jobLine(job)) + '\n');
         process.exitCode = job.state === 'ROLLED_BACK' ? 0 : 1;
-      } finally {
-        await client.endAsync();
-      }
+      });
     });
 
   target(fleet.command('jobs'))
     .description('rollout jobs of an edge and their states')
     .option('--json', 'print the jobs as JSON')
     .action(async (o) => {
-      const client = await connectEdge(o as ConnectFlags);
-      try {
-        const where = { fleet: o.fleet as string, edge: o.edge as string };
-        const jobs = await edgeRequest<RolloutJob[]>(client, where, 'jobs', {});
+      await atEdge(o as EdgeFlags, async (request) => {
+        const jobs = await request<RolloutJob[]>('jobs', {});
         if (o.json) process.stdout.write(JSON.stringify(jobs) + '\n');
         else printJobs(jobs);
-      } finally {
-        await client.endAsync();
-      }
+      });
     });
 
   target(fleet.command('models'))
     .description('the bundles an edge serves to devices over the air')
     .option('--json', 'print them as JSON')
     .action(async (o) => {
-      const client = await connectEdge(o as ConnectFlags);
-      try {
-        const where = { fleet: o.fleet as string, edge: o.edge as string };
-        const models = await edgeRequest<RegistryListing[]>(client, where, 'models', {});
+      await atEdge(o as EdgeFlags, async (request) => {
+        const models = await request<RegistryListing[]>('models', {});
         if (o.json) process.stdout.write(JSON.stringify(models) + '\n');
         else
           for (const m of models)
             process.stdout.write(
-              `${m.ref} ${m.kind} manifest sha256 ${m.manifestSha256} files ${m.files.join(' ')}\n`,
+              `${m.ref} ${m.kind}${m.staged ? ' (staged)' : ''} manifest sha256 ${m.manifestSha256} files ${m.files.join(' ')}\n`,
             );
-      } finally {
-        await client.endAsync();
-      }
+      });
     });
 }

@@ -43,6 +43,26 @@ function agentFor(edge: Edge, dir: string, bundle: Bundle, extra: Partial<AgentO
   });
 }
 
+/** An edge serving the shipped model and, staged, a copy of it as `version`, with the
+ * fleet's camera pinned to that version; `done` removes everything. */
+async function otaEdge(version: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-ota-'));
+  const v2 = await shippedModel();
+  const staged = await bundleVersion(v2, join(dir, 'registry'), version);
+  const edge = await testEdge({
+    edgeId: 'edge-ota',
+    fleet: 'ota',
+    bundles: [v2],
+    staged: [staged],
+    fleetFile: parseFleet(fleetText(`resnet9w05-cifar10@${version}`)),
+  });
+  const done = async () => {
+    await edge.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  return { dir, v2, staged, edge, done };
+}
+
 const applied = (edge: Edge) => {
   const s = edge.configs().get('cam');
   return !!s && s.applied === s.wanted;
@@ -51,16 +71,7 @@ const applied = (edge: Edge) => {
 test.serial(
   'a bundle the device lacks is fetched in chunks; damaged chunks are asked for again; the new version runs',
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-ota-'));
-    const v2 = await shippedModel();
-    const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
-    const edge = await testEdge({
-      edgeId: 'edge-ota',
-      fleet: 'ota',
-      bundles: [v2],
-      staged: [v3],
-      fleetFile: parseFleet(fleetText('resnet9w05-cifar10@3')),
-    });
+    const { dir, v2, staged: v3, edge, done } = await otaEdge(3);
     // damage two chunks on their way to the device (one byte of the data each)
     let damaged = 0;
     interceptForward(edge.broker.aedes, (_id, p) => {
@@ -100,23 +111,13 @@ test.serial(
       t.is(agent.stats.errors, 0);
     } finally {
       await agent.stop(true);
-      await edge.close();
-      await rm(dir, { recursive: true, force: true });
+      await done();
     }
   },
 );
 
 test.serial('a download cut by an agent restart resumes where its part file ends', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'sf-ota-'));
-  const v2 = await shippedModel();
-  const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
-  const edge = await testEdge({
-    edgeId: 'edge-ota',
-    fleet: 'ota',
-    bundles: [v2],
-    staged: [v3],
-    fleetFile: parseFleet(fleetText('resnet9w05-cifar10@3')),
-  });
+  const { dir, v2, staged: v3, edge, done } = await otaEdge(3);
   let forwarded = 0;
   let blocked = true;
   interceptForward(edge.broker.aedes, (_id, p) => {
@@ -149,24 +150,14 @@ test.serial('a download cut by an agent restart resumes where its part file ends
   } finally {
     await first.stop(true);
     await second?.stop(true);
-    await edge.close();
-    await rm(dir, { recursive: true, force: true });
+    await done();
   }
 });
 
 test.serial(
   'a bundle whose file fails its sha256 is refused and never activated; the old model keeps running',
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-ota-'));
-    const v2 = await shippedModel();
-    const v4 = await bundleVersion(v2, join(dir, 'registry'), 4);
-    const edge = await testEdge({
-      edgeId: 'edge-ota',
-      fleet: 'ota',
-      bundles: [v2],
-      staged: [v4],
-      fleetFile: parseFleet(fleetText('resnet9w05-cifar10@4')),
-    });
+    const { dir, v2, staged: v4, edge, done } = await otaEdge(4);
     // the head file on the edge's disk is damaged after the edge loaded it
     const head = v4.file('head');
     const bytes = await readFile(head);
@@ -190,8 +181,7 @@ test.serial(
       t.is(agent.stats.errors, 0);
     } finally {
       await agent.stop(true);
-      await edge.close();
-      await rm(dir, { recursive: true, force: true });
+      await done();
     }
   },
 );
