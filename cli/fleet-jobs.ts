@@ -49,34 +49,39 @@ export async function edgeRequest<T>(
 ): Promise<T> {
   const id = randomUUID();
   const responseTopic = edgeOpTopic(where.fleet, where.edge, 'response', op);
+  let onMessage: (topic: string, payload: Buffer) => void = () => undefined;
+  let timer: NodeJS.Timeout | undefined;
   const answer = new Promise<OpResponse<T>>((resolve, reject) => {
-    const timer = setTimeout(
+    timer = setTimeout(
       () => reject(new Error(`no answer from edge ${where.edge} to ${op} in ${timeoutMs} ms`)),
       timeoutMs,
     );
-    const onMessage = (topic: string, payload: Buffer) => {
+    onMessage = (topic, payload) => {
       if (topic !== responseTopic) return;
       try {
         const r = JSON.parse(payload.toString('utf8')) as OpResponse<T>;
-        if (r.id !== id) return;
-        clearTimeout(timer);
-        client.off('message', onMessage);
-        resolve(r);
+        if (r.id === id) resolve(r);
       } catch {
         // not an answer
       }
     };
     client.on('message', onMessage);
   });
-  await client.subscribeAsync(responseTopic, { qos: 1 });
-  await client.publishAsync(
-    edgeOpTopic(where.fleet, where.edge, 'request', op),
-    JSON.stringify({ ...body, id }),
-    { qos: 1 },
-  );
-  const r = await answer;
-  if (r.status !== 'ok') throw new Error(r.error ?? `${op} failed`);
-  return r.data as T;
+  try {
+    await client.subscribeAsync(responseTopic, { qos: 1 });
+    await client.publishAsync(
+      edgeOpTopic(where.fleet, where.edge, 'request', op),
+      JSON.stringify({ ...body, id }),
+      { qos: 1 },
+    );
+    const r = await answer;
+    if (r.status !== 'ok') throw new Error(r.error ?? `${op} failed`);
+    return r.data as T;
+  } finally {
+    clearTimeout(timer);
+    client.off('message', onMessage);
+    answer.catch(() => undefined);
+  }
 }
 
 type EdgeFlags = ConnectFlags & { fleet: string; edge: string };

@@ -168,6 +168,8 @@ export class Agent {
   /** Adaptive rate (null: a fixed point). */
   private rate: RateController | null = null;
   private switching = false;
+  /** Bumped by every config applied: a rate switch started under an older one is dropped. */
+  private configGen = 0;
 
   constructor(
     readonly opts: AgentOptions,
@@ -393,7 +395,12 @@ export class Agent {
 
   /** Apply a config without a restart, or refuse it with the reason and keep the old one. */
   private async applyConfig(c: ConfigMessage): Promise<void> {
-    if (c.configId === this.configId) return; // a redelivery of what runs
+    if (c.configId === this.configId) {
+      // a redelivery of what runs: say so again (the edge may have lost the first answer)
+      await this.respond('config', null, this.ack(null));
+      return;
+    }
+    this.configGen++; // a point change in flight must not outlive this config
     const s = c.settings;
     try {
       if (c.device !== this.opts.deviceId) throw new Error(`config is for ${c.device}`);
@@ -470,11 +477,13 @@ export class Agent {
     if (!d) return;
     this.switching = true;
     const { bundle, codec } = this.opts;
+    const gen = this.configGen;
     this.newPipeline(bundle, codec, d.to)
       .then(async (next) => {
-        // a config may have replaced bundle or codec while the head loaded
-        if (bundle !== this.opts.bundle || codec !== this.opts.codec) return next.close();
+        // a config applied while the head loaded wins
+        if (gen !== this.configGen) return next.close();
         await this.swapPipeline(next);
+        if (gen !== this.configGen) return; // the config's own head follows at once
         this.opts.point = d.to;
         pushBounded(this.stats.pointChanges, { ...d, at: Date.now() }, 1000);
         log.info({ device: this.opts.deviceId, ...d }, 'operating point changed');

@@ -156,8 +156,19 @@ export class BundleUpdater {
     return loadBundle(final, 'device');
   }
 
-  /** Download one file into `dir` (resuming its .part), verify it; returns its bytes. */
+  /** Download one file into `dir` (resuming its .part), verify it; returns its bytes. A
+   * part longer than the file on the edge (a different file) is dropped and fetched anew. */
   private async file(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
+    try {
+      return await this.fileOnce(bundle, dir, file, want);
+    } catch (e) {
+      if (!(e instanceof PartTooLong)) throw e;
+      await rm(`${join(dir, file)}.part`, { force: true });
+      return this.fileOnce(bundle, dir, file, want);
+    }
+  }
+
+  private async fileOnce(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
     const done = join(dir, file);
     const ready = await readFile(done).catch(() => null);
     if (ready && sha256(ready) === want) return ready;
@@ -189,7 +200,7 @@ export class BundleUpdater {
           throw new OtaError(`${file} is too large (${c.total} B)`);
         if (total === Number.POSITIVE_INFINITY) {
           total = c.total;
-          if (offset > total) throw new OtaError(`${file}: local part is longer than the file`);
+          if (offset > total) throw new PartTooLong(`${file}: local part is longer than the file`);
         }
         if (c.offset !== at || c.data.byteLength !== Math.min(size, total - at)) {
           throw new OtaError(`${file}: asked for ${at}, got ${c.offset} (+${c.data.byteLength})`);
@@ -268,3 +279,4 @@ export class BundleUpdater {
 }
 
 class TimeoutError extends OtaError {}
+class PartTooLong extends OtaError {}

@@ -22,7 +22,7 @@ import { Ajv } from 'ajv';
 import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_BASE, deviceClientId, ID_PATTERN } from '../core/protocol/topics.js';
+import { DEFAULT_BASE, deviceClientId, filterWithin, ID_PATTERN } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 
 export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
@@ -150,20 +150,6 @@ export interface AccessStats {
 interface Session {
   user: string;
   cred: Credential;
-}
-
-/** Whether every topic the filter `sub` can match is matched by the filter `outer`
- * (a plain topic is a filter that matches itself: publish checks use this too). */
-function filterWithin(sub: string, outer: string): boolean {
-  const s = sub.split('/');
-  const o = outer.split('/');
-  for (let i = 0; i < s.length; i++) {
-    if (o[i] === '#') return true;
-    if (i >= o.length || s[i] === '#') return false;
-    if (o[i] === '+') continue;
-    if (s[i] === '+' || s[i] !== o[i]) return false;
-  }
-  return s.length === o.length;
 }
 
 export class Access {

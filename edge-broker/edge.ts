@@ -34,7 +34,7 @@ import {
   parseTopic,
 } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
-import { effectiveConfig } from '../fleet-config/effective.js';
+import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
 import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
 import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
@@ -76,6 +76,8 @@ export interface DeviceConfigState {
   applied: string | null;
   /** The reason of the device's last refusal, if its last answer was one. */
   refused: string | null;
+  /** The config id it refused last (null: its last answer was no refusal). */
+  refusedId: string | null;
 }
 
 export interface EdgeStats {
@@ -210,7 +212,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   ) => {
     stats.errors++;
     monitor.error(fleetId, deviceId, code);
-    rollouts.error(deviceId);
+    if (fleetId === fleetOf?.fleet) rollouts.error(deviceId);
     const msg: ErrorMessage = {
       v: RESULT_VERSION,
       deviceId,
@@ -270,12 +272,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
           result.codec,
           result.latency.edgeMs,
         );
-        rollouts.result(
-          t.deviceId,
-          `${result.model}@${result.modelVersion}`,
-          result.score,
-          result.latency.edgeMs,
-        );
+        if (t.fleet === fleetOf?.fleet)
+          rollouts.result(
+            t.deviceId,
+            `${result.model}@${result.modelVersion}`,
+            result.score,
+            result.latency.edgeMs,
+          );
         for (const fn of resultListeners) {
           try {
             fn(result);
@@ -308,13 +311,16 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   let fleetOf: FleetFile | null = null;
   const onConfigAck = (packet: AedesPublishPacket, cb: () => void) => {
     cb();
-    const dev = packet.topic.split('/')[3];
-    const st = dev !== undefined ? configStates.get(dev) : undefined;
+    const [, fl, , dev] = packet.topic.split('/');
+    // configs are tracked for the fleet file's fleet only (a device of another fleet may
+    // carry the same id)
+    const st = dev !== undefined && fl === fleetOf?.fleet ? configStates.get(dev) : undefined;
     if (!st) return;
     try {
       const r = JSON.parse((packet.payload as Buffer).toString('utf8')) as OpResponse<ConfigAck>;
       st.applied = r.data?.configId ?? null;
       st.refused = r.status === 'error' ? r.error : null;
+      st.refusedId = r.status === 'error' ? (r.data?.refused ?? null) : null;
     } catch {
       log.warn({ topic: packet.topic }, 'unreadable config answer');
     }
@@ -327,8 +333,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     for (const device of devices) {
       if (!(device in f.devices)) continue;
       const c = effectiveConfig(f, device, rollouts.overrideFor(device));
-      const { fleet: fl, device: d, group, configId, ...settings } = c;
+      const { fleet: fl, device: d, group, configId: settingsId, ...settings } = c;
       const bundle = registry.resolve(settings.model, settings.codec) ?? undefined;
+      // the id names the bundle too: a new bundle for the same settings is a new config
+      const configId = bundle ? configIdWithBundle(settingsId, bundle) : settingsId;
       const msg: ConfigMessage = {
         v: CONFIG_VERSION,
         configId,
@@ -340,10 +348,13 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         ts: Date.now(),
       };
       const prev = configStates.get(device);
+      const same = prev?.wanted === configId;
       configStates.set(device, {
         wanted: configId,
         applied: prev?.applied ?? null,
-        refused: prev?.refused ?? null,
+        // a refusal of an earlier config says nothing about this one
+        refused: same ? (prev?.refused ?? null) : null,
+        refusedId: same ? (prev?.refusedId ?? null) : null,
       });
       await publish(deviceTopic(f.fleet, device, 'config', base), msg, true);
     }
@@ -354,6 +365,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     }
     const before = fleetOf;
     fleetOf = f;
+    if (before && before.fleet !== f.fleet) configStates.clear();
     await publishConfigs(f, Object.keys(f.devices));
     for (const device of Object.keys(before?.devices ?? {})) {
       if (!(device in f.devices)) {
@@ -362,9 +374,20 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       }
     }
     log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
+    rollouts.resume(); // queued jobs wait for a fleet file
   };
-  if (opts.fleetFile) await applyFleet(opts.fleetFile);
-  await rollouts.load();
+  // saved jobs first: their pins belong in the first configs published
+  try {
+    await rollouts.load();
+    if (opts.fleetFile) await applyFleet(opts.fleetFile);
+  } catch (e) {
+    // a fleet file for another fleet: nothing started may stay open
+    await rollouts.close();
+    await ota.stop();
+    await pool.close();
+    await broker.close();
+    throw e;
+  }
 
   // operator commands: <base>/<fleet>/edge/<id>/request/<op> -> .../response/<op>
   const opsFilter = edgeOpTopic('+', edgeId, 'request', '+', base);
@@ -386,6 +409,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         id = typeof body.id === 'string' ? body.id : null;
       } catch {
         return reply(null, 'request body is not a JSON object');
+      }
+      const served = fleetOf?.fleet ?? statusFleet;
+      if (fl !== served) {
+        return reply(null, `this edge runs fleet ${served}, not ${fl}`);
       }
       try {
         switch (op) {

@@ -96,8 +96,8 @@ export class ModelRegistry {
     const fh = await open(path, 'r');
     try {
       const total = (await fh.stat()).size;
-      if (req.offset > total) throw new OtaError(`offset ${req.offset} is past the end (${total})`);
-      const data = Buffer.alloc(Math.min(req.length, total - req.offset));
+      // past the end: no bytes, and the size, so the device can see its part is too long
+      const data = Buffer.alloc(Math.max(0, Math.min(req.length, total - req.offset)));
       const { bytesRead } = await fh.read(data, 0, data.length, req.offset);
       const got = data.subarray(0, bytesRead);
       return {
@@ -122,6 +122,9 @@ export interface OtaStats {
   refused: number;
 }
 
+/** Chunk reads in flight per device; more are refused (a device asks four ahead). */
+const MAX_READS_PER_DEVICE = 16;
+
 /** Answer every device's fetch requests from `registry`; returns the stats and a stop. */
 export async function serveRegistry(
   aedes: Aedes,
@@ -129,6 +132,7 @@ export async function serveRegistry(
   opts: { fleet: string; base: string },
 ): Promise<{ stats: OtaStats; stop: () => Promise<void> }> {
   const stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
+  const reading = new Map<string, number>();
   const reply = (topic: string, body: Chunk | ChunkError) =>
     new Promise<void>((resolve) =>
       aedes.publish(
@@ -153,27 +157,49 @@ export async function serveRegistry(
       void reply(to, { v: OTA_VERSION, id: '-', bundle: '-', file: '-', error: String(e) });
       return;
     }
-    registry.read(req).then(
-      (chunk) => {
-        stats.chunks++;
-        stats.bytes += chunk.data.byteLength;
-        return reply(to, chunk);
-      },
-      (e: unknown) => {
-        stats.refused++;
-        log.warn(
-          { device: t.deviceId, bundle: req.bundle, file: req.file, err: String(e) },
-          'fetch refused',
-        );
-        return reply(to, {
-          v: OTA_VERSION,
-          id: req.id,
-          bundle: req.bundle,
-          file: req.file,
-          error: e instanceof Error ? e.message : String(e),
-        });
-      },
-    );
+    const who = `${t.fleet}/${t.deviceId}`;
+    const busy = reading.get(who) ?? 0;
+    if (busy >= MAX_READS_PER_DEVICE) {
+      stats.refused++;
+      void reply(to, {
+        v: OTA_VERSION,
+        id: req.id,
+        bundle: req.bundle,
+        file: req.file,
+        error: `more than ${MAX_READS_PER_DEVICE} fetches in flight; ask again later`,
+      });
+      return;
+    }
+    reading.set(who, busy + 1);
+    const done = () => {
+      const n = (reading.get(who) ?? 1) - 1;
+      if (n > 0) reading.set(who, n);
+      else reading.delete(who);
+    };
+    registry
+      .read(req)
+      .finally(done)
+      .then(
+        (chunk) => {
+          stats.chunks++;
+          stats.bytes += chunk.data.byteLength;
+          return reply(to, chunk);
+        },
+        (e: unknown) => {
+          stats.refused++;
+          log.warn(
+            { device: t.deviceId, bundle: req.bundle, file: req.file, err: String(e) },
+            'fetch refused',
+          );
+          return reply(to, {
+            v: OTA_VERSION,
+            id: req.id,
+            bundle: req.bundle,
+            file: req.file,
+            error: e instanceof Error ? e.message : String(e),
+          });
+        },
+      );
   };
   const filter = deviceFilter('fetch', opts.fleet, opts.base);
   await new Promise<void>((r) => aedes.subscribe(filter, onFetch, r));

@@ -18,7 +18,7 @@
  * IN_PROGRESS job found at start is rolled back).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readFile, rename } from 'node:fs/promises';
 import { Gauge, type Registry } from 'prom-client';
 import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
 import { log } from '../core/util/log.js';
@@ -99,7 +99,9 @@ export interface RolloutHost {
   /** The config id the edge wants a device to run, what it runs, and its last refusal. */
   configState(
     device: string,
-  ): { wanted: string; applied: string | null; refused: string | null } | undefined;
+  ):
+    | { wanted: string; applied: string | null; refused: string | null; refusedId: string | null }
+    | undefined;
   /** Called on every job change (the edge publishes the list retained). */
   changed(jobs: RolloutJob[]): void;
 }
@@ -157,15 +159,37 @@ export class RolloutManager {
     if (!file) return;
     const text = await readFile(file, 'utf8').catch(() => null);
     if (text === null) return;
+    let jobs: unknown;
     try {
-      this.jobs = (JSON.parse(text) as { jobs: RolloutJob[] }).jobs;
-    } catch (e) {
-      throw new RolloutError(`cannot read rollout state ${file}: ${(e as Error).message}`);
+      jobs = (JSON.parse(text) as { jobs?: unknown }).jobs;
+    } catch {
+      jobs = null;
     }
+    const valid =
+      Array.isArray(jobs) &&
+      jobs.every(
+        (j: Partial<RolloutJob> | null) =>
+          !!j &&
+          typeof j.jobId === 'string' &&
+          JOB_STATES.includes(j.state!) &&
+          Array.isArray(j.deployed) &&
+          typeof j.spec?.model === 'string',
+      );
+    if (!valid) {
+      // a damaged state file must not keep the edge down: keep it aside and start afresh
+      await rename(file, `${file}.corrupt-${Date.now()}`).catch(() => undefined);
+      log.error({ file }, 'rollout state unreadable: moved aside, no jobs restored');
+      return;
+    }
+    this.jobs = jobs as RolloutJob[];
     for (const j of this.jobs) {
       if (j.state === 'IN_PROGRESS')
         this.finish(j, 'ROLLED_BACK', 'the edge restarted during the rollout');
     }
+  }
+
+  /** Start queued jobs (the edge calls it once a fleet file is in force). */
+  resume(): void {
     this.kick();
   }
 
@@ -273,8 +297,14 @@ export class RolloutManager {
     await this.saving;
   }
 
-  private pin(j: RolloutJob): Partial<DeviceSettings> {
-    const m = this.host.registry.get(j.spec.model)!.bundle.manifest;
+  private pin(j: RolloutJob): Partial<DeviceSettings> | undefined {
+    const entry = this.host.registry.get(j.spec.model);
+    if (!entry) {
+      // the edge restarted without the job's bundle: its devices fall back to the file
+      log.warn({ job: j.jobId, model: j.spec.model }, 'pinned model not in the registry');
+      return undefined;
+    }
+    const m = entry.bundle.manifest;
     return m.kind === 'codec'
       ? { model: j.spec.model, codec: m.codec.method }
       : { model: j.spec.model };
@@ -344,8 +374,7 @@ export class RolloutManager {
         const st = this.host.configState(d);
         if (!st) return `device ${d} left the fleet`;
         if (st.applied === st.wanted) continue;
-        if (st.refused && st.refused.includes(st.wanted))
-          return `device ${d} refused the new config: ${st.refused}`;
+        if (st.refusedId === st.wanted) return `device ${d} refused the new config: ${st.refused}`;
         all = false;
       }
       if (all) return null;
@@ -470,7 +499,14 @@ export class RolloutManager {
     const body = JSON.stringify({ jobs: this.jobs }, null, 1);
     this.saving = this.saving
       .then(async () => {
-        await writeFile(`${file}.tmp`, body);
+        // written, flushed to disk, then renamed over the old file: never half a file
+        const fh = await open(`${file}.tmp`, 'w');
+        try {
+          await fh.writeFile(body);
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
         await rename(`${file}.tmp`, file);
       })
       .catch((e: unknown) => log.error({ file, err: String(e) }, 'rollout state not saved'));

@@ -46,3 +46,12 @@ export function effectiveConfig(
 export function effectiveConfigs(fleet: FleetFile): Map<string, EffectiveConfig> {
   return new Map(Object.keys(fleet.devices).map((d) => [d, effectiveConfig(fleet, d)]));
 }
+
+/** The config id of settings served with a registry bundle: the settings' id and the
+ * bundle's manifest hash, so a new bundle for the same settings is a new config. */
+export function configIdWithBundle(settingsId: string, bundle: { manifestSha256: string }): string {
+  return createHash('sha256')
+    .update(`${settingsId}/${bundle.manifestSha256}`)
+    .digest('hex')
+    .slice(0, 16);
+}

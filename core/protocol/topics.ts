@@ -152,3 +152,17 @@ export function deviceClientId(fleet: string, deviceId: string): string {
     ? plain
     : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
 }
+
+/** Whether every topic the filter `sub` can match is matched by the filter `outer`
+ * (a plain topic is a filter that matches itself: publish checks use this too). */
+export function filterWithin(sub: string, outer: string): boolean {
+  const s = sub.split('/');
+  const o = outer.split('/');
+  for (let i = 0; i < s.length; i++) {
+    if (o[i] === '#') return true;
+    if (i >= o.length || s[i] === '#') return false;
+    if (o[i] === '+') continue;
+    if (s[i] === '+' || s[i] !== o[i]) return false;
+  }
+  return s.length === o.length;
+}

@@ -5,7 +5,7 @@
  * as `splitfleet fleet rollback` sends it) returns them to the version they ran.
  */
 import test from 'ava';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
@@ -14,6 +14,8 @@ import type { Edge } from '../../edge-broker/edge.js';
 import type { RolloutJob } from '../../edge-broker/rollout.js';
 import { bundleFor } from '../../core/model/bundle.js';
 import { parseFleet } from '../../fleet-config/load.js';
+import type { ConfigMessage } from '../../core/protocol/messages.js';
+import { deviceFilter } from '../../core/protocol/topics.js';
 import { edgeRequest } from '../../cli/fleet-jobs.js';
 import { bundleVersion } from '../helpers/bundles.js';
 import { testEdge } from '../helpers/edge.js';
@@ -211,6 +213,53 @@ test.serial(
       t.regex(after!.reason!, /restarted/);
       t.is(edge.rollouts.overrideFor('cam-a'), undefined);
     } finally {
+      await edge.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+test.serial(
+  "a succeeded job's pin is in the first configs after a restart; a damaged state file is set aside",
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
+    const v2 = await shippedModel();
+    const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
+    const job = {
+      jobId: 'job-kept',
+      state: 'SUCCEEDED',
+      spec: { model: 'resnet9w05-cifar10@3', devices: ['cam-a'] },
+      deployed: ['cam-a'],
+    };
+    await writeFile(join(dir, 'jobs.json'), JSON.stringify({ jobs: [job] }));
+    const opts = {
+      edgeId: 'edge-ro',
+      fleet: 'ro',
+      bundles: [v2],
+      staged: [v3],
+      fleetFile: parseFleet(FLEET),
+      stateDir: dir,
+    };
+    let edge = await testEdge(opts);
+    const sub = await connectAsync(edge.url, { reconnectPeriod: 0 });
+    try {
+      const configs = new Map<string, ConfigMessage>();
+      sub.on('message', (topic, p) =>
+        configs.set(topic.split('/')[3]!, JSON.parse(p.toString()) as ConfigMessage),
+      );
+      await sub.subscribeAsync(deviceFilter('config', 'ro'), { qos: 1 });
+      await waitFor(() => configs.size === 3);
+      t.is(configs.get('cam-a')!.settings.model, 'resnet9w05-cifar10@3');
+      t.is(configs.get('cam-a')!.bundle!.manifestSha256, v3.manifestSha256);
+      t.is(configs.get('cam-b')!.settings.model, 'resnet9w05-cifar10');
+      await sub.endAsync();
+      await edge.close();
+      await writeFile(join(dir, 'jobs.json'), '{"jobs": nul');
+      edge = await testEdge(opts);
+      t.deepEqual(edge.rollouts.list(), []);
+      t.true((await readdir(dir)).some((f) => f.startsWith('jobs.json.corrupt-')));
+    } finally {
+      await sub.endAsync();
       await edge.close();
       await rm(dir, { recursive: true, force: true });
     }
