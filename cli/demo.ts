@@ -65,7 +65,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     `splitfleet demo: edge broker on ${edge.url} (WebSocket ${edge.wsUrl ?? 'off'})\n` +
       `  watch results:  mosquitto_sub -L '${edge.url}/${deviceFilter('result', 'demo')}' -v\n` +
       `  model ${m.name}@${m.version}, split after ${describeSplit(m)}, ` +
-      `codec ${codec.name} point ${opts.point}, ${opts.devices} devices, ${opts.frames} frames\n\n`,
+      `codec ${codec.name} point ${opts.point}, ${opts.devices} devices, ${opts.frames} frames\n` +
+      `  Node-RED:       splitfleet edge --node-red starts the flow editor on http://127.0.0.1:1880/\n` +
+      `                  and the live dashboard on http://127.0.0.1:1880/dashboard (flows/)\n\n`,
   );
 
   const per = Math.floor(opts.frames / opts.devices);

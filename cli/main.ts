@@ -7,6 +7,7 @@ import { watchFile } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge } from '../edge-broker/edge.js';
+import { startNodeRed } from '../edge-broker/node-red.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
 import {
@@ -133,6 +134,15 @@ program
     'staged bundles: decoded, and sent to devices over the air, where a rollout or a name@version asks for them',
   )
   .option('--state-dir <dir>', 'where the edge keeps rollout jobs (jobs.json) across restarts')
+  .option(
+    '--node-red',
+    'also start Node-RED: editor on --node-red-port, dashboard on /dashboard, splitfleet nodes and example flows',
+  )
+  .option('--node-red-port <n>', 'Node-RED HTTP port', int(0, 65535), 1880)
+  .option(
+    '--node-red-dir <dir>',
+    "Node-RED's user folder (flows, credentials); default <state-dir>/node-red or .splitfleet/node-red",
+  )
   .action(async (o) => {
     const bundles = await Promise.all((o.model as string[]).map(model));
     const staged: Bundle[] = [];
@@ -172,6 +182,23 @@ program
       edgeId: o.edgeId,
       stateDir: (o.stateDir as string | undefined) ?? null,
     });
+    const nodeRed = o.nodeRed
+      ? await startNodeRed({
+          port: o.nodeRedPort as number,
+          host: o.host as string,
+          userDir:
+            (o.nodeRedDir as string | undefined) ??
+            join((o.stateDir as string | undefined) ?? '.splitfleet', 'node-red'),
+          edgeUrl: `mqtt://127.0.0.1:${new URL(edge.url).port}`,
+          username: process.env.SPLITFLEET_NODE_RED_USER,
+          password: process.env.SPLITFLEET_NODE_RED_PASSWORD,
+        })
+      : null;
+    if (nodeRed) {
+      process.stdout.write(
+        `Node-RED editor on ${nodeRed.url}/, dashboard on ${nodeRed.dashboardUrl}\n`,
+      );
+    }
     process.stdout.write(
       `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}\n`,
     );
@@ -193,6 +220,7 @@ program
     }
     const stop = async () => {
       process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
+      await nodeRed?.close();
       await edge.close();
       process.exit(0);
     };

@@ -1,0 +1,217 @@
+// @ts-check
+/**
+ * `splitfleet-edge`: the config node for one connection to a splitfleet edge (its MQTT
+ * broker), shared by every splitfleet node that names it. It owns the MQTT client, the
+ * subscriptions of its users (each topic filter subscribed once, messages fanned out),
+ * the groups of the fleet's devices (learned from their retained configs), and
+ * request/response calls (`.../request/<op>` -> `.../response/<op>` with a correlation id).
+ */
+'use strict';
+
+const { randomUUID } = require('node:crypto');
+const { readFileSync } = require('node:fs');
+const mqtt = require('mqtt');
+const { filterWithin } = require('../lib/core/protocol/topics.js');
+
+/** @typedef {(topic: string, payload: Buffer) => void} Handler */
+/** @typedef {{ fill: 'green' | 'yellow' | 'red' | 'grey', shape: 'dot' | 'ring', text: string }} Status */
+
+/** @param {import('node-red').NodeAPI} RED */
+module.exports = function (RED) {
+  /**
+   * @this {any}
+   * @param {any} config
+   */
+  function SplitfleetEdgeNode(config) {
+    RED.nodes.createNode(this, config);
+    const node = this;
+    node.url = String(config.url || 'mqtt://127.0.0.1:1883');
+    node.base = String(config.base || 'splitfleet');
+    node.fleet = String(config.fleet || '+');
+    /** @type {mqtt.MqttClient | null} */
+    let client = null;
+    /** @type {Map<string, Set<Handler>>} */
+    const subs = new Map();
+    /** @type {Set<(s: Status) => void>} */
+    const watchers = new Set();
+    /** @type {Map<string, string | null>} "fleet/device" -> group */
+    const groups = new Map();
+    /** @type {Status} */
+    let status = { fill: 'grey', shape: 'ring', text: 'not connected' };
+
+    /** @param {Status} s */
+    const setStatus = (s) => {
+      status = s;
+      for (const w of watchers) w(s);
+    };
+
+    const connect = () => {
+      if (client) return client;
+      const creds = node.credentials || {};
+      /** @type {mqtt.IClientOptions} */
+      const opts = {
+        clientId: `nodered-sf-${randomUUID().slice(0, 8)}`,
+        reconnectPeriod: 2000,
+        connectTimeout: 10_000,
+        protocolVersion: 4,
+      };
+      if (creds.username) {
+        opts.username = creds.username;
+        opts.password = creds.password || '';
+      }
+      if (config.ca) {
+        try {
+          opts.ca = readFileSync(String(config.ca));
+        } catch (e) {
+          node.error(`cannot read CA file ${config.ca}: ${/** @type {Error} */ (e).message}`);
+        }
+      }
+      setStatus({ fill: 'yellow', shape: 'ring', text: 'connecting' });
+      const c = mqtt.connect(node.url, opts);
+      client = c;
+      c.on('connect', () => {
+        setStatus({ fill: 'green', shape: 'dot', text: 'connected' });
+        const filters = [...subs.keys(), `${node.base}/${node.fleet}/device/+/config`];
+        c.subscribe(filters, { qos: 1 }, (err, granted) => {
+          const refused = (granted || []).filter((g) => g.qos === 128).map((g) => g.topic);
+          if (err || refused.length) {
+            node.warn(`subscription refused by the edge: ${refused.join(', ') || String(err)}`);
+          }
+        });
+      });
+      c.on('close', () => {
+        if (status.text !== 'closed')
+          setStatus({ fill: 'red', shape: 'ring', text: 'disconnected' });
+      });
+      c.on('error', (err) => {
+        const bad = /not authori[sz]ed|bad user ?name or password/i.test(err.message);
+        setStatus({
+          fill: 'red',
+          shape: 'ring',
+          text: bad ? 'login refused' : err.message.slice(0, 40),
+        });
+        node.error(`splitfleet edge ${node.url}: ${err.message}`);
+      });
+      c.on('message', (topic, payload) => {
+        const parts = topic.split('/');
+        if (parts.length === 5 && parts[2] === 'device' && parts[4] === 'config') {
+          try {
+            const cfg = payload.length ? JSON.parse(payload.toString('utf8')) : null;
+            groups.set(`${parts[1]}/${parts[3]}`, cfg ? (cfg.group ?? null) : null);
+          } catch {
+            // not a config message
+          }
+        }
+        for (const [filter, handlers] of subs) {
+          if (!filterWithin(topic, filter)) continue;
+          for (const h of handlers) {
+            try {
+              h(topic, payload);
+            } catch (e) {
+              node.warn(`handler failed on ${topic}: ${/** @type {Error} */ (e).message}`);
+            }
+          }
+        }
+      });
+      return c;
+    };
+
+    /** Register a node using this connection (and its status dot); returns the release. */
+    node.register = (/** @type {(s: Status) => void} */ onStatus) => {
+      watchers.add(onStatus);
+      onStatus(status);
+      connect();
+      return () => {
+        watchers.delete(onStatus);
+      };
+    };
+
+    /** Subscribe `fn` to a topic filter; returns the unsubscribe. */
+    node.subscribe = (/** @type {string} */ filter, /** @type {Handler} */ fn) => {
+      let set = subs.get(filter);
+      if (!set) {
+        set = new Set();
+        subs.set(filter, set);
+        if (client && client.connected) client.subscribe(filter, { qos: 1 });
+      }
+      set.add(fn);
+      return () => {
+        const s = subs.get(filter);
+        if (!s) return;
+        s.delete(fn);
+        if (s.size === 0) {
+          subs.delete(filter);
+          if (client && client.connected) client.unsubscribe(filter);
+        }
+      };
+    };
+
+    /** The group of a device, from its retained config (null: none known). */
+    node.groupOf = (/** @type {string} */ fleet, /** @type {string} */ device) =>
+      groups.get(`${fleet}/${device}`) ?? null;
+
+    /**
+     * Send a request and wait for its response; resolves `{status, data, error, id}`.
+     * @param {string} prefix `<base>/<fleet>/device/<id>` or `<base>/<fleet>/edge/<id>`
+     * @param {string} op
+     * @param {Record<string, unknown>} body
+     * @param {number} timeoutMs
+     */
+    node.request = (prefix, op, body, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const c = connect();
+        const id = randomUUID();
+        const responseTopic = `${prefix}/response/${op}`;
+        /** @type {() => void} */
+        let release = () => undefined;
+        const timer = setTimeout(() => {
+          release();
+          reject(new Error(`no answer to ${op} from ${prefix} within ${timeoutMs} ms`));
+        }, timeoutMs);
+        release = node.subscribe(
+          responseTopic,
+          (/** @type {string} */ _t, /** @type {Buffer} */ p) => {
+            let r;
+            try {
+              r = JSON.parse(p.toString('utf8'));
+            } catch {
+              return;
+            }
+            if (!r || r.id !== id) return;
+            clearTimeout(timer);
+            release();
+            resolve(r);
+          },
+        );
+        const send = () =>
+          c.publish(
+            `${prefix}/request/${op}`,
+            JSON.stringify({ ...body, id }),
+            { qos: 1 },
+            (err) => {
+              if (err) {
+                clearTimeout(timer);
+                release();
+                reject(err);
+              }
+            },
+          );
+        // subscribe first (on connect, or now) so the answer cannot arrive before it
+        if (c.connected) c.subscribe(responseTopic, { qos: 1 }, () => send());
+        else c.once('connect', () => setTimeout(send, 50));
+      });
+
+    node.on('close', (/** @type {boolean} */ _removed, /** @type {() => void} */ done) => {
+      setStatus({ fill: 'grey', shape: 'ring', text: 'closed' });
+      subs.clear();
+      const c = client;
+      client = null;
+      if (c) c.end(true, {}, () => done());
+      else done();
+    });
+  }
+
+  RED.nodes.registerType('splitfleet-edge', SplitfleetEdgeNode, {
+    credentials: { username: { type: 'text' }, password: { type: 'password' } },
+  });
+};

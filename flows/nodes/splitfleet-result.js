@@ -1,0 +1,61 @@
+// @ts-check
+/**
+ * `splitfleet result`: every result the edge publishes, as a message, filtered by fleet,
+ * group, device, label and minimum score. msg.payload is the result (JSON as published),
+ * msg.topic its topic, msg.fleet / msg.device / msg.group where it came from.
+ */
+'use strict';
+
+const { parseResult } = require('../lib/core/protocol/messages.js');
+
+/** @param {import('node-red').NodeAPI} RED */
+module.exports = function (RED) {
+  /**
+   * @this {any}
+   * @param {any} config
+   */
+  function SplitfleetResultNode(config) {
+    RED.nodes.createNode(this, config);
+    const node = this;
+    const edge = /** @type {import('./types').SplitfleetEdge | null} */ (
+      RED.nodes.getNode(config.edge)
+    );
+    if (!edge) {
+      node.status({ fill: 'red', shape: 'ring', text: 'no edge configured' });
+      return;
+    }
+    const fleet = String(config.fleet || edge.fleet || '+');
+    const device = String(config.device || '+');
+    const group = String(config.group || '');
+    const labels = String(config.label || '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const minScore = Number(config.minScore || 0);
+    let seen = 0;
+    const release = edge.register((/** @type {any} */ s) => node.status(s));
+    const off = edge.subscribe(
+      `${edge.base}/${fleet}/device/${device}/result`,
+      (/** @type {string} */ topic, /** @type {Buffer} */ payload) => {
+        const parts = topic.split('/');
+        const r = parseResult(payload);
+        if (!r) {
+          node.warn(`not a splitfleet result on ${topic}`);
+          return;
+        }
+        const g = edge.groupOf(parts[1], parts[3]);
+        if (group && g !== group) return;
+        if (labels.length && !labels.includes(r.label)) return;
+        if (r.score < minScore) return;
+        seen++;
+        node.send({ topic, payload: r, fleet: parts[1], device: parts[3], group: g });
+        if (seen % 10 === 1) node.status({ fill: 'green', shape: 'dot', text: `${seen} results` });
+      },
+    );
+    node.on('close', () => {
+      off();
+      release();
+    });
+  }
+  RED.nodes.registerType('splitfleet-result', SplitfleetResultNode);
+};
