@@ -12,6 +12,7 @@ import type { Edge } from '../../edge-broker/edge.js';
 import type { ResultMessage } from '../../core/protocol/messages.js';
 import { encodeFrame } from '../../core/protocol/frame.js';
 import { deviceTopic } from '../../core/protocol/topics.js';
+import { hashPassword } from '../../edge-broker/auth.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
@@ -244,5 +245,44 @@ test.serial(
     const errors = caught.map((m) => (m.error as { message: string }).message);
     t.true(errors.some((e) => /not a splitfleet frame/.test(e)));
     t.true(errors.some((e) => /must be the raw frame/.test(e)));
+  },
+);
+
+test.serial(
+  'splitfleet edge: a wrong login shows on the status dot; the right one (as Node-RED credentials) connects',
+  async (t) => {
+    const locked = await testEdge({
+      edgeId: 'edge-locked',
+      access: {
+        credentials: {
+          version: 1,
+          users: { dash: { role: 'dashboard', fleet: null, hash: await hashPassword('dash-pw') } },
+        },
+      },
+    });
+    try {
+      const flow = [
+        { id: 'e', type: 'splitfleet-edge', url: locked.url, base: 'splitfleet', fleet: '+' },
+        { id: 'r', type: 'splitfleet-result', edge: 'e', wires: [[]] },
+        { id: 's', type: 'status', scope: ['r'], wires: [['st']] },
+        { id: 'st', type: 'helper' },
+      ];
+      const statuses = async (pw: string) => {
+        await helper.load(NODES, flow, { e: { username: 'dash', password: pw } });
+        const seen: string[] = [];
+        helper.getNode('st').on('input', (m) => seen.push((m.status as { text: string }).text));
+        return seen;
+      };
+      const wrong = await statuses('nope');
+      await waitFor(() => wrong.includes('login refused'));
+      t.pass('login refused shown');
+      await helper.unload();
+      const right = await statuses('dash-pw');
+      await waitFor(() => right.includes('connected'));
+      t.false(right.includes('login refused'));
+    } finally {
+      await helper.unload();
+      await locked.close();
+    }
   },
 );
