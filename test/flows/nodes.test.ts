@@ -84,7 +84,7 @@ const fakeResult = (device: string, label: string, score: number): ResultMessage
 });
 
 test.serial(
-  'splitfleet result: results as messages, filtered by device, label and score',
+  'splitfleet result: results as messages, filtered by device, group, label and score',
   async (t) => {
     await helper.load(NODES, [
       edgeNode(),
@@ -98,9 +98,25 @@ test.serial(
         wires: [['out']],
       },
       { id: 'out', type: 'helper' },
+      { id: 'g', type: 'splitfleet-result', edge: 'e', group: 'yard', wires: [['yard']] },
+      { id: 'yard', type: 'helper' },
     ]);
     const got = collect('out');
+    const yard = collect('yard');
     const pub = await connectAsync(edge.url, { reconnectPeriod: 0 });
+    // cam2's group comes from its retained config, as the edge publishes it
+    await pub.publishAsync(
+      deviceTopic('nr', 'cam2', 'config'),
+      JSON.stringify({
+        v: 1,
+        configId: 'x',
+        fleet: 'nr',
+        device: 'cam2',
+        group: 'yard',
+        settings: {},
+      }),
+      { qos: 1, retain: true },
+    );
     await new Promise((r) => setTimeout(r, 300)); // the node's subscription
     const send = (d: string, l: string, s: number) =>
       pub.publishAsync(deviceTopic('nr', d, 'result'), JSON.stringify(fakeResult(d, l, s)), {
@@ -126,6 +142,12 @@ test.serial(
         ['dog', 0.7, 'cam1', 'nr'],
       ],
     );
+    // the group filter: only cam2 (group yard)
+    t.deepEqual(
+      yard.map((m) => [m.device, m.group]),
+      [['cam2', 'yard']],
+    );
+    await pub.publishAsync(deviceTopic('nr', 'cam2', 'config'), '', { qos: 1, retain: true });
     await pub.endAsync();
   },
 );
