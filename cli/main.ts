@@ -255,6 +255,7 @@ program
     'persistent outbox: frames survive a lost link and a restart (drop-oldest when full)',
   )
   .option('--outbox-frames <n>', 'outbox capacity in frames', int(1), 1000)
+  .option('--tag-frames', "send each image's name in its frame (dashboards can show the image)")
   .option(
     '--latency-goal <ms>',
     'pick the most accurate point of a learned codec that meets this end-to-end latency on the link',
@@ -288,6 +289,7 @@ program
           : undefined,
         bundles: o.bundleDir ? { dir: o.bundleDir as string } : undefined,
         latencyGoalMs: (o.latencyGoal as number | undefined) ?? null,
+        tagFrames: Boolean(o.tagFrames),
         maxKbps: (o.maxKbps as number | undefined) ?? null,
       },
       {

@@ -76,6 +76,8 @@ export interface AgentOptions {
   latencyGoalMs?: number | null;
   /** The edge's cap on the feature bit rate, kbit/s. */
   maxKbps?: number | null;
+  /** Send each sample's name in its frame (a dashboard can show the image). */
+  tagFrames?: boolean;
   /** A local bundle store: bundles a config names that the device does not have are
    * fetched from the edge over the air into it (updater.ts). */
   bundles?: UpdaterOptions;
@@ -685,7 +687,9 @@ export class Agent {
     const capturedAt = Date.now();
     let enc;
     try {
-      enc = await this.withPipeline((pipe) => pipe.encode(s, frameId, capturedAt));
+      enc = await this.withPipeline((pipe) =>
+        pipe.encode(s, frameId, capturedAt, this.opts.tagFrames ?? false),
+      );
     } catch (e) {
       // One bad image must not stop a camera: skip it, count it, say so.
       this.stats.skipped++;

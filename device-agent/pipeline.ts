@@ -59,7 +59,8 @@ export class HeadPipeline {
     return decodeImage(s.bytes);
   }
 
-  async encode(s: Sample, frameId: number, captureTs = Date.now()): Promise<Encoded> {
+  /** `tag`: also send the sample's name in the frame (frame.ts). */
+  async encode(s: Sample, frameId: number, captureTs = Date.now(), tag = false): Promise<Encoded> {
     const m = this.bundle.manifest;
     const x = preprocess(await this.pixels(s), m.preprocessing);
     const t0 = performance.now();
@@ -79,6 +80,7 @@ export class HeadPipeline {
       shape: feats.shape.slice(1),
       captureTs,
       payload,
+      ...(tag ? { tag: frameTag(s.name) } : {}),
     });
     const t2 = performance.now();
     return { frame, payloadBytes: payload.byteLength, headMs: t1 - t0, encodeMs: t2 - t1 };
@@ -87,4 +89,10 @@ export class HeadPipeline {
   async close(): Promise<void> {
     await this.head.close();
   }
+}
+
+/** A sample name as a frame tag: printable ASCII, at most 128 characters (the end kept). */
+export function frameTag(name: string): string {
+  const t = name.replace(/[^\x20-\x7e]/g, '?');
+  return (t.length > 128 ? t.slice(-128) : t) || '?';
 }

@@ -180,6 +180,7 @@ export class FrameDecoder {
       point: frame.point,
       payloadBytes: frame.payload.byteLength,
       captureTs: frame.captureTs,
+      ...(frame.tag !== undefined ? { source: frame.tag } : {}),
       latency: {
         decodeMs: ms(t1 - t0),
         tailMs: ms(t2 - t1),

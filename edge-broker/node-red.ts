@@ -8,9 +8,9 @@
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { access, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { extname, join, resolve, sep } from 'node:path';
 import RED from 'node-red';
-import { PROJECT_ROOT } from '../core/paths.js';
+import { PROJECT_ROOT, SAMPLE_DIR } from '../core/paths.js';
 import { log } from '../core/util/log.js';
 import { listen, shownHost } from './broker.js';
 
@@ -63,6 +63,29 @@ function encryptCredentials(secret: string, creds: unknown): { $: string } {
   };
 }
 
+/** Where the dashboard finds the shipped sample's images (frames tagged with their name). */
+export const SAMPLES_ROUTE = '/splitfleet/samples/';
+
+/** Serve an image of the shipped sample under SAMPLES_ROUTE; false: not such a request. */
+function serveSample(req: IncomingMessage, res: ServerResponse): boolean {
+  const url = decodeURIComponent((req.url ?? '').split('?')[0] ?? '');
+  if (!url.startsWith(SAMPLES_ROUTE) || req.method !== 'GET') return false;
+  const file = resolve(SAMPLE_DIR, url.slice(SAMPLES_ROUTE.length));
+  const type = { '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.png': 'image/png' }[
+    extname(file).toLowerCase()
+  ];
+  if (!file.startsWith(SAMPLE_DIR + sep) || !type) {
+    res.writeHead(404).end();
+    return true;
+  }
+  readFile(file).then(
+    (bytes) =>
+      res.writeHead(200, { 'content-type': type, 'cache-control': 'max-age=3600' }).end(bytes),
+    () => res.writeHead(404).end(),
+  );
+  return true;
+}
+
 const exists = (p: string) =>
   access(p).then(
     () => true,
@@ -96,13 +119,15 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
   // (read per request: Node-RED creates them in init())
   const admin: Handler = (req, res, next) => (RED.httpAdmin as unknown as Handler)(req, res, next);
   const nodes: Handler = (req, res, next) => (RED.httpNode as unknown as Handler)(req, res, next);
-  const server: Server = createServer((req, res) =>
-    admin(req, res, () =>
-      nodes(req, res, () => {
-        res.statusCode = 404;
-        res.end('not found\n');
-      }),
-    ),
+  const server: Server = createServer(
+    (req, res) =>
+      serveSample(req, res) ||
+      admin(req, res, () =>
+        nodes(req, res, () => {
+          res.statusCode = 404;
+          res.end('not found\n');
+        }),
+      ),
   );
   // settings of Node-RED 4 (its published types describe 1.x)
   const settings = {

@@ -244,7 +244,8 @@ export class RolloutManager {
     const named = new Set(spec.devices ?? []);
     for (const [d, s] of Object.entries(f.devices))
       if (s.group && spec.groups?.includes(s.group)) named.add(d);
-    let targets = named.size || spec.devices || spec.groups ? [...named] : Object.keys(f.devices);
+    // naming devices or groups (even ones with no devices) targets those; naming none, all
+    let targets = spec.devices?.length || spec.groups?.length ? [...named] : Object.keys(f.devices);
     // a stable, job-specific order: waves and percentages pick by it
     const rank = (d: string) => createHash('sha256').update(`${jobId}/${d}`).digest('hex');
     targets.sort((a, b) => (rank(a) < rank(b) ? -1 : 1));

@@ -4,7 +4,7 @@
  * Wire format v1 is a msgpack array of ten positional fields (names cost bytes; with a
  * 60-byte payload every header byte is ~1.7% overhead):
  *
- *   [version, frameId, modelId, modelVersion, codecId, codecVersion, point, shape, ts32, payload]
+ *   [version, frameId, modelId, modelVersion, codecId, codecVersion, point, shape, ts32, payload, tag?]
  *
  * - version       1 (FRAME_VERSION); anything else is refused
  * - frameId       uint32, chosen by the device, unique per device among frames in flight
@@ -18,6 +18,10 @@
  *                 it against their own clock (see unwrapTs32), which is exact while the
  *                 clocks are within 24 days of each other
  * - payload       msgpack bin: the codec's bytes
+ * - tag           optional (an 11th field only when present): the source's name for the
+ *                 image, 1..128 printable characters (e.g. the sample file, so a dashboard
+ *                 can show it). Agents add it only when asked (`--tag-frames`): it costs
+ *                 its length in bytes, and receivers older than this field refuse it.
  *
  * The device id is not in the frame: it is the topic's device segment.
  * With small ids and a payload under 256 bytes the header is 22-23 bytes.
@@ -43,7 +47,11 @@ export interface Frame {
   /** Capture time, Unix milliseconds (full precision on the sender side). */
   captureTs: number;
   payload: Uint8Array;
+  /** The source's name for the image (optional). */
+  tag?: string;
 }
+
+const TAG_RE = /^[\x20-\x7e]{1,128}$/;
 
 export class FrameError extends Error {
   override name = 'FrameError';
@@ -119,6 +127,7 @@ export function encodeFrame(f: Frame): Uint8Array {
     f.shape,
     ts32(f.captureTs),
     payload,
+    ...(f.tag !== undefined ? [f.tag] : []),
   ]);
 }
 
@@ -134,6 +143,9 @@ function validateFields(f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: n
     throw new FrameError('captureTs must be a non-negative time', id);
   }
   checkShape(f.shape, id);
+  if (f.tag !== undefined && !(typeof f.tag === 'string' && TAG_RE.test(f.tag))) {
+    throw new FrameError('tag must be 1..128 printable ASCII characters', id);
+  }
 }
 
 /**
@@ -162,8 +174,10 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
       id,
     );
   }
-  if (raw.length !== 10) throw new FrameError(`v1 frame has 10 fields, got ${raw.length}`, id);
-  const [, , modelId, modelVersion, codecId, codecVersion, point, shape, t, payload] = raw as [
+  if (raw.length !== 10 && raw.length !== 11) {
+    throw new FrameError(`v1 frame has 10 fields (11 with a tag), got ${raw.length}`, id);
+  }
+  const [, , modelId, modelVersion, codecId, codecVersion, point, shape, t, payload, tag] = raw as [
     unknown,
     unknown,
     number,
@@ -171,6 +185,7 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
     number,
     number,
     number,
+    unknown,
     unknown,
     unknown,
     unknown,
@@ -191,6 +206,7 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
     shape: shape as number[],
     captureTs: unwrapTs32(t, nowMs),
     payload,
+    ...(raw.length === 11 ? { tag: tag as string } : {}),
   };
   validateFields(f);
   return f;

@@ -28,6 +28,8 @@ export interface ResultMessage {
   point: number;
   payloadBytes: number;
   captureTs: number;
+  /** The frame's tag (the source's name for the image), when the device sent one. */
+  source?: string;
   /** Edge-side times in milliseconds: entropy/codec decode, tail inference, receive->publish. */
   latency: { decodeMs: number; tailMs: number; edgeMs: number; queueMs: number };
   edgeId: string;

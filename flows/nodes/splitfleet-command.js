@@ -30,7 +30,7 @@ module.exports = function (RED) {
       return;
     }
     const release = edge.register(() => undefined);
-    let pending = 0;
+    let closed = false;
     node.on(
       'input',
       (
@@ -68,11 +68,10 @@ module.exports = function (RED) {
             : {};
         const timeoutMs = Number(config.timeout || 10) * 1000;
         const prefix = `${edge.base}/${fleet}/${toEdge ? 'edge' : 'device'}/${target}`;
-        pending++;
         node.status({ fill: 'yellow', shape: 'ring', text: `${op} ${target}` });
         edge.request(prefix, op, body, timeoutMs).then(
           (/** @type {{status: string, data: unknown, error: string | null}} */ r) => {
-            pending--;
+            if (closed) return done(); // redeployed meanwhile: nothing to send from here
             if (r.status !== 'ok') {
               node.status({ fill: 'red', shape: 'dot', text: `${op}: error` });
               done(new Error(`${op} on ${target}: ${r.error}`));
@@ -83,7 +82,7 @@ module.exports = function (RED) {
             done();
           },
           (/** @type {Error} */ e) => {
-            pending--;
+            if (closed) return done();
             node.status({ fill: 'red', shape: 'ring', text: `${op}: no answer` });
             done(e);
           },
@@ -91,8 +90,8 @@ module.exports = function (RED) {
       },
     );
     node.on('close', () => {
+      closed = true;
       release();
-      void pending;
     });
   }
   RED.nodes.registerType('splitfleet-command', SplitfleetCommandNode);

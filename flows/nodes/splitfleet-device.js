@@ -83,8 +83,9 @@ module.exports = function (RED) {
       },
     );
     const offTraffic = edge.subscribe(
-      // an edge publishes its report under its own fleet, listing every fleet it serves
-      `${edge.base}/+/edge/+/devices`,
+      // the edges' device reports in the connection's fleet ('+': every fleet; a login
+      // pinned to one fleet may read only that one)
+      `${edge.base}/${edge.fleet}/edge/+/devices`,
       (/** @type {string} */ topic, /** @type {Buffer} */ payload) => {
         let report;
         try {

@@ -54,6 +54,11 @@ module.exports = function (RED) {
         reconnectPeriod: 2000,
         connectTimeout: 10_000,
         protocolVersion: 4,
+        // our connect handler subscribes every filter in use; mqtt.js must not bring
+        // back filters released while the link was down
+        resubscribe: false,
+        // a refused login is retried too (the edge's credentials may be fixed)
+        reconnectOnConnackError: true,
       };
       if (creds.username) {
         opts.username = creds.username;
@@ -80,17 +85,16 @@ module.exports = function (RED) {
         });
       });
       c.on('close', () => {
-        if (status.text !== 'closed')
+        // keep the reason (a refused login) on the dot rather than a bare "disconnected"
+        if (status.text !== 'closed' && status.fill !== 'red')
           setStatus({ fill: 'red', shape: 'ring', text: 'disconnected' });
       });
       c.on('error', (err) => {
         const bad = /not authori[sz]ed|bad user ?name or password/i.test(err.message);
-        setStatus({
-          fill: 'red',
-          shape: 'ring',
-          text: bad ? 'login refused' : err.message.slice(0, 40),
-        });
-        node.error(`splitfleet edge ${node.url}: ${err.message}`);
+        const text = bad ? 'login refused' : err.message.slice(0, 40);
+        // logged once per change of state, not on every retry
+        if (text !== status.text) node.error(`splitfleet edge ${node.url}: ${err.message}`);
+        setStatus({ fill: 'red', shape: 'ring', text });
       });
       c.on('message', (topic, payload) => {
         const parts = topic.split('/');
@@ -141,7 +145,7 @@ module.exports = function (RED) {
         s.delete(fn);
         if (s.size === 0) {
           subs.delete(filter);
-          if (client && client.connected) client.unsubscribe(filter);
+          if (client) client.unsubscribe(filter);
         }
       };
     };
@@ -159,13 +163,29 @@ module.exports = function (RED) {
      */
     node.request = (prefix, op, body, timeoutMs) =>
       new Promise((resolve, reject) => {
-        const c = connect();
         const id = randomUUID();
+        /** @type {string} */
+        let text;
+        try {
+          text = JSON.stringify({ ...body, id });
+        } catch (e) {
+          reject(new Error(`request body is not JSON: ${/** @type {Error} */ (e).message}`));
+          return;
+        }
+        const c = connect();
         const responseTopic = `${prefix}/response/${op}`;
+        let settled = false;
         /** @type {() => void} */
         let release = () => undefined;
-        const timer = setTimeout(() => {
+        const onConnect = () => setTimeout(send, 50);
+        const finish = () => {
+          settled = true;
+          clearTimeout(timer);
+          c.off('connect', onConnect);
           release();
+        };
+        const timer = setTimeout(() => {
+          finish();
           reject(new Error(`no answer to ${op} from ${prefix} within ${timeoutMs} ms`));
         }, timeoutMs);
         release = node.subscribe(
@@ -177,28 +197,25 @@ module.exports = function (RED) {
             } catch {
               return;
             }
-            if (!r || r.id !== id) return;
-            clearTimeout(timer);
-            release();
+            if (!r || r.id !== id || settled) return;
+            finish();
             resolve(r);
           },
         );
-        const send = () =>
-          c.publish(
-            `${prefix}/request/${op}`,
-            JSON.stringify({ ...body, id }),
-            { qos: 1 },
-            (err) => {
-              if (err) {
-                clearTimeout(timer);
-                release();
-                reject(err);
-              }
-            },
-          );
+        // QoS 0: a request that timed out must never be re-sent by a later reconnect
+        // (a refused publish would close the connection again on every reconnect)
+        function send() {
+          if (settled) return;
+          c.publish(`${prefix}/request/${op}`, text, { qos: 0 }, (err) => {
+            if (err && !settled) {
+              finish();
+              reject(err);
+            }
+          });
+        }
         // subscribe first (on connect, or now) so the answer cannot arrive before it
         if (c.connected) c.subscribe(responseTopic, { qos: 1 }, () => send());
-        else c.once('connect', () => setTimeout(send, 50));
+        else c.once('connect', onConnect);
       });
 
     node.on('close', (/** @type {boolean} */ _removed, /** @type {() => void} */ done) => {

@@ -119,6 +119,7 @@ function startAgent(id: string): Promise<void> {
       point: 2,
       source: { source: 'sample', loop: true, limit: 1_000_000 },
       fps: 4,
+      tagFrames: true,
     });
     agents.push(a);
     await a.start();
@@ -200,7 +201,13 @@ test.serial(
       ).replace('mqtt://127.0.0.1:1883', edge.url);
       await page.keyboard.press('Control+i');
       await page.waitForSelector('#red-ui-clipboard-dialog-import-text', { timeout: 10_000 });
-      await page.fill('#red-ui-clipboard-dialog-import-text', flow);
+      const text = page.locator('#red-ui-clipboard-dialog-import-text');
+      await text.fill(flow);
+      // Node-RED checks the JSON on a key press; the Import button is enabled once it has
+      await text.press('End');
+      await page.waitForSelector('#red-ui-clipboard-dialog-ok:not([disabled])', {
+        timeout: 30_000,
+      });
       await page.click('#red-ui-clipboard-dialog-ok');
       await page.waitForSelector('.red-ui-tab:has-text("splitfleet dashboard")', {
         timeout: 10_000,
@@ -228,6 +235,15 @@ test.serial(
         { timeout: 30_000 },
       );
       const second = await dash.locator('.sf-latest tbody').innerText();
+      // the images of tagged frames, served from the shipped sample, have loaded
+      await dash.waitForFunction(
+        () =>
+          [...document.querySelectorAll<HTMLImageElement>('.sf-images img')].some(
+            (img) => img.complete && img.naturalWidth === 32,
+          ),
+        undefined,
+        { timeout: 30_000 },
+      );
       t.not(first, second);
       t.regex(second, /cam-[12]/);
       await dash.screenshot({ path: join(ARTIFACTS, '5-dashboard-later.png'), fullPage: true });

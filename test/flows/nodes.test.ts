@@ -38,7 +38,8 @@ const NODES = ['edge', 'result', 'device', 'command', 'frame'].map((n) =>
 
 let edge: Edge;
 test.before(async () => {
-  edge = await testEdge({ edgeId: 'edge-nr', fleet: '+' });
+  // the edge reports its devices under fleet nr, the fleet the nodes connect to
+  edge = await testEdge({ edgeId: 'edge-nr', fleet: '+', statusFleet: 'nr' });
   await helper.startServer();
 });
 test.after.always(async () => {

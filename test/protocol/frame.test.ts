@@ -107,7 +107,7 @@ test('rejects malformed fields', (t) => {
     );
   }
   t.throws(() => decodeFrame(packr.pack({ a: 1 }), now), { message: /array/ });
-  t.throws(() => decodeFrame(packr.pack([...ok, 1]), now), { message: /10 fields/ });
+  t.throws(() => decodeFrame(packr.pack([...ok, 'tag', 1]), now), { message: /10 fields/ });
   t.throws(() => decodeFrame(Uint8Array.of(0xc1), now), { instanceOf: FrameError });
 });
 
@@ -118,4 +118,34 @@ test('capture time survives the 32-bit wrap', (t) => {
   }
   const edge = 0x1_0000_0000 * 400 + 10; // receiver just after a wrap
   t.is(unwrapTs32(ts32(edge - 50), edge), edge - 50);
+});
+
+test('an optional tag rides as an 11th field, costs its length, and is checked', (t) => {
+  const plain = encodeFrame(base());
+  const tagged = encodeFrame(base({ tag: 'test/airplane/0010.jpg' }));
+  t.is(decodeFrame(tagged, now).tag, 'test/airplane/0010.jpg');
+  t.is(decodeFrame(plain, now).tag, undefined);
+  t.is(tagged.byteLength - plain.byteLength, 'test/airplane/0010.jpg'.length + 1);
+  for (const bad of ['', 'x'.repeat(129), 'tab\there', 'caf\u00e9']) {
+    t.throws(
+      () => encodeFrame(base({ tag: bad })),
+      { instanceOf: FrameError },
+      JSON.stringify(bad),
+    );
+  }
+  // a tag that is not a string, from the wire
+  const raw = new Packr({ useRecords: false }).pack([
+    1,
+    5,
+    1,
+    1,
+    3,
+    1,
+    0,
+    [1],
+    0,
+    new Uint8Array(1),
+    7,
+  ]);
+  t.throws(() => decodeFrame(raw, now), { instanceOf: FrameError, message: /tag/ });
 });
