@@ -9,6 +9,8 @@
  */
 'use strict';
 
+const { edgeOf } = require('./edge-of.js');
+
 const DEVICE_OPS = ['ping', 'get-config', 'restart-pipeline'];
 const EDGE_OPS = ['rollout', 'rollback', 'jobs', 'models'];
 const ID = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -22,13 +24,8 @@ module.exports = function (RED) {
   function SplitfleetCommandNode(config) {
     RED.nodes.createNode(this, config);
     const node = this;
-    const edge = /** @type {import('./types').SplitfleetEdge | null} */ (
-      RED.nodes.getNode(config.edge)
-    );
-    if (!edge) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no edge configured' });
-      return;
-    }
+    const edge = edgeOf(RED, node, config);
+    if (!edge) return;
     const release = edge.register(() => undefined);
     let closed = false;
     node.on(

@@ -8,6 +8,8 @@
  */
 'use strict';
 
+const { edgeOf } = require('./edge-of.js');
+
 /** @param {import('node-red').NodeAPI} RED */
 module.exports = function (RED) {
   /**
@@ -17,13 +19,8 @@ module.exports = function (RED) {
   function SplitfleetDeviceNode(config) {
     RED.nodes.createNode(this, config);
     const node = this;
-    const edge = /** @type {import('./types').SplitfleetEdge | null} */ (
-      RED.nodes.getNode(config.edge)
-    );
-    if (!edge) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no edge configured' });
-      return;
-    }
+    const edge = edgeOf(RED, node, config);
+    if (!edge) return;
     const fleet = String(config.fleet || edge.fleet || '+');
     const only = String(config.device || '+');
     /** @type {Map<string, {online: boolean, seq: number, model: string | null, codec: string | null, point: number | null, configId: string | null}>} */

@@ -6,6 +6,8 @@
  */
 'use strict';
 
+const { edgeOf } = require('./edge-of.js');
+
 const { parseResult } = require('../lib/core/protocol/messages.js');
 
 /** @param {import('node-red').NodeAPI} RED */
@@ -17,13 +19,8 @@ module.exports = function (RED) {
   function SplitfleetResultNode(config) {
     RED.nodes.createNode(this, config);
     const node = this;
-    const edge = /** @type {import('./types').SplitfleetEdge | null} */ (
-      RED.nodes.getNode(config.edge)
-    );
-    if (!edge) {
-      node.status({ fill: 'red', shape: 'ring', text: 'no edge configured' });
-      return;
-    }
+    const edge = edgeOf(RED, node, config);
+    if (!edge) return;
     const fleet = String(config.fleet || edge.fleet || '+');
     const device = String(config.device || '+');
     const group = String(config.group || '');
