@@ -144,6 +144,8 @@ export interface AccessStats {
   refusedPublishes: number;
   refusedSubscribes: number;
   oversized: number;
+  /** Connections closed for breaking an MQTT 3.1.1 rule (compliance.ts). */
+  violations: number;
   rateLimited: number;
 }
 
@@ -158,6 +160,7 @@ export class Access {
     refusedPublishes: 0,
     refusedSubscribes: 0,
     oversized: 0,
+    violations: 0,
     rateLimited: 0,
   };
   private readonly sessions = new WeakMap<Client, Session>();

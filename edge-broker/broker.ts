@@ -11,6 +11,7 @@ import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
 import { log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';
+import { ProtocolViolation } from './compliance.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -73,6 +74,11 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   // every TCP/TLS packet's declared size is checked before its payload is read
   const maxPacket = access.maxPayloadBytes + 4096;
   const refuse = (e: Error) => {
+    if (e instanceof ProtocolViolation) {
+      access.stats.violations++;
+      log.warn({ err: e.message }, 'connection closed: MQTT 3.1.1 violation');
+      return;
+    }
     access.stats.oversized++;
     log.warn({ err: e.message }, 'connection closed: packet too large');
   };

@@ -153,6 +153,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         connect: a.refusedConnects,
         publish: a.refusedPublishes,
         subscribe: a.refusedSubscribes,
+        oversized: a.oversized,
+        violation: a.violations,
       };
     },
   });

@@ -2,10 +2,25 @@
  * A per-connection guard in front of the MQTT parser: it reads each packet's fixed
  * header as the bytes arrive and closes the connection as soon as a packet declares a
  * remaining length over the limit, before its payload is read (the parser would
- * otherwise buffer it whole). Bytes pass through unchanged.
+ * otherwise buffer it whole). It also reads the bytes of CONNECT, SUBSCRIBE and
+ * UNSUBSCRIBE packets and the topic of each PUBLISH and checks them against the MQTT
+ * 3.1.1 rules in compliance.ts; a packet that breaks one never reaches the broker. Bytes
+ * pass through unchanged.
  */
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
 import type { Socket } from 'node:net';
+import {
+  checkConnect,
+  checkFilters,
+  checkPublishTopic,
+  ProtocolViolation,
+  publishTopicBytes,
+} from './compliance.js';
+
+const CONNECT = 1;
+const PUBLISH = 3;
+const SUBSCRIBE = 8;
+const UNSUBSCRIBE = 10;
 
 export class PacketSizeError extends Error {
   constructor(
@@ -27,16 +42,35 @@ export class PacketSizeGuard extends Transform {
   private multiplier = 1;
   private lengthBytes = 0;
   private left = 0;
+  private type = 0;
+  /** Bytes of the packet body being collected for a check, and how many are needed. */
+  private parts: Buffer[] = [];
+  private got = 0;
+  private need = 0;
 
   constructor(readonly limit: number) {
     super();
+  }
+
+  /** The collected body is complete: check it (a PUBLISH first learns its topic size). */
+  private check(): void {
+    const body = Buffer.concat(this.parts, this.got);
+    if (this.type === PUBLISH && this.need === 2) {
+      this.need = Math.min(this.length, publishTopicBytes(body));
+      if (this.need > this.got) return;
+    }
+    this.need = 0;
+    this.parts = [];
+    if (this.type === CONNECT) checkConnect(body);
+    else if (this.type === PUBLISH) checkPublishTopic(body);
+    else checkFilters(body, this.type === SUBSCRIBE);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     let i = 0;
     while (i < chunk.length) {
       if (this.state === 'type') {
-        i++;
+        this.type = chunk[i++]! >> 4;
         this.state = 'length';
         this.length = 0;
         this.multiplier = 1;
@@ -53,8 +87,34 @@ export class PacketSizeGuard extends Transform {
         if (this.length > this.limit) return cb(new PacketSizeError(this.length, this.limit));
         this.left = this.length;
         this.state = this.left > 0 ? 'body' : 'type';
+        this.got = 0;
+        this.parts = [];
+        const t = this.type;
+        this.need =
+          t === CONNECT || t === SUBSCRIBE || t === UNSUBSCRIBE
+            ? this.length
+            : t === PUBLISH
+              ? Math.min(2, this.length)
+              : 0;
+        if (this.left === 0 && this.need === 0 && t === CONNECT) {
+          return cb(new ProtocolViolation('empty CONNECT'));
+        }
       } else {
         const take = Math.min(this.left, chunk.length - i);
+        // collect what the check needs (a PUBLISH learns its topic size on the way)
+        for (let j = i; this.need > this.got && j < i + take;) {
+          const part = chunk.subarray(j, j + Math.min(i + take - j, this.need - this.got));
+          this.parts.push(part);
+          this.got += part.length;
+          j += part.length;
+          if (this.got >= this.need) {
+            try {
+              this.check();
+            } catch (e) {
+              return cb(e as Error);
+            }
+          }
+        }
         i += take;
         this.left -= take;
         if (this.left === 0) this.state = 'type';
@@ -69,7 +129,13 @@ export function guarded(socket: Socket, limit: number, onRefused: (e: Error) => 
   const guard = new PacketSizeGuard(limit);
   guard.on('error', (e: Error) => {
     // only the guard's own verdicts count; a stream torn down with the socket does not
-    if (e instanceof PacketSizeError) onRefused(e);
+    if (e instanceof PacketSizeError || e instanceof ProtocolViolation) onRefused(e);
+    if (e instanceof ProtocolViolation && e.connack !== null) {
+      // CONNACK with the spec's return code, then close [MQTT-3.2.2-5]
+      socket.end(Buffer.from([0x20, 0x02, 0x00, e.connack]));
+      setTimeout(() => socket.destroy(), 1000).unref();
+      return;
+    }
     socket.destroy();
   });
   socket.pipe(guard);

@@ -7,12 +7,12 @@
  *   through the editor, and the dashboard shows live values that change.
  * Screenshots go to .artifacts/browser/.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
@@ -127,6 +127,16 @@ function startAgent(id: string): Promise<void> {
   });
 }
 
+/** Save a screenshot artifact; a slow screenshot on a loaded machine is logged, not a
+ * failure (the assertions are the test). */
+async function shot(t: ExecutionContext, page: Page, name: string, fullPage = false) {
+  try {
+    await page.screenshot({ path: join(ARTIFACTS, name), fullPage, timeout: 60_000 });
+  } catch (e) {
+    t.log(`screenshot ${name} not saved: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
+
 test.before(async () => {
   edge = await testEdge({ edgeId: 'edge-1', fleet: '+', statusFleet: 'nr' });
   dir = await mkdtemp(join(tmpdir(), 'sf-nr-'));
@@ -191,7 +201,7 @@ test.serial(
       await page.waitForSelector('.red-ui-palette-node[data-palette-type="inject"]', {
         state: 'hidden',
       });
-      await page.screenshot({ path: join(ARTIFACTS, '1-editor-palette.png') });
+      await shot(t, page, '1-editor-palette.png');
       await page.locator('#red-ui-palette-search input').fill('');
       await page.locator('#red-ui-palette-search input').press('Backspace');
 
@@ -212,12 +222,12 @@ test.serial(
       await page.waitForSelector('.red-ui-tab:has-text("splitfleet dashboard")', {
         timeout: 10_000,
       });
-      await page.screenshot({ path: join(ARTIFACTS, '2-imported.png') });
+      await shot(t, page, '2-imported.png');
       await page.click('#red-ui-header-button-deploy');
       await page.waitForSelector('.red-ui-notification:has-text("Successfully deployed")', {
         timeout: 20_000,
       });
-      await page.screenshot({ path: join(ARTIFACTS, '3-deployed.png') });
+      await shot(t, page, '3-deployed.png');
 
       // devices come online and send frames; the dashboard follows them
       await startAgent('cam-1');
@@ -227,7 +237,7 @@ test.serial(
       await dash.waitForSelector('text=/[23] online/', { timeout: 60_000 });
       await dash.waitForSelector('.sf-latest tbody tr', { timeout: 60_000 });
       const first = await dash.locator('.sf-latest tbody').innerText();
-      await dash.screenshot({ path: join(ARTIFACTS, '4-dashboard.png'), fullPage: true });
+      await shot(t, dash, '4-dashboard.png', true);
       // live: the table of latest results changes while the devices run
       await dash.waitForFunction(
         (before) => document.querySelector('.sf-latest tbody')?.textContent !== before,
@@ -246,7 +256,7 @@ test.serial(
       );
       t.not(first, second);
       t.regex(second, /cam-[12]/);
-      await dash.screenshot({ path: join(ARTIFACTS, '5-dashboard-later.png'), fullPage: true });
+      await shot(t, dash, '5-dashboard-later.png', true);
     } finally {
       await browser.close();
     }
