@@ -21,6 +21,7 @@ import {
 } from '../core/model/bundle.js';
 import { percentile, round } from '../core/util/stats.js';
 import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
+import { benchConnections } from './bench-connections.js';
 import { runDemo } from './demo.js';
 import { readRateReport, writePlot } from './plot.js';
 import { effectiveConfig } from '../fleet-config/effective.js';
@@ -336,6 +337,26 @@ program
 const bench = program
   .command('bench')
   .description('benchmarks (print a table; --json adds one JSON line)');
+bench
+  .command('connections')
+  .description(
+    'many simulated devices on one edge process, with presence: edge memory and devices online',
+  )
+  .option('--count <n>', 'simulated device connections', int(1, 19_000), 10_000)
+  .option('--json', 'print one JSON object on the last line')
+  .action(async (o) => {
+    const r = await benchConnections({
+      count: o.count as number,
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(
+      `${r.connected}/${r.connections} connected in ${r.connectSeconds} s; ${r.devicesOnline} devices online, ` +
+        `${r.devicesOnlineAfterCut} after cutting them all (wills); edge RSS ${r.edgeRssMiB.idle} MiB idle, ` +
+        `${r.edgeRssMiB.connected} MiB connected (${r.perConnectionKiB} KiB per connection; goal < 1 GiB: ${r.goalRssUnder1GiB ? 'met' : 'NOT met'})\n`,
+    );
+    if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+    process.exitCode = r.devicesOnline === r.connections && r.devicesOnlineAfterCut === 0 ? 0 : 1;
+  });
 bench
   .command('rate')
   .description('bytes per sample vs top-1 for every codec and input-offload baseline')

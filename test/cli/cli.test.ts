@@ -244,3 +244,11 @@ test('fleet rollout / jobs / models talk to a running edge; a refused rollout ex
     await edge.close();
   }
 });
+
+test('bench connections: simulated devices on an edge process, presence tracked, wills on a cut', async (t) => {
+  const r = await run(['bench', 'connections', '--count', '300', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const j = lastJson(r.stdout);
+  t.like(j, { connections: 300, connected: 300, devicesOnline: 300, devicesOnlineAfterCut: 0 });
+  t.true((j.edgeRssMiB as { connected: number }).connected > 0);
+});
