@@ -8,6 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
 import { startEdge } from '../edge-broker/edge.js';
 import { startNodeRed } from '../edge-broker/node-red.js';
+import { ShareWorker } from '../edge-broker/share-worker.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
 import {
@@ -223,6 +224,42 @@ program
       process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
       await nodeRed?.close();
       await edge.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+program
+  .command('worker')
+  .description(
+    'a decoder worker on any MQTT 5 broker: shares the feature stream with its group ($share/...)',
+  )
+  .option('--url <url>', 'broker URL', 'mqtt://127.0.0.1:1883')
+  .option('--group <name>', 'shared-subscription group', 'splitfleet-decoders')
+  .option('--id <id>', 'worker id (client id sf-worker-<id>)', `w${process.pid}`)
+  .option('--fleet <id>', "fleet to decode ('+': all)", '+')
+  .option('--model <names...>', 'models to decode', [DEFAULT_MODEL])
+  .option('--threads <n>', 'inference threads', int(1, 64), 1)
+  .option('--username <u>', 'MQTT username (a worker)')
+  .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
+  .option('--ca <file>', 'PEM certificate(s) to trust for mqtts://')
+  .action(async (o) => {
+    const w = await ShareWorker.start({
+      url: o.url as string,
+      group: o.group as string,
+      workerId: o.id as string,
+      fleet: o.fleet as string,
+      bundles: await Promise.all((o.model as string[]).map(model)),
+      threads: o.threads as number,
+      username: o.username as string | undefined,
+      password: (o.password as string | undefined) ?? process.env.SPLITFLEET_PASSWORD,
+      ca: o.ca ? await readFile(o.ca as string) : undefined,
+    });
+    process.stdout.write(`worker ${o.id} in group ${o.group} on ${o.url}\n`);
+    const stop = async () => {
+      await w.stop();
+      process.stdout.write(`stopped: ${JSON.stringify(w.stats)}\n`);
       process.exit(0);
     };
     process.once('SIGINT', stop);

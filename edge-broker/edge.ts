@@ -12,15 +12,14 @@ import { onnxEngine } from '../core/engine/onnx.js';
 import type { Engine } from '../core/engine/engine.js';
 import type { Bundle } from '../core/model/bundle.js';
 import {
-  RESULT_VERSION,
   CONFIG_VERSION,
+  errorMessage,
   type ConfigAck,
   type ConfigMessage,
   type DeviceStatus,
   type EdgeStatus,
   type ErrorCode,
   type OpResponse,
-  type ErrorMessage,
   type ResultMessage,
 } from '../core/protocol/messages.js';
 import {
@@ -215,15 +214,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     stats.errors++;
     monitor.error(fleetId, deviceId, code);
     if (fleetId === fleetOf?.fleet) rollouts.error(deviceId);
-    const msg: ErrorMessage = {
-      v: RESULT_VERSION,
-      deviceId,
-      frameId,
-      code,
-      reason,
-      edgeId,
-      ts: Date.now(),
-    };
+    const msg = errorMessage(deviceId, frameId, code, reason, edgeId);
     log.debug({ deviceId, frameId, code, reason }, 'frame error');
     return answer(key, deviceTopic(fleetId, deviceId, 'error', base), msg);
   };

@@ -54,6 +54,16 @@ export interface ErrorMessage {
   ts: number;
 }
 
+export function errorMessage(
+  deviceId: string,
+  frameId: number | null,
+  code: ErrorCode,
+  reason: string,
+  edgeId: string,
+): ErrorMessage {
+  return { v: RESULT_VERSION, deviceId, frameId, code, reason, edgeId, ts: Date.now() };
+}
+
 /** Retained on `.../device/<id>/status` (birth) and set as the last will (death). */
 export interface DeviceStatus {
   state: 'online' | 'offline';

@@ -1,0 +1,110 @@
+/**
+ * Decoder workers as plain MQTT clients on Debian's mosquitto (MQTT 5 shared
+ * subscriptions): an agent streams frames through the broker, a worker joins and another
+ * leaves under load, and every frame is answered exactly once.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connectAsync } from 'mqtt';
+import { Agent } from '../../device-agent/agent.js';
+import { ShareWorker } from '../../edge-broker/share-worker.js';
+import { deviceTopic } from '../../core/protocol/topics.js';
+import type { ResultMessage } from '../../core/protocol/messages.js';
+import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
+
+const MOSQUITTO = '/usr/sbin/mosquitto';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+async function startMosquitto(dir: string): Promise<{ proc: ChildProcess; url: string }> {
+  if (!existsSync(MOSQUITTO)) throw new Error(`${MOSQUITTO} missing: apt-get install mosquitto`);
+  const port = await freePort();
+  const conf = join(dir, 'mosquitto.conf');
+  await writeFile(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
+  const proc = spawn(MOSQUITTO, ['-c', conf], { stdio: 'ignore' });
+  const up = async () =>
+    new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1')
+        .on('connect', () => (s.destroy(), r(true)))
+        .on('error', () => r(false));
+    });
+  for (let i = 0; i < 100 && !(await up()); i++) await new Promise((r) => setTimeout(r, 50));
+  return { proc, url: `mqtt://127.0.0.1:${port}` };
+}
+
+test('workers share the frames through $share; one joins and one leaves under load; every frame answered once', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-share-'));
+  const { proc, url } = await startMosquitto(dir);
+  const bundle = await shippedModel();
+  const worker = (id: string) =>
+    ShareWorker.start({ url, group: 'decoders', workerId: id, bundles: [bundle] });
+  const workers = [await worker('w1'), await worker('w2')];
+  const sniffer = await connectAsync(url, { reconnectPeriod: 0 });
+  const answers = new Map<number, number>();
+  sniffer.on('message', (_t, p) => {
+    const r = JSON.parse(p.toString()) as ResultMessage;
+    answers.set(r.frameId, (answers.get(r.frameId) ?? 0) + 1);
+  });
+  await sniffer.subscribeAsync(deviceTopic('share', 'cam', 'result'), { qos: 1 });
+  const agent = new Agent({
+    url,
+    fleet: 'share',
+    deviceId: 'cam',
+    bundle,
+    codec: 'split-q',
+    point: 2,
+    source: { source: 'sample', loop: true, limit: 240 },
+    fps: 0,
+    maxInFlight: 8,
+    resultTimeoutMs: 30_000,
+  });
+  try {
+    await agent.start();
+    const run = agent.run();
+    await waitFor(() => agent.stats.results >= 60, 60_000);
+    workers.push(await worker('w3')); // joins under load
+    await waitFor(() => agent.stats.results >= 120, 60_000);
+    await workers[0]!.stop(); // leaves under load
+    const s = await run;
+    await waitFor(() => answers.size >= s.sent, 10_000);
+    t.is(s.sent, 240);
+    t.is(s.results, 240);
+    t.is(s.lost, 0);
+    t.is(s.errors, 0);
+    t.is(answers.size, 240);
+    t.deepEqual(
+      [...answers.values()].filter((n) => n !== 1),
+      [],
+      'each frame answered once',
+    );
+    const done = workers.map((w) => w.stats.results);
+    t.log(`frames per worker: w1 ${done[0]}, w2 ${done[1]}, w3 ${done[2]}`);
+    t.true(
+      done.every((n) => n > 0),
+      `every worker decoded frames: ${done.join(', ')}`,
+    );
+    t.is(
+      done.reduce((a, b) => a + b, 0),
+      240,
+    );
+  } finally {
+    await agent.stop(true);
+    await sniffer.endAsync();
+    for (const w of workers.slice(1)) await w.stop();
+    proc.kill('SIGTERM');
+    await rm(dir, { recursive: true, force: true });
+  }
+});
