@@ -1,0 +1,144 @@
+/**
+ * Soak: N simulated devices at F frames/s for S seconds against one edge process, the
+ * edge's memory sampled every 10 s (`npm run soak -- [devices] [fps] [seconds]`, default
+ * 1000 10 600). Each device is an MQTT client replaying real frames of the shipped
+ * SplitFleet codec (encoded once, new frame ids), as an agent would send them, and
+ * counting its answers: results, and explicit errors (an overloaded edge refuses frames
+ * with `overloaded`; nothing may go unanswered). Prints one line per sample and a JSON
+ * summary; exits 1 if any frame got no answer.
+ */
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { PROJECT_ROOT } from '../core/paths.js';
+import { bundleFor } from '../core/model/bundle.js';
+import { frameSource } from '../device-agent/source.js';
+import { HeadPipeline } from '../device-agent/pipeline.js';
+import { decodeFrame, encodeFrame, type Frame } from '../core/protocol/frame.js';
+import { deviceTopic } from '../core/protocol/topics.js';
+
+const [devices = 1000, fps = 10, seconds = 600] = process.argv.slice(2).map(Number);
+const SAMPLE_MS = 10_000;
+
+async function rssMiB(pid: number): Promise<number> {
+  const s = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 102.4) / 10;
+}
+
+// real frames: the shipped splitfleet codec, point 0, on the first 32 sample images
+const bundle = await bundleFor('resnet9w05-cifar10', 'splitfleet');
+const head = await HeadPipeline.create(bundle, 'splitfleet', 0);
+const frames: Frame[] = [];
+for await (const s of frameSource({ source: 'sample', limit: 32 })) {
+  frames.push(decodeFrame((await head.encode(s, 1)).frame));
+}
+await head.close();
+
+const edge = spawn(
+  process.execPath,
+  [
+    join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
+    'edge',
+    '--model',
+    'splitfleet-cifar10',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--no-ws',
+    '--no-metrics',
+    '--workers',
+    '2',
+    '--fleet',
+    'soak',
+  ],
+  { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'error' } },
+);
+const url = await new Promise<string>((resolve, reject) => {
+  let out = '';
+  edge.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    const m = /on (mqtt:\/\/\S+)/.exec(out);
+    if (m) resolve(m[1]!);
+  });
+  edge.on('exit', (c) => reject(new Error(`edge exited ${c}`)));
+});
+
+const sent = { n: 0 };
+const got = { results: 0, errors: 0, overloaded: 0 };
+const clients: MqttClient[] = [];
+const pending = new Map<string, number>();
+for (let i = 0; i < devices; i++) {
+  const id = `s${i}`;
+  const c = await connectAsync(url, { clientId: `soak-${id}`, reconnectPeriod: 1000 });
+  c.on('message', (topic, p) => {
+    const r = JSON.parse(p.toString()) as { frameId: number; code?: string };
+    if (!pending.delete(`${id}/${r.frameId}`)) return;
+    if (topic.endsWith('/result')) got.results++;
+    else {
+      got.errors++;
+      if (r.code === 'overloaded') got.overloaded++;
+    }
+  });
+  await c.subscribeAsync([deviceTopic('soak', id, 'result'), deviceTopic('soak', id, 'error')], {
+    qos: 1,
+  });
+  clients.push(c);
+}
+const t0 = Date.now();
+const timers = clients.map((c, i) => {
+  let next = i * 1000;
+  return setInterval(() => {
+    const f = frames[(next++ + i) % frames.length]!;
+    const frameId = (i * 1_000_000 + next) >>> 0;
+    pending.set(`s${i}/${frameId}`, Date.now());
+    sent.n++;
+    c.publish(
+      deviceTopic('soak', `s${i}`, 'features'),
+      Buffer.from(encodeFrame({ ...f, frameId, captureTs: Date.now() })),
+      { qos: 1 },
+    );
+  }, 1000 / fps);
+});
+console.log(
+  `soak: ${devices} devices x ${fps} frames/s for ${seconds} s against ${url} (edge pid ${edge.pid})`,
+);
+const samples: { t: number; rssMiB: number; sent: number; results: number; errors: number }[] = [];
+const sample = async () => {
+  const s = {
+    t: Math.round((Date.now() - t0) / 1000),
+    rssMiB: await rssMiB(edge.pid!),
+    sent: sent.n,
+    ...{ results: got.results, errors: got.errors },
+  };
+  samples.push(s);
+  console.log(
+    `t=${s.t}s edge RSS ${s.rssMiB} MiB, sent ${s.sent}, results ${s.results}, errors ${s.errors} (overloaded ${got.overloaded}), unanswered ${pending.size}`,
+  );
+};
+const sampler = setInterval(() => void sample(), SAMPLE_MS);
+await new Promise((r) => setTimeout(r, seconds * 1000));
+for (const t of timers) clearInterval(t);
+// every frame sent gets its answer (or the run fails)
+const end = Date.now() + 60_000;
+while (pending.size > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 500));
+clearInterval(sampler);
+await sample();
+const rss = samples.map((s) => s.rssMiB);
+const summary = {
+  devices,
+  fps,
+  seconds,
+  sent: sent.n,
+  results: got.results,
+  errors: got.errors,
+  overloaded: got.overloaded,
+  unanswered: pending.size,
+  resultsPerSecond: Math.round(got.results / seconds),
+  edgeRssMiB: { first: rss[0], max: Math.max(...rss), last: rss[rss.length - 1] },
+};
+console.log(JSON.stringify(summary));
+for (const c of clients) c.end(true);
+edge.kill('SIGTERM');
+process.exit(pending.size === 0 ? 0 : 1);
