@@ -38,6 +38,8 @@ await head.close();
 const edge = spawn(
   process.execPath,
   [
+    // SOAK_EDGE_NODE_ARGS: node flags for the edge (e.g. --cpu-prof)
+    ...(process.env.SOAK_EDGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
     join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
     'edge',
     '--model',
@@ -53,7 +55,10 @@ const edge = spawn(
     '--fleet',
     'soak',
   ],
-  { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, LOG_LEVEL: 'error' } },
+  {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, LOG_LEVEL: 'error' },
+  },
 );
 const url = await new Promise<string>((resolve, reject) => {
   let out = '';
