@@ -220,12 +220,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   };
 
   const onFeatures = (packet: AedesPublishPacket, cb: () => void) => {
-    // hand the packet back to the broker (which then reads this client's next one) once
-    // the decoder queue has room, and always on a later turn of the event loop: called
-    // synchronously, Aedes reads the next packet inside this call, and a deep backlog
-    // overflowed the stack (soak: 10,000 frames/s); while the queue is full, TCP carries
-    // the pressure back to the device instead of the edge's memory (pool.ts)
-    pool.whenRoom(cb);
+    // hand the packet back to the broker (our queue is the buffer), on the next turn of the
+    // event loop: called synchronously, Aedes reads the client's next packet inside this
+    // call, and a deep backlog overflowed the stack (soak: 10,000 frames/s)
+    setImmediate(cb);
     const now = Date.now();
     const t = parseTopic(packet.topic, base);
     if (!t || t.kind !== 'device') return;

@@ -18,8 +18,6 @@ export class DecoderPool {
   private readonly queue: Job[] = [];
   private idle: FrameDecoder[];
   private closed = false;
-  /** Intake paused until the queue has room again (see whenRoom). */
-  private roomWaiters: (() => void)[] = [];
 
   constructor(
     private readonly decoders: readonly FrameDecoder[],
@@ -45,22 +43,7 @@ export class DecoderPool {
     return true;
   }
 
-  /**
-   * Call `fn` once the queue has room (on a later turn of the event loop in any case).
-   * The edge hands each received packet back to the broker through it, so while the queue
-   * is full the broker stops reading from that connection: TCP carries the pressure back
-   * to the sender instead of frames piling up in the edge's memory. Waiters are released
-   * when the queue is down to half, not one slot at a time.
-   */
-  whenRoom(fn: () => void): void {
-    if (this.closed || this.queue.length < this.maxQueue) setImmediate(fn);
-    else this.roomWaiters.push(fn);
-  }
-
   private pump(): void {
-    if (this.roomWaiters.length && this.queue.length <= this.maxQueue / 2) {
-      for (const fn of this.roomWaiters.splice(0)) setImmediate(fn);
-    }
     while (this.idle.length > 0 && this.queue.length > 0) {
       const d = this.idle.pop()!;
       const job = this.queue.shift()!;
@@ -80,7 +63,6 @@ export class DecoderPool {
   /** Stop taking work, wait for queued jobs to finish, close the decoders. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const fn of this.roomWaiters.splice(0)) setImmediate(fn);
     while (this.queue.length > 0 || this.idle.length < this.decoders.length) {
       await new Promise((r) => setTimeout(r, 5));
     }
