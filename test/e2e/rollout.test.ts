@@ -85,6 +85,22 @@ async function settled(edge: Edge, jobId: string): Promise<RolloutJob> {
   return edge.rollouts.list().find((j) => j.jobId === jobId)!;
 }
 
+/** A state folder with a staged v3, and the options of an edge on it (restart tests). */
+async function restartable() {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
+  const v2 = await shippedModel();
+  const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
+  const opts = {
+    edgeId: 'edge-ro',
+    fleet: 'ro',
+    bundles: [v2],
+    staged: [v3],
+    fleetFile: parseFleet(FLEET),
+    stateDir: dir,
+  };
+  return { dir, v3, opts };
+}
+
 const versions = (agents: Agent[]) => agents.map((a) => a.opts.bundle.manifest.version);
 
 test.serial(
@@ -188,17 +204,7 @@ test.serial(
 test.serial(
   'jobs survive an edge restart: one cut mid-rollout is rolled back, its pin gone',
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
-    const v2 = await shippedModel();
-    const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
-    const opts = {
-      edgeId: 'edge-ro',
-      fleet: 'ro',
-      bundles: [v2],
-      staged: [v3],
-      fleetFile: parseFleet(FLEET),
-      stateDir: dir,
-    };
+    const { dir, opts } = await restartable();
     let edge = await testEdge(opts);
     try {
       // no device answers, so the canary wave waits for its apply when the edge stops
@@ -222,9 +228,7 @@ test.serial(
 test.serial(
   "a succeeded job's pin is in the first configs after a restart; a damaged state file is set aside",
   async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'sf-ro-'));
-    const v2 = await shippedModel();
-    const v3 = await bundleVersion(v2, join(dir, 'registry'), 3);
+    const { dir, v3, opts } = await restartable();
     const job = {
       jobId: 'job-kept',
       state: 'SUCCEEDED',
@@ -232,14 +236,6 @@ test.serial(
       deployed: ['cam-a'],
     };
     await writeFile(join(dir, 'jobs.json'), JSON.stringify({ jobs: [job] }));
-    const opts = {
-      edgeId: 'edge-ro',
-      fleet: 'ro',
-      bundles: [v2],
-      staged: [v3],
-      fleetFile: parseFleet(FLEET),
-      stateDir: dir,
-    };
     let edge = await testEdge(opts);
     const sub = await connectAsync(edge.url, { reconnectPeriod: 0 });
     try {
