@@ -144,7 +144,7 @@ export async function serveRegistry(
       ),
     );
   const onFetch = (packet: AedesPublishPacket, cb: () => void) => {
-    setImmediate(cb); // never re-enter Aedes' read loop synchronously (edge.ts)
+    setImmediate(cb); // never re-enter Aedes' read loop synchronously (edge.ts handBack)
     const t = parseTopic(packet.topic, opts.base);
     if (!t || t.kind !== 'device') return;
     const to = deviceTopic(t.fleet, t.deviceId, 'chunk', opts.base);
