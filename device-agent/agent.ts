@@ -37,11 +37,9 @@ import { Outbox, type OutboxOptions } from './outbox.js';
 import { BundleUpdater, type UpdaterOptions } from './updater.js';
 import { RateController, type RateDecision, type RatePoint } from './rate.js';
 import { bundleRefString } from '../core/protocol/ota.js';
+import { encodeFrame } from '../core/protocol/frame.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
-/** Bytes a frame carries besides its payload (msgpack header: ids, shape, times), as
- * measured on the shipped learned codecs (56.3 B frames for 29.8 B payloads). */
-const FRAME_HEADER_BYTES = 27;
 
 export interface AgentOptions {
   url: string;
@@ -196,7 +194,7 @@ export class Agent {
 
   /** `name@version` of the bundle it runs. */
   private modelRef(): string {
-    return `${this.opts.bundle.manifest.name}@${this.opts.bundle.manifest.version}`;
+    return bundleRefString(this.opts.bundle.manifest);
   }
 
   private newPipeline(bundle: Bundle, codec: string, point: number): Promise<HeadPipeline> {
@@ -460,10 +458,26 @@ export class Agent {
       this.rate = null;
       return;
     }
+    // a point's frame: its expected payload in this agent's frame (ids, shape, time)
+    const frameBytes = (p: (typeof m.codec.points)[number]) =>
+      encodeFrame({
+        frameId: this.nextId,
+        modelId: m.modelId,
+        modelVersion: m.version,
+        codecId: m.codec.id,
+        codecVersion: m.codec.version,
+        point: p.index,
+        shape: p.symbolShape,
+        captureTs: Date.now(),
+        // the entropy coder's bits, plus rANS's 4-byte final state (core/codec/rans.ts)
+        payload: new Uint8Array(
+          Math.ceil(p.bitsPerImage / 8) + (m.codec.coding === 'rans' ? 4 : 0),
+        ),
+      }).byteLength;
     const points: RatePoint[] = m.codec.points.map((p) => ({
       point: p.index,
       label: p.label,
-      bytes: Math.ceil(p.bitsPerImage / 8) + FRAME_HEADER_BYTES,
+      bytes: frameBytes(p),
       top1: p.top1,
     }));
     this.rate = new RateController(

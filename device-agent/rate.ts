@@ -39,6 +39,7 @@
  *   tbf, a policer) passes a frame at once while it has tokens, so its round trips do not
  *   show its rate.
  */
+import { round as roundTo } from '../core/util/stats.js';
 
 export interface RatePoint {
   point: number;
@@ -97,7 +98,7 @@ interface Mark {
   firstSentAt: number;
 }
 
-const round = (x: number | null) => (x === null ? null : Math.round(x * 10) / 10);
+const round = (x: number | null) => (x === null ? null : roundTo(x, 1));
 const prune = (a: Sample[], since: number) => {
   while (a.length && a[0]!.t < since) a.shift();
 };

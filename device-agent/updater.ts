@@ -144,16 +144,25 @@ export class BundleUpdater {
         const f = m.files[role]!;
         await this.file(label, staging, f.path, f.sha256);
       }
-      await loadBundle(staging, 'device'); // parses and verifies the whole part once more
     } catch (e) {
       this.stats.rejected++;
       throw e;
     }
+    // every file verified: into place, then loaded once (which checks them once more and
+    // parses the tables); one that does not load is removed, never activated
     await rm(final, { recursive: true, force: true });
     await rename(staging, final);
+    let bundle: Bundle;
+    try {
+      bundle = await loadBundle(final, 'device');
+    } catch (e) {
+      this.stats.rejected++;
+      await rm(final, { recursive: true, force: true });
+      throw e;
+    }
     this.stats.downloads++;
     log.info({ bundle: label }, 'bundle verified and stored');
-    return loadBundle(final, 'device');
+    return bundle;
   }
 
   /** Download one file into `dir` (resuming its .part), verify it; returns its bytes. A

@@ -33,7 +33,31 @@ export interface EdgeBroker {
   wsUrl: string | null;
   /** `mqtts://host:port` when a TLS listener runs. */
   tlsUrl: string | null;
+  /** Publish from the edge itself at QoS 1; resolves when Aedes took it (a failure is
+   * logged, never thrown). */
+  publish(topic: string, payload: Buffer, retain?: boolean): Promise<void>;
   close(): Promise<void>;
+}
+
+let handBackDepth = 0;
+/**
+ * The one way the edge's subscription handlers hand a packet back to Aedes, which then
+ * reads that client's next packet inside the call: at once while that nesting is
+ * shallow (a slot of the broker's emitter is freed at once), on a later turn of the
+ * event loop once it is deep (a backlog of thousands of packets overflowed the stack;
+ * soak, 10,000 frames/s; test/e2e/flood.test.ts).
+ */
+export function handBack(cb: () => void): void {
+  if (handBackDepth >= 32) {
+    setImmediate(cb);
+    return;
+  }
+  handBackDepth++;
+  try {
+    cb();
+  } finally {
+    handBackDepth--;
+  }
 }
 
 /** Listen on `port` (0: any free one) and resolve with the port taken. */
@@ -131,12 +155,20 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
     const tlsUrl = tlsServer
       ? `mqtts://${shown}:${await listen(tlsServer, opts.tls?.port ?? 8883, host)}`
       : null;
+    const publish = (topic: string, payload: Buffer, retain = false) =>
+      new Promise<void>((resolve) =>
+        aedes.publish({ cmd: 'publish', topic, payload, qos: 1, retain, dup: false }, (err) => {
+          if (err) log.warn({ err, topic }, 'publish failed');
+          resolve();
+        }),
+      );
     return {
       aedes,
       access,
       tlsUrl,
       url: `mqtt://${shown}:${port}`,
       wsUrl,
+      publish,
       close,
     };
   } catch (e) {

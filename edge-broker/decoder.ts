@@ -25,6 +25,11 @@ export class DecodeFailure extends Error {
   ) {
     super(message);
   }
+
+  /** Any error as a DecodeFailure: itself, or `code` with its text. */
+  static from(e: unknown, code: ErrorCode, frameId: number | null): DecodeFailure {
+    return e instanceof DecodeFailure ? e : new DecodeFailure(code, String(e), frameId);
+  }
 }
 
 /** What a frame of one model needs at the edge: its codec, tail network and shape. */

@@ -36,11 +36,19 @@ import { log } from '../core/util/log.js';
 import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
 import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
+import { bundleRefString } from '../core/protocol/ota.js';
 import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { FleetMonitor, type DeviceView } from './monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
-import { listen, shownHost, startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
+import {
+  handBack,
+  listen,
+  shownHost,
+  startBroker,
+  type BrokerOptions,
+  type EdgeBroker,
+} from './broker.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import { DecoderPool } from './pool.js';
 import { AnswerCache } from './answers.js';
@@ -158,29 +166,12 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     },
   });
 
-  const publishRaw = (topic: string, payload: Buffer, retain = false) =>
-    new Promise<void>((resolve) => {
-      aedes.publish(
-        {
-          cmd: 'publish',
-          topic,
-          payload,
-          qos: 1,
-          retain,
-          dup: false,
-        },
-        (err) => {
-          if (err) log.warn({ err, topic }, 'publish failed');
-          resolve();
-        },
-      );
-    });
   const publish = (topic: string, body: unknown, retain = false) =>
-    publishRaw(topic, Buffer.from(JSON.stringify(body)), retain);
+    broker.publish(topic, Buffer.from(JSON.stringify(body)), retain);
 
   // models over the air and rollouts (their callbacks run only once the edge is up)
   const registry = new ModelRegistry(opts.bundles, opts.staged);
-  const ota = await serveRegistry(aedes, registry, { fleet, base });
+  const ota = await serveRegistry(broker, registry, { fleet, base });
   const jobsTopic = edgeTopic(statusFleet, edgeId, 'jobs', base);
   const rollouts = new RolloutManager(
     {
@@ -200,7 +191,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const answer = (key: string | null, topic: string, body: unknown) => {
     const payload = Buffer.from(JSON.stringify(body));
     if (key) answers.answer(key, { topic, payload });
-    return publishRaw(topic, payload);
+    return broker.publish(topic, payload);
   };
 
   const sendError = (
@@ -219,24 +210,6 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     return answer(key, deviceTopic(fleetId, deviceId, 'error', base), msg);
   };
 
-  /** Hand a packet back to the broker, which then reads that client's next packet inside
-   * the call: at once while that nesting is shallow (a slot of the broker's emitter is
-   * freed at once), on a later turn of the event loop once it is deep (a backlog of
-   * thousands of packets overflowed the stack; soak, 10,000 frames/s). */
-  let handBackDepth = 0;
-  const handBack = (cb: () => void) => {
-    if (handBackDepth >= 32) {
-      setImmediate(cb);
-      return;
-    }
-    handBackDepth++;
-    try {
-      cb();
-    } finally {
-      handBackDepth--;
-    }
-  };
-
   const onFeatures = (packet: AedesPublishPacket, cb: () => void) => {
     handBack(cb); // our queue is the buffer
     const now = Date.now();
@@ -249,8 +222,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     try {
       parsed = decoders[0]!.parse(payload, now);
     } catch (e) {
-      const f =
-        e instanceof DecodeFailure ? e : new DecodeFailure('malformed-frame', String(e), null);
+      const f = DecodeFailure.from(e, 'malformed-frame', null);
       void sendError(null, t.fleet, t.deviceId, f.frameId, f.code, f.message);
       return;
     }
@@ -259,7 +231,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     const prior = answers.seen(key, now);
     if (prior) {
       stats.duplicates++;
-      if (prior.answer) void publishRaw(prior.answer.topic, prior.answer.payload);
+      if (prior.answer) void broker.publish(prior.answer.topic, prior.answer.payload);
       return;
     }
     const ok = pool.submit({
@@ -268,28 +240,15 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       receivedAt: now,
       done: (err, result) => {
         if (err || !result) {
-          const f =
-            err instanceof DecodeFailure
-              ? err
-              : new DecodeFailure('inference-failed', String(err), frame.frameId);
+          const f = DecodeFailure.from(err, 'inference-failed', frame.frameId);
           void sendError(key, t.fleet, t.deviceId, f.frameId, f.code, f.message);
           return;
         }
         stats.results++;
-        monitor.result(
-          t.fleet,
-          t.deviceId,
-          `${result.model}@${result.modelVersion}`,
-          result.codec,
-          result.latency.edgeMs,
-        );
+        const model = bundleRefString({ name: result.model, version: result.modelVersion });
+        monitor.result(t.fleet, t.deviceId, model, result.codec, result.latency.edgeMs);
         if (t.fleet === fleetOf?.fleet)
-          rollouts.result(
-            t.deviceId,
-            `${result.model}@${result.modelVersion}`,
-            result.score,
-            result.latency.edgeMs,
-          );
+          rollouts.result(t.deviceId, model, result.score, result.latency.edgeMs);
         for (const fn of resultListeners) {
           try {
             fn(result);
@@ -381,7 +340,11 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     for (const device of Object.keys(before?.devices ?? {})) {
       if (!(device in f.devices)) {
         configStates.delete(device);
-        await publishRaw(deviceTopic(before!.fleet, device, 'config', base), Buffer.alloc(0), true);
+        await broker.publish(
+          deviceTopic(before!.fleet, device, 'config', base),
+          Buffer.alloc(0),
+          true,
+        );
       }
     }
     log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
@@ -498,7 +461,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     const host = opts.host ?? '127.0.0.1';
     metricsUrl = `http://${shownHost(host)}:${await listen(metrics, opts.metricsPort, host)}`;
   }
-  const models = opts.bundles.map((b) => `${b.manifest.name}@${b.manifest.version}`);
+  const models = opts.bundles.map((b) => bundleRefString(b.manifest));
   await publish(
     statusTopic,
     { state: 'online', ts: Date.now(), models, workers: nWorkers } satisfies EdgeStatus,

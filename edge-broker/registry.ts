@@ -5,7 +5,8 @@
  * (core/protocol/ota.ts). Files are read from disk per chunk, so a file damaged after
  * the edge started is caught by the device's sha256 check, never activated.
  */
-import type { Aedes, AedesPublishPacket } from 'aedes';
+import type { AedesPublishPacket } from 'aedes';
+import { handBack, type EdgeBroker } from './broker.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deviceRoles, pickManifest, sha256, type Bundle } from '../core/model/bundle.js';
@@ -127,24 +128,20 @@ const MAX_READS_PER_DEVICE = 16;
 
 /** Answer every device's fetch requests from `registry`; returns the stats and a stop. */
 export async function serveRegistry(
-  aedes: Aedes,
+  broker: EdgeBroker,
   registry: ModelRegistry,
   opts: { fleet: string; base: string },
 ): Promise<{ stats: OtaStats; stop: () => Promise<void> }> {
   const stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
   const reading = new Map<string, number>();
+  const { aedes } = broker;
   const reply = (topic: string, body: Chunk | ChunkError) =>
-    new Promise<void>((resolve) =>
-      aedes.publish(
-        { cmd: 'publish', topic, payload: encodeChunk(body), qos: 1, retain: false, dup: false },
-        (err) => {
-          if (err) log.warn({ err, topic }, 'chunk not sent');
-          resolve();
-        },
-      ),
-    );
+    broker.publish(topic, encodeChunk(body));
+  /** The refusal of a request, as the device reads it. */
+  const refusal = (req: Pick<FetchRequest, 'id' | 'bundle' | 'file'>, error: string) =>
+    ({ v: OTA_VERSION, id: req.id, bundle: req.bundle, file: req.file, error }) as ChunkError;
   const onFetch = (packet: AedesPublishPacket, cb: () => void) => {
-    setImmediate(cb); // never re-enter Aedes' read loop synchronously (edge.ts handBack)
+    handBack(cb);
     const t = parseTopic(packet.topic, opts.base);
     if (!t || t.kind !== 'device') return;
     const to = deviceTopic(t.fleet, t.deviceId, 'chunk', opts.base);
@@ -154,20 +151,17 @@ export async function serveRegistry(
     } catch (e) {
       stats.refused++;
       // a request without a usable id still gets an answer the device can log
-      void reply(to, { v: OTA_VERSION, id: '-', bundle: '-', file: '-', error: String(e) });
+      void reply(to, refusal({ id: '-', bundle: '-', file: '-' }, String(e)));
       return;
     }
     const who = `${t.fleet}/${t.deviceId}`;
     const busy = reading.get(who) ?? 0;
     if (busy >= MAX_READS_PER_DEVICE) {
       stats.refused++;
-      void reply(to, {
-        v: OTA_VERSION,
-        id: req.id,
-        bundle: req.bundle,
-        file: req.file,
-        error: `more than ${MAX_READS_PER_DEVICE} fetches in flight; ask again later`,
-      });
+      void reply(
+        to,
+        refusal(req, `more than ${MAX_READS_PER_DEVICE} fetches in flight; ask again later`),
+      );
       return;
     }
     reading.set(who, busy + 1);
@@ -191,13 +185,7 @@ export async function serveRegistry(
             { device: t.deviceId, bundle: req.bundle, file: req.file, err: String(e) },
             'fetch refused',
           );
-          return reply(to, {
-            v: OTA_VERSION,
-            id: req.id,
-            bundle: req.bundle,
-            file: req.file,
-            error: e instanceof Error ? e.message : String(e),
-          });
+          return reply(to, refusal(req, e instanceof Error ? e.message : String(e)));
         },
       );
   };

@@ -22,7 +22,7 @@ import { open, readFile, rename } from 'node:fs/promises';
 import { Gauge, type Registry } from 'prom-client';
 import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
 import { log } from '../core/util/log.js';
-import { percentile, round } from '../core/util/stats.js';
+import { percentile, pushBounded, round } from '../core/util/stats.js';
 import type { ModelRegistry } from './registry.js';
 
 export const JOB_STATES = ['QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'ROLLED_BACK'] as const;
@@ -247,8 +247,10 @@ export class RolloutManager {
     // naming devices or groups (even ones with no devices) targets those; naming none, all
     let targets = spec.devices?.length || spec.groups?.length ? [...named] : Object.keys(f.devices);
     // a stable, job-specific order: waves and percentages pick by it
-    const rank = (d: string) => createHash('sha256').update(`${jobId}/${d}`).digest('hex');
-    targets.sort((a, b) => (rank(a) < rank(b) ? -1 : 1));
+    const rank = new Map(
+      targets.map((d) => [d, createHash('sha256').update(`${jobId}/${d}`).digest('hex')]),
+    );
+    targets.sort((a, b) => (rank.get(a)! < rank.get(b)! ? -1 : 1));
     if (spec.percent !== undefined)
       targets = targets.slice(0, Math.ceil((spec.percent / 100) * targets.length));
     if (targets.length === 0) throw new RolloutError('the target names no device');
@@ -314,8 +316,7 @@ export class RolloutManager {
   private record(device: string, o: Outcome): void {
     let list = this.outcomes.get(device);
     if (!list) this.outcomes.set(device, (list = []));
-    list.push(o);
-    if (list.length > EVENTS_PER_DEVICE) list.splice(0, list.length - EVENTS_PER_DEVICE);
+    pushBounded(list, o, EVENTS_PER_DEVICE);
   }
 
   /** Start the next queued job unless one runs. */

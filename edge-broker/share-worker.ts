@@ -102,8 +102,7 @@ export class ShareWorker {
         answerTopic = deviceTopic(t.fleet, t.deviceId, 'result', base);
         this.stats.results++;
       } catch (e) {
-        const f =
-          e instanceof DecodeFailure ? e : new DecodeFailure('inference-failed', String(e), null);
+        const f = DecodeFailure.from(e, 'inference-failed', null);
         body = errorMessage(t.deviceId, f.frameId, f.code, f.message, this.opts.workerId);
         answerTopic = deviceTopic(t.fleet, t.deviceId, 'error', base);
         this.stats.errors++;
