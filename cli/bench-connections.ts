@@ -36,17 +36,24 @@ export interface ConnectionsReport {
   machine: string;
 }
 
-async function rssMiB(pid: number): Promise<number> {
+/** Resident memory of a process, MiB (Linux /proc). */
+export async function rssMiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
   return round(kb / 1024, 1);
 }
 
-/** Start `splitfleet edge` on free ports; resolves with its MQTT and metrics URLs. */
-function startEdgeProcess(): Promise<{ child: ChildProcess; mqtt: string; metrics: string }> {
+/** Start `splitfleet edge` (the built CLI) as its own process with `args` on a free port;
+ * resolves with its MQTT URL and, when it serves them, its metrics URL. `nodeArgs` are
+ * node's own flags (e.g. --cpu-prof). */
+export function startEdgeProcess(
+  args: string[],
+  nodeArgs: string[] = [],
+): Promise<{ child: ChildProcess; mqtt: string; metrics: string | null }> {
   const child = spawn(
     process.execPath,
     [
+      ...nodeArgs,
       join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
       'edge',
       '--host',
@@ -54,27 +61,29 @@ function startEdgeProcess(): Promise<{ child: ChildProcess; mqtt: string; metric
       '--port',
       '0',
       '--no-ws',
-      '--metrics-port',
-      '0',
-      '--workers',
-      '1',
-      '--fleet',
-      'bench',
+      ...args,
     ],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
   );
   return new Promise((resolve, reject) => {
     let out = '';
+    let up = false; // once up, its output is read and dropped (a long soak)
     const timer = setTimeout(() => reject(new Error(`edge did not start: ${out}`)), 60_000);
     child.stdout!.on('data', (d: Buffer) => {
+      if (up) return;
       out += d.toString();
-      const m = /on (mqtt:\/\/\S+?)(?: and|;).*metrics on (http:\/\/\S+)\/metrics/.exec(out);
+      // its first line: "edge <id> on mqtt://... [and ...][; metrics on http://.../metrics]"
+      const m =
+        /^edge \S+ on (mqtt:\/\/[^\s;]+)(?:.*metrics on (http:\/\/\S+)\/metrics)?.*\n/m.exec(out);
       if (m) {
+        up = true;
         clearTimeout(timer);
-        resolve({ child, mqtt: m[1]!, metrics: m[2]! });
+        resolve({ child, mqtt: m[1]!, metrics: m[2] ?? null });
       }
     });
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => {
+      if (!up) out += d.toString();
+    });
     child.on('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`edge exited (${code}): ${out}`));
@@ -87,45 +96,68 @@ async function devicesOnline(metrics: string): Promise<number> {
   return Number(/^splitfleet_devices_online(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
 }
 
-/** One simulated device: CONNECT with a will, retained birth; resolves once CONNACK'd. */
-function device(host: string, port: number, i: number): Promise<Socket> {
-  const id = `d${i}`;
-  const status = (state: string) => Buffer.from(JSON.stringify({ state, seq: 1, ts: Date.now() }));
-  const topic = deviceTopic('bench', id, 'status');
+/**
+ * A raw MQTT 3.1.1 connection (mqtt-packet), as light as a simulated device can be:
+ * CONNECT (with `will` if given), resolved once CONNACK'd; every later packet goes to
+ * `onPacket`. Used by this bench and by the soak script.
+ */
+export function rawClient(
+  url: string,
+  clientId: string,
+  opts: {
+    will?: { topic: string; payload: Buffer };
+    onPacket?: (p: mqttPacket.Packet) => void;
+  } = {},
+): Promise<Socket> {
+  const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
-    const sock = tcpConnect(port, host);
+    const sock = tcpConnect(Number(port), hostname);
     const parser = mqttPacket.parser({ protocolVersion: 4 });
+    let connected = false;
     parser.on('packet', (p) => {
+      if (connected) return opts.onPacket?.(p);
       if (p.cmd !== 'connack') return;
       if (p.returnCode !== 0) return reject(new Error(`CONNACK ${p.returnCode}`));
-      sock.write(
-        mqttPacket.generate({
-          cmd: 'publish',
-          topic,
-          payload: status('online'),
-          qos: 0,
-          retain: true,
-          dup: false,
-        }),
-      );
+      connected = true;
       resolve(sock);
     });
     sock.on('data', (d) => parser.parse(d));
-    sock.on('error', reject);
+    sock.on('error', (e) => (connected ? undefined : reject(e)));
     sock.on('connect', () =>
       sock.write(
         mqttPacket.generate({
           cmd: 'connect',
           protocolId: 'MQTT',
           protocolVersion: 4,
-          clientId: `bench-${id}`,
+          clientId,
           clean: true,
           keepalive: 0,
-          will: { topic, payload: status('offline'), qos: 1, retain: true },
+          ...(opts.will ? { will: { ...opts.will, qos: 1, retain: true } } : {}),
         }),
       ),
     );
   });
+}
+
+/** One simulated device: CONNECT with a will, then its retained birth. */
+async function device(url: string, i: number): Promise<Socket> {
+  const id = `d${i}`;
+  const status = (state: string) => Buffer.from(JSON.stringify({ state, seq: 1, ts: Date.now() }));
+  const topic = deviceTopic('bench', id, 'status');
+  const sock = await rawClient(url, `bench-${id}`, {
+    will: { topic, payload: status('offline') },
+  });
+  sock.write(
+    mqttPacket.generate({
+      cmd: 'publish',
+      topic,
+      payload: status('online'),
+      qos: 0,
+      retain: true,
+      dup: false,
+    }),
+  );
+  return sock;
 }
 
 async function waitFor(cond: () => Promise<boolean>, ms: number): Promise<boolean> {
@@ -140,10 +172,18 @@ async function waitFor(cond: () => Promise<boolean>, ms: number): Promise<boolea
 export async function benchConnections(o: ConnectionsOptions): Promise<ConnectionsReport> {
   const say = o.log ?? (() => undefined);
   const timeout = o.timeoutMs ?? 300_000;
-  const { child, mqtt, metrics } = await startEdgeProcess();
+  const edge = await startEdgeProcess([
+    '--metrics-port',
+    '0',
+    '--workers',
+    '1',
+    '--fleet',
+    'bench',
+  ]);
+  const { child, mqtt } = edge;
+  const metrics = edge.metrics!;
   const socks: Socket[] = [];
   try {
-    const url = new URL(mqtt);
     await new Promise((r) => setTimeout(r, 1000));
     const idle = await rssMiB(child.pid!);
     say(`edge up (pid ${child.pid}, ${idle} MiB); opening ${o.count} connections`);
@@ -151,11 +191,7 @@ export async function benchConnections(o: ConnectionsOptions): Promise<Connectio
     const batch = o.batch ?? 250;
     for (let i = 0; i < o.count; i += batch) {
       const n = Math.min(batch, o.count - i);
-      socks.push(
-        ...(await Promise.all(
-          Array.from({ length: n }, (_, k) => device(url.hostname, Number(url.port), i + k)),
-        )),
-      );
+      socks.push(...(await Promise.all(Array.from({ length: n }, (_, k) => device(mqtt, i + k)))));
       if ((i / batch) % 8 === 0) say(`${socks.length} connected`);
     }
     const connectSeconds = round((performance.now() - t0) / 1000, 2);

@@ -6,7 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
+import { int, list, positive, share } from './args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { OpResponse } from '../core/protocol/messages.js';
 import { edgeOpTopic } from '../core/protocol/topics.js';
@@ -104,23 +105,6 @@ async function atEdge(
 
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'ROLLED_BACK']);
 
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((x) => x.trim())
-    .filter(Boolean);
-}
-function share(v: string): number {
-  const n = Number(v);
-  if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError('a number in 0..1');
-  return n;
-}
-function positive(v: string): number {
-  const n = Number(v);
-  if (!(n > 0)) throw new InvalidArgumentError('a positive number');
-  return n;
-}
-
 function jobLine(j: RolloutJob): string {
   return `${j.jobId} ${j.state} ${j.spec.model} wave ${j.wave + 1}/${j.waves.length} (${j.deployed.length}/${j.targets.length} devices)${j.reason ? `: ${j.reason}` : ''}`;
 }
@@ -167,9 +151,9 @@ export function addJobCommands(fleet: Command): void {
     .option('--max-latency-ms <ms>', 'gate: p95 edge latency', positive)
     .option('--min-confidence <c>', 'gate: mean top-1 score', share)
     .option('--max-confidence-drop <d>', 'gate: drop of the mean top-1 score', share, 0.15)
-    .option('--min-frames <n>', 'frames per wave device before the gates are read', positive, 20)
-    .option('--soak-ms <ms>', 'longest wait for those frames', positive, 60_000)
-    .option('--apply-timeout-ms <ms>', 'longest wait for a device to apply', positive, 120_000)
+    .option('--min-frames <n>', 'frames per wave device before the gates are read', int(1), 20)
+    .option('--soak-ms <ms>', 'longest wait for those frames', int(1), 60_000)
+    .option('--apply-timeout-ms <ms>', 'longest wait for a device to apply', int(1), 120_000)
     .option('--no-auto-rollback', 'leave a failed wave as it is')
     .option('--wait', 'follow the job until it ends; exit 0 only if it succeeded')
     .option('--json', 'print the job as JSON')

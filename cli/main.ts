@@ -29,6 +29,7 @@ import { effectiveConfig } from '../fleet-config/effective.js';
 import Table from 'cli-table3';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { int, num } from './args.js';
 import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './fleet-jobs.js';
 import { edgeTopic } from '../core/protocol/topics.js';
 import type { DeviceView } from '../edge-broker/monitor.js';
@@ -48,21 +49,6 @@ import {
   type CredentialFile,
   type Role,
 } from '../edge-broker/auth.js';
-
-function int(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max)
-      throw new InvalidArgumentError(`an integer in ${min}..${max}`);
-    return n;
-  };
-}
-
-function num(v: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('a non-negative number');
-  return n;
-}
 
 async function model(ref: string): Promise<Bundle> {
   return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);

@@ -7,25 +7,17 @@
  * with `overloaded`; nothing may go unanswered). Prints one line per sample and a JSON
  * summary; exits 1 if any frame got no answer.
  */
-import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { connect as tcpConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
-import { PROJECT_ROOT } from '../core/paths.js';
 import { bundleFor } from '../core/model/bundle.js';
 import { frameSource } from '../device-agent/source.js';
 import { HeadPipeline } from '../device-agent/pipeline.js';
 import { decodeFrame, encodeFrame, type Frame } from '../core/protocol/frame.js';
 import { deviceTopic } from '../core/protocol/topics.js';
+import { rawClient, rssMiB, startEdgeProcess } from '../cli/bench-connections.js';
 
 const [devices = 1000, fps = 10, seconds = 600] = process.argv.slice(2).map(Number);
 const SAMPLE_MS = 10_000;
-
-async function rssMiB(pid: number): Promise<number> {
-  const s = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 102.4) / 10;
-}
 
 // real frames: the shipped splitfleet codec, point 0, on the first 32 sample images
 const bundle = await bundleFor('resnet9w05-cifar10', 'splitfleet');
@@ -36,45 +28,15 @@ for await (const s of frameSource({ source: 'sample', limit: 32 })) {
 }
 await head.close();
 
-const edge = spawn(
-  process.execPath,
-  [
-    // SOAK_EDGE_NODE_ARGS: node flags for the edge (e.g. --cpu-prof)
-    ...(process.env.SOAK_EDGE_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-    join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
-    'edge',
-    '--model',
-    'splitfleet-cifar10',
-    '--host',
-    '127.0.0.1',
-    '--port',
-    '0',
-    '--no-ws',
-    '--no-metrics',
-    '--workers',
-    '2',
-    '--fleet',
-    'soak',
-  ],
-  {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, LOG_LEVEL: 'error' },
-  },
+const { child: edge, mqtt: url } = await startEdgeProcess(
+  ['--model', 'splitfleet-cifar10', '--no-metrics', '--workers', '2', '--fleet', 'soak'],
+  // SOAK_EDGE_NODE_ARGS: node flags for the edge (e.g. --cpu-prof)
+  process.env.SOAK_EDGE_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
 );
-const url = await new Promise<string>((resolve, reject) => {
-  let out = '';
-  edge.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-    const m = /on (mqtt:\/\/\S+)/.exec(out);
-    if (m) resolve(m[1]!);
-  });
-  edge.on('exit', (c) => reject(new Error(`edge exited ${c}`)));
-});
 
 const sent = { n: 0 };
 const got = { results: 0, errors: 0, overloaded: 0 };
 const pending = new Map<string, number>();
-const hostPort = new URL(url);
 
 /**
  * One simulated device as a raw MQTT 3.1.1 connection (mqtt-packet): light enough that
@@ -83,35 +45,19 @@ const hostPort = new URL(url);
  */
 async function device(i: number): Promise<Socket> {
   const id = `s${i}`;
-  const sock = tcpConnect(Number(hostPort.port), hostPort.hostname);
-  const parser = mqttPacket.parser({ protocolVersion: 4 });
-  let connack: () => void = () => undefined;
-  parser.on('packet', (p) => {
-    if (p.cmd === 'connack') return connack();
-    if (p.cmd !== 'publish') return;
-    const r = JSON.parse(p.payload.toString()) as { frameId: number; code?: string };
-    if (!pending.delete(`${id}/${r.frameId}`)) return;
-    if (p.topic.endsWith('/result')) got.results++;
-    else {
-      got.errors++;
-      if (r.code === 'overloaded') got.overloaded++;
-    }
+  const sock = await rawClient(url, `soak-${id}`, {
+    onPacket: (p) => {
+      if (p.cmd !== 'publish') return;
+      const r = JSON.parse(p.payload.toString()) as { frameId: number; code?: string };
+      if (!pending.delete(`${id}/${r.frameId}`)) return;
+      if (p.topic.endsWith('/result')) got.results++;
+      else {
+        got.errors++;
+        if (r.code === 'overloaded') got.overloaded++;
+      }
+    },
   });
-  sock.on('data', (d) => parser.parse(d));
   sock.on('error', () => undefined);
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  const acked = new Promise<void>((r) => (connack = r));
-  sock.write(
-    mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clientId: `soak-${id}`,
-      clean: true,
-      keepalive: 0,
-    }),
-  );
-  await acked;
   sock.write(
     mqttPacket.generate({
       cmd: 'subscribe',

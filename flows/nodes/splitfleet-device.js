@@ -8,6 +8,7 @@
  */
 'use strict';
 
+const { parseTopic } = require('../lib/core/protocol/topics.js');
 const { edgeOf } = require('./edge-of.js');
 
 /** @param {import('node-red').NodeAPI} RED */
@@ -41,8 +42,9 @@ module.exports = function (RED) {
         }
         if (!st || (st.state !== 'online' && st.state !== 'offline') || typeof st.seq !== 'number')
           return;
-        const parts = topic.split('/');
-        const key = `${parts[1]}/${parts[3]}`;
+        const t = parseTopic(topic, edge.base);
+        if (!t || t.kind !== 'device') return;
+        const key = `${t.fleet}/${t.deviceId}`;
         const prev = known.get(key);
         // an offline with an older seq than the birth in force is a stale will
         if (prev && st.state === 'offline' && prev.online && st.seq < prev.seq) return;
@@ -69,9 +71,9 @@ module.exports = function (RED) {
           {
             topic,
             event,
-            fleet: parts[1],
-            device: parts[3],
-            payload: { fleet: parts[1], device: parts[3], ...next, ts: st.ts ?? Date.now() },
+            fleet: t.fleet,
+            device: t.deviceId,
+            payload: { fleet: t.fleet, device: t.deviceId, ...next, ts: st.ts ?? Date.now() },
             online: online(),
           },
           null,

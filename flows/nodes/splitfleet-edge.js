@@ -11,7 +11,7 @@
 const { randomUUID } = require('node:crypto');
 const { readFileSync } = require('node:fs');
 const mqtt = require('mqtt');
-const { filterWithin } = require('../lib/core/protocol/topics.js');
+const { filterWithin, parseTopic } = require('../lib/core/protocol/topics.js');
 
 /** @typedef {(topic: string, payload: Buffer) => void} Handler */
 /** @typedef {{ fill: 'green' | 'yellow' | 'red' | 'grey', shape: 'dot' | 'ring', text: string }} Status */
@@ -97,11 +97,11 @@ module.exports = function (RED) {
         setStatus({ fill: 'red', shape: 'ring', text });
       });
       c.on('message', (topic, payload) => {
-        const parts = topic.split('/');
-        if (parts.length === 5 && parts[2] === 'device' && parts[4] === 'config') {
+        const t = parseTopic(topic, node.base);
+        if (t && t.kind === 'device' && t.channel === 'config') {
           try {
             const cfg = payload.length ? JSON.parse(payload.toString('utf8')) : null;
-            groups.set(`${parts[1]}/${parts[3]}`, cfg ? (cfg.group ?? null) : null);
+            groups.set(`${t.fleet}/${t.deviceId}`, cfg ? (cfg.group ?? null) : null);
           } catch {
             // not a config message
           }

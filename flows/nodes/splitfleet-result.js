@@ -9,6 +9,7 @@
 const { edgeOf } = require('./edge-of.js');
 
 const { parseResult } = require('../lib/core/protocol/messages.js');
+const { parseTopic } = require('../lib/core/protocol/topics.js');
 
 /** @param {import('node-red').NodeAPI} RED */
 module.exports = function (RED) {
@@ -34,18 +35,18 @@ module.exports = function (RED) {
     const off = edge.subscribe(
       `${edge.base}/${fleet}/device/${device}/result`,
       (/** @type {string} */ topic, /** @type {Buffer} */ payload) => {
-        const parts = topic.split('/');
+        const t = parseTopic(topic, edge.base);
         const r = parseResult(payload);
-        if (!r) {
+        if (!t || t.kind !== 'device' || !r) {
           node.warn(`not a splitfleet result on ${topic}`);
           return;
         }
-        const g = edge.groupOf(parts[1], parts[3]);
+        const g = edge.groupOf(t.fleet, t.deviceId);
         if (group && g !== group) return;
         if (labels.length && !labels.includes(r.label)) return;
         if (r.score < minScore) return;
         seen++;
-        node.send({ topic, payload: r, fleet: parts[1], device: parts[3], group: g });
+        node.send({ topic, payload: r, fleet: t.fleet, device: t.deviceId, group: g });
         if (seen % 10 === 1) node.status({ fill: 'green', shape: 'dot', text: `${seen} results` });
       },
     );
