@@ -45,26 +45,29 @@ export async function rssMiB(pid: number): Promise<number> {
 
 /** Start `splitfleet edge` (the built CLI) as its own process with `args` on a free port;
  * resolves with its MQTT URL and, when it serves them, its metrics URL. `nodeArgs` are
- * node's own flags (e.g. --cpu-prof). */
+ * node's own flags (e.g. --cpu-prof); `wrap` is a command the process runs under (e.g.
+ * `ip netns exec NS`, with `host` the address it listens on there). */
 export function startEdgeProcess(
   args: string[],
   nodeArgs: string[] = [],
+  where: { wrap?: string[]; host?: string } = {},
 ): Promise<{ child: ChildProcess; mqtt: string; metrics: string | null }> {
-  const child = spawn(
-    process.execPath,
-    [
-      ...nodeArgs,
-      join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
-      'edge',
-      '--host',
-      '127.0.0.1',
-      '--port',
-      '0',
-      '--no-ws',
-      ...args,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
-  );
+  const argv = [
+    ...nodeArgs,
+    join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
+    'edge',
+    '--host',
+    where.host ?? '127.0.0.1',
+    '--port',
+    '0',
+    '--no-ws',
+    ...args,
+  ];
+  const [cmd, ...pre] = where.wrap?.length ? where.wrap : [process.execPath];
+  const child = spawn(cmd!, where.wrap?.length ? [...pre, process.execPath, ...argv] : argv, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     let up = false; // once up, its output is read and dropped (a long soak)

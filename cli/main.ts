@@ -6,9 +6,6 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { watchFile } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
-import { startEdge } from '../edge-broker/edge.js';
-import { startNodeRed } from '../edge-broker/node-red.js';
-import { ShareWorker } from '../edge-broker/share-worker.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
 import {
@@ -21,15 +18,13 @@ import {
   type Bundle,
 } from '../core/model/bundle.js';
 import { percentile, round } from '../core/util/stats.js';
-import { benchRate, rateMarkdown, rateTable } from './bench-rate.js';
 import { benchConnections } from './bench-connections.js';
-import { runDemo } from './demo.js';
-import { readRateReport, writePlot } from './plot.js';
 import { effectiveConfig } from '../fleet-config/effective.js';
 import Table from 'cli-table3';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { int, num } from './args.js';
+import { applyAgentConfig } from './agent-config.js';
 import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './fleet-jobs.js';
 import { edgeTopic } from '../core/protocol/topics.js';
 import type { DeviceView } from '../edge-broker/monitor.js';
@@ -40,6 +35,7 @@ import {
   type FleetContext,
 } from '../fleet-config/load.js';
 import { fleetSchema } from '../fleet-config/schema.js';
+import { ENGINE_NAMES, type EngineName } from '../core/engine/engine.js';
 import {
   hashPassword,
   loadCredentials,
@@ -49,6 +45,27 @@ import {
   type CredentialFile,
   type Role,
 } from '../edge-broker/auth.js';
+
+// The broker, Node-RED, the demo, the rate bench and the plots load when their command
+// runs, so `splitfleet agent` on a device never holds them (about 45 MiB of RSS,
+// scripts/agent-resources.ts).
+type Lazy<F> = F extends (...a: infer A) => infer R ? (...a: A) => Promise<Awaited<R>> : never;
+const startEdge: Lazy<typeof import('../edge-broker/edge.js').startEdge> = async (...a) =>
+  (await import('../edge-broker/edge.js')).startEdge(...a);
+const startNodeRed: Lazy<typeof import('../edge-broker/node-red.js').startNodeRed> = async (...a) =>
+  (await import('../edge-broker/node-red.js')).startNodeRed(...a);
+const ShareWorker = {
+  start: (async (...a) =>
+    (await import('../edge-broker/share-worker.js')).ShareWorker.start(...a)) as Lazy<
+    typeof import('../edge-broker/share-worker.js').ShareWorker.start
+  >,
+};
+const runDemo: Lazy<typeof import('./demo.js').runDemo> = async (...a) =>
+  (await import('./demo.js')).runDemo(...a);
+const readRateReport: Lazy<typeof import('./plot.js').readRateReport> = async (...a) =>
+  (await import('./plot.js')).readRateReport(...a);
+const writePlot: Lazy<typeof import('./plot.js').writePlot> = async (...a) =>
+  (await import('./plot.js')).writePlot(...a);
 
 async function model(ref: string): Promise<Bundle> {
   return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);
@@ -96,6 +113,8 @@ program
   .option('--workers <n>', 'decoder workers', int(1, 64), 2)
   .option('--threads <n>', 'inference threads per worker', int(1, 64), 1)
   .option('--max-queue <n>', 'frames queued before devices get "overloaded"', int(1), 256)
+  .option('--max-batch <n>', 'frames run through the tail together at most', int(1, 1024), 16)
+  .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
   .option('--fleet <id>', "fleet to serve ('+' for all)", '+')
   .option('--edge-id <id>', 'edge id', 'edge-1')
   .option(
@@ -122,6 +141,18 @@ program
     'staged bundles: decoded, and sent to devices over the air, where a rollout or a name@version asks for them',
   )
   .option('--state-dir <dir>', 'where the edge keeps rollout jobs (jobs.json) across restarts')
+  .option(
+    '--redis <url>',
+    'broker state in Redis (redis://host:port[/db]): nodes on the same Redis form one cluster (give each its own --edge-id)',
+  )
+  .addOption(
+    new Option(
+      '--redis-mode <mode>',
+      'cluster: state and message bus in Redis; persist: state only (one node that survives restarts)',
+    )
+      .choices(['cluster', 'persist'])
+      .default('cluster'),
+  )
   .option(
     '--node-red',
     'also start Node-RED: editor on --node-red-port, dashboard on /dashboard, splitfleet nodes and example flows',
@@ -166,9 +197,14 @@ program
       workers: o.workers,
       threadsPerWorker: o.threads,
       maxQueue: o.maxQueue,
+      maxBatch: o.maxBatch,
+      maxWaitMs: o.maxWait,
       fleet: o.fleet,
       edgeId: o.edgeId,
       stateDir: (o.stateDir as string | undefined) ?? null,
+      redis: o.redis
+        ? { url: o.redis as string, mode: o.redisMode as 'cluster' | 'persist' }
+        : undefined,
     });
     const nodeRed = o.nodeRed
       ? await startNodeRed({
@@ -255,15 +291,23 @@ program
 program
   .command('agent')
   .description('run a device agent: source -> head -> codec -> MQTT, and listen for results')
-  .requiredOption('--device <id>', 'device id')
-  .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
+  .option(
+    '--config <file>',
+    'agent config file (YAML/JSON): one key per flag, e.g. "latency-goal: 80"; flags win',
+  )
+  .option('--device <id>', 'device id (required, here or in --config)')
+  .option(
+    '--url <url>',
+    'edge broker URL; several, comma-separated (a cluster): the next is tried when one is lost',
+    'mqtt://127.0.0.1:1883',
+  )
   .option('--fleet <id>', 'fleet id', 'default')
   .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
   .option('--codec <name>', 'feature codec (split-q, aecnn, frankensplit, ...)', 'split-q')
   .option('--point <n>', 'codec operating point', int(0, 255), 0)
   .option(
     '--source <path>',
-    "'sample', an image folder, a .tar.gz, or the CIFAR-10 binary release",
+    "'sample', an image folder, a .tar.gz, the CIFAR-10 binary release, v4l2:/dev/video0, a video file or stream URL, mqtt://host/topic, or - (stdin)",
     'sample',
   )
   .option('--split <split>', 'dataset split to read', 'test')
@@ -271,6 +315,14 @@ program
   .option('--loop', 'repeat the source forever')
   .option('--fps <n>', 'frames per second (0: as fast as the window allows)', num, 5)
   .option('--threads <n>', 'head inference threads', int(1, 64), 1)
+  .addOption(
+    new Option(
+      '--engine <name>',
+      'head inference engine (one it cannot run falls back, logged; a fleet config may change it)',
+    )
+      .choices(ENGINE_NAMES)
+      .default('auto'),
+  )
   .option('--username <u>', 'MQTT username')
   .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
   .option('--ca <file>', 'PEM certificate(s) to trust for an mqtts:// edge')
@@ -280,6 +332,7 @@ program
   )
   .option('--outbox-frames <n>', 'outbox capacity in frames', int(1), 1000)
   .option('--tag-frames', "send each image's name in its frame (dashboards can show the image)")
+  .option('--window <n>', 'frames awaiting results before capture waits', int(1, 1_000_000), 4)
   .option(
     '--latency-goal <ms>',
     'pick the most accurate point of a learned codec that meets this end-to-end latency on the link',
@@ -291,7 +344,10 @@ program
     'bundle store: models a config names are fetched from the edge over the air into it',
   )
   .option('--json', 'end with one JSON summary line')
-  .action(async (o) => {
+  .action(async (opts, cmd: Command) => {
+    if (opts.config) await applyAgentConfig(cmd, opts.config as string);
+    const o = cmd.opts();
+    if (!o.device) throw new Error('--device (or "device:" in --config) is required');
     const agent = new Agent(
       {
         url: o.url,
@@ -303,6 +359,7 @@ program
         source: { source: o.source, split: o.split, loop: Boolean(o.loop), limit: o.frames },
         fps: o.fps,
         threads: o.threads,
+        engine: o.engine as EngineName,
         username: o.username,
         password: o.password ?? process.env.SPLITFLEET_PASSWORD,
         // a config from the edge may name another model or a learned codec
@@ -315,6 +372,7 @@ program
         latencyGoalMs: (o.latencyGoal as number | undefined) ?? null,
         tagFrames: Boolean(o.tagFrames),
         maxKbps: (o.maxKbps as number | undefined) ?? null,
+        maxInFlight: o.window as number,
       },
       {
         result: (r, ms) =>
@@ -360,6 +418,73 @@ program
 const bench = program
   .command('bench')
   .description('benchmarks (print a table; --json adds one JSON line)');
+bench
+  .command('engines')
+  .description(
+    'the device encoder (head + codec encode) on each inference engine and thread count: ms per frame, memory, maxAbsDiff vs onnx',
+  )
+  .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
+  .option('--codec <name>', 'feature codec (split-q, splitfleet, aecnn, ...)', 'split-q')
+  .option('--point <n>', 'codec operating point', int(0, 255), 0)
+  .option('--frames <n>', 'timed frames per engine and thread count', int(1, 100_000), 200)
+  .option('--warmup <n>', 'untimed frames first', int(0, 10_000), 20)
+  .option('--threads <n...>', 'thread counts', ['1', '2'])
+  .option('--compare <n>', 'images whose head outputs are compared with onnx', int(1, 500), 50)
+  .option('--json', 'print one JSON object on the last line')
+  .action(async (o) => {
+    const { benchEngines, enginesTable } = await import('./bench-engines.js');
+    const r = await benchEngines({
+      model: o.model as string,
+      codec: o.codec as string,
+      point: o.point as number,
+      frames: o.frames as number,
+      warmup: o.warmup as number,
+      threads: (o.threads as string[]).map((t) => int(1, 64)(t)),
+      compare: o.compare as number,
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(enginesTable(r));
+    if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+  });
+bench
+  .command('throughput')
+  .description(
+    'edge results/s and latency through the broker vs the raw decoder pool, and broker fan-in vs mosquitto',
+  )
+  .option('--devices <n>', 'simulated devices', int(1, 19_000), 100)
+  .option('--seconds <n>', 'seconds per measured step', int(1, 3600), 10)
+  .option('--model <name>', 'model name, name@version or bundle folder', 'splitfleet-cifar10')
+  .option('--codec <name>', 'feature codec', 'splitfleet')
+  .option('--point <n>', 'codec operating point', int(0, 255), 0)
+  .option('--workers <n>', 'decoder threads', int(1, 64), 2)
+  .option('--max-batch <n>', 'frames per tail batch at most', int(1, 1024), 16)
+  .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
+  .option('--p99-bound <ms>', 'a step counts when its p99 latency stays under this', num, 50)
+  .option('--loads <shares...>', 'offered load per step, as shares of the raw rate', [
+    '0.5',
+    '0.7',
+    '0.8',
+    '0.9',
+  ])
+  .option('--json', 'print one JSON object on the last line')
+  .action(async (o) => {
+    const { benchThroughput, throughputTable } = await import('./bench-throughput.js');
+    const r = await benchThroughput({
+      devices: o.devices as number,
+      seconds: o.seconds as number,
+      model: o.model as string,
+      codec: o.codec as string,
+      point: o.point as number,
+      workers: o.workers as number,
+      maxBatch: o.maxBatch as number,
+      maxWaitMs: o.maxWait as number,
+      p99BoundMs: o.p99Bound as number,
+      loads: (o.loads as string[]).map((x) => num(x)),
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(throughputTable(r));
+    if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+  });
 bench
   .command('connections')
   .description(
@@ -413,6 +538,7 @@ bench
               .map((m) => resolveModel(`${m.name}@${m.version}`)),
           )
         : await Promise.all(names.map(model));
+    const { benchRate, rateMarkdown, rateTable } = await import('./bench-rate.js');
     const r = await benchRate({
       data: o.data,
       bundle: await model(o.model),
@@ -445,6 +571,84 @@ bench
         }) + '\n',
       );
     }
+  });
+
+bench
+  .command('latency')
+  .description(
+    'one device over shaped links (namespaces; netem or scripts/linkemu.py): local vs input offload vs split, latency, wire bytes, max frame rate',
+  )
+  .option(
+    '--profiles <specs...>',
+    'links as name:kbps:delayMs[:loss] (default: 10mbit-20ms, 1mbit-50ms, 250kbit-100ms-1%)',
+  )
+  .option(
+    '--methods <names...>',
+    'only these methods, by name or codec (e.g. local webp splitfleet)',
+  )
+  .option('--fps <n>', 'frame rate of the latency runs', num, 10)
+  .option('--seconds <n>', 'seconds per run and per probe', num)
+  .option('--probes <n>', 'probes of the max-rate search per method and link', int(0, 20))
+  .option('--max-fps <n>', 'ceiling of the max-rate search', num, 150)
+  .option('--source <path>', 'images (default: the shipped sample)')
+  .addOption(
+    new Option('--shaper <kind>', 'link shaper')
+      .choices(['auto', 'netem', 'linkemu'])
+      .default('auto'),
+  )
+  .option('--quick', 'short runs, one probe (a smoke run, not a result)')
+  .option('--json', 'print one JSON object on the last line')
+  .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
+  .action(async (o) => {
+    const { benchLatency, DEFAULT_METHODS, latencyTable, parseProfile, writeLatencyPlot } =
+      await import('./bench-latency.js');
+    const names = o.methods as string[] | undefined;
+    const methods = names
+      ? DEFAULT_METHODS.filter(
+          (m) => names.includes(m.name) || names.includes(m.codec) || names.includes(m.kind),
+        )
+      : undefined;
+    if (names && !methods?.length) throw new Error(`--methods: none of ${names.join(', ')}`);
+    const r = await benchLatency({
+      profiles: (o.profiles as string[] | undefined)?.map(parseProfile),
+      methods,
+      fps: o.fps as number,
+      seconds: o.seconds as number | undefined,
+      probes: o.probes as number | undefined,
+      maxFps: o.maxFps as number,
+      source: o.source as string | undefined,
+      shaper: o.shaper as 'auto' | 'netem' | 'linkemu',
+      quick: Boolean(o.quick),
+      log: (l) => process.stderr.write(`${l}\n`),
+    });
+    process.stdout.write(latencyTable(r) + '\n');
+    if (o.plot) {
+      await writeLatencyPlot(r, o.plot as string);
+      process.stderr.write(`plot written to ${o.plot}\n`);
+    }
+    if (o.json) process.stdout.write(JSON.stringify(r) + '\n');
+  });
+bench
+  .command('offload-worker', { hidden: true })
+  .description('the edge half of input offload for bench latency (edge-broker/image-offload.ts)')
+  .requiredOption('--url <url>', 'the edge broker')
+  .requiredOption('--fleet <id>', 'the fleet whose devices send images')
+  .option('--model <names...>', 'backbones to serve', [DEFAULT_MODEL])
+  .action(async (o) => {
+    const { ImageOffloadWorker } = await import('../edge-broker/image-offload.js');
+    const w = await ImageOffloadWorker.start({
+      url: o.url as string,
+      fleet: o.fleet as string,
+      bundles: await Promise.all((o.model as string[]).map(model)),
+    });
+    process.stdout.write(`offload worker up for fleet ${o.fleet} on ${o.url}\n`);
+    const stop = async () => {
+      await w.stop();
+      process.stdout.write(`stopped: ${JSON.stringify(w.stats)}\n`);
+      process.exit(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
   });
 
 bench

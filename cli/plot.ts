@@ -61,11 +61,16 @@ export function rateSpec(r: RateReport): TopLevelSpec {
   };
 }
 
-export async function renderSvg(r: RateReport): Promise<string> {
-  const view = new View(parse(compile(rateSpec(r)).spec), { renderer: 'none' });
+/** Any Vega-Lite spec as SVG, rendered headless (also used by `bench latency`). */
+export async function specToSvg(spec: TopLevelSpec): Promise<string> {
+  const view = new View(parse(compile(spec).spec), { renderer: 'none' });
   const svg = await view.toSVG();
   view.finalize();
   return svg;
+}
+
+export async function renderSvg(r: RateReport): Promise<string> {
+  return specToSvg(rateSpec(r));
 }
 
 /** Writes `file` as SVG or PNG (by extension). */

@@ -31,6 +31,7 @@ import {
 } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
+import { parseEngineName, selectEngine, type EngineName } from '../core/engine/select.js';
 import { HeadPipeline } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
@@ -42,6 +43,8 @@ import { encodeFrame } from '../core/protocol/frame.js';
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface AgentOptions {
+  /** The edge's broker URL; several, comma-separated (the nodes of a cluster): the agent
+   * connects to the first and moves to the next whenever a connection is lost or fails. */
   url: string;
   fleet: string;
   deviceId: string;
@@ -57,6 +60,8 @@ export interface AgentOptions {
   /** A frame without an answer after this long counts as lost. */
   resultTimeoutMs?: number;
   threads?: number;
+  /** Inference engine of the head (core/engine/select.ts); a fleet config's `engine` wins. */
+  engine?: EngineName;
   username?: string;
   password?: string;
   reconnectPeriodMs?: number;
@@ -121,6 +126,17 @@ interface Pending {
 export interface AgentEvents {
   result?: (r: ResultMessage, latencyMs: number) => void;
   error?: (e: ErrorMessage) => void;
+}
+
+/** mqtt.js' `servers` (it takes the next one on every reconnect) from broker URLs. */
+function servers(urls: string[]): NonNullable<IClientOptions['servers']> {
+  return urls.map((u) => {
+    const x = new URL(u);
+    type Server = NonNullable<IClientOptions['servers']>[number];
+    const protocol = x.protocol.slice(0, -1) as NonNullable<Server['protocol']>;
+    const port = x.port ? Number(x.port) : protocol === 'mqtts' ? 8883 : 1883;
+    return { host: x.hostname, port, protocol };
+  });
 }
 
 export class Agent {
@@ -197,8 +213,15 @@ export class Agent {
     return bundleRefString(this.opts.bundle.manifest);
   }
 
-  private newPipeline(bundle: Bundle, codec: string, point: number): Promise<HeadPipeline> {
-    return HeadPipeline.create(bundle, codec, point, { threads: this.opts.threads ?? 1 });
+  private async newPipeline(
+    bundle: Bundle,
+    codec: string,
+    point: number,
+    engineName: EngineName = this.opts.engine ?? 'auto',
+  ): Promise<HeadPipeline> {
+    const threads = this.opts.threads ?? 1;
+    const { engine } = await selectEngine(engineName, threads); // logs a fallback
+    return HeadPipeline.create(bundle, codec, point, { threads, engine });
   }
 
   private status(state: DeviceStatus['state']): Buffer {
@@ -245,7 +268,9 @@ export class Agent {
         log.info({ device: this.opts.deviceId, frames: restored.length }, 'outbox restored');
       }
     }
-    this.client = connect(this.opts.url, options);
+    const urls = this.opts.url.split(',').map((u) => u.trim());
+    const many = urls.length > 1 ? { servers: servers(urls) } : {};
+    this.client = connect(urls[0]!, { ...options, ...many });
     let first: (() => void) | undefined;
     const firstReady = new Promise<void>((r) => (first = r));
     this.client.on('connect', () => {
@@ -409,11 +434,15 @@ export class Agent {
           `source ${JSON.stringify(s.source)} differs from ${JSON.stringify(this.opts.source.source)}; the source is set when the agent starts`,
         );
       }
+      const engine = s.engine === undefined ? this.opts.engine : parseEngineName(s.engine);
       const bundle = await this.bundleFor(c);
       const same =
-        bundle === this.opts.bundle && s.codec === this.opts.codec && s.point === this.opts.point;
+        bundle === this.opts.bundle &&
+        s.codec === this.opts.codec &&
+        s.point === this.opts.point &&
+        (engine ?? 'auto') === (this.opts.engine ?? 'auto');
       if (!same) {
-        await this.swapPipeline(await this.newPipeline(bundle, s.codec, s.point));
+        await this.swapPipeline(await this.newPipeline(bundle, s.codec, s.point, engine));
       }
       Object.assign(this.opts, {
         bundle,
@@ -422,6 +451,7 @@ export class Agent {
         fps: s.fps,
         latencyGoalMs: s.latencyGoalMs,
         maxKbps: s.maxKbps ?? null,
+        engine,
       });
       this.configureRate();
       this.configId = c.configId;
@@ -767,24 +797,33 @@ export class Agent {
     const window = this.opts.maxInFlight ?? 4;
     const started = performance.now();
     let next = started;
-    for await (const s of frameSource(this.opts.source)) {
-      if (this.stopping) break;
-      // with an outbox, capture goes on while offline (the outbox bounds it); otherwise
-      // at most `window` frames wait for answers
-      await this.until(
-        () =>
-          this.stopping ||
-          (this.outbox ? !this.ready || this.inFlight() < window : this.pending.size < window),
-      );
-      if (this.stopping) break;
-      const fps = this.opts.fps ?? 0; // read per frame: a config may change it
-      const interval = fps > 0 ? 1000 / fps : 0;
-      if (interval > 0) {
-        const wait = next - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        next = Math.max(next + interval, performance.now() - interval);
+    // The frame is taken after the waits, so a live source (camera) hands over its newest
+    // frame, not one that waited for the window or the frame rate.
+    const source = frameSource({ ...this.opts.source, ca: this.opts.source.ca ?? this.opts.ca });
+    try {
+      for (;;) {
+        if (this.stopping) break;
+        // with an outbox, capture goes on while offline (the outbox bounds it); otherwise
+        // at most `window` frames wait for answers
+        await this.until(
+          () =>
+            this.stopping ||
+            (this.outbox ? !this.ready || this.inFlight() < window : this.pending.size < window),
+        );
+        if (this.stopping) break;
+        const fps = this.opts.fps ?? 0; // read per frame: a config may change it
+        const interval = fps > 0 ? 1000 / fps : 0;
+        if (interval > 0) {
+          const wait = next - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          next = Math.max(next + interval, performance.now() - interval);
+        }
+        const s = await source.next();
+        if (s.done || this.stopping) break;
+        await this.send(s.value);
       }
-      await this.send(s);
+    } finally {
+      await source.return(undefined);
     }
     await this.until(() => this.pending.size === 0 || this.stopping);
     this.stats.elapsedMs = performance.now() - started;

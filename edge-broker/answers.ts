@@ -37,6 +37,18 @@ export class AnswerCache {
     if (e) e.answer = answer;
   }
 
+  /** An answer another node of a cluster gave: a redelivery of that frame here gets it. */
+  remember(key: string, answer: Answer, now: number): void {
+    const e = this.entries.get(key);
+    if (e && now - e.at < this.ttlMs) {
+      e.answer ??= answer;
+      return;
+    }
+    this.entries.delete(key);
+    this.entries.set(key, { at: now, answer });
+    this.evict(now);
+  }
+
   /** Forget a frame (it was refused and may be sent again for a real try). */
   forget(key: string): void {
     this.entries.delete(key);

@@ -12,6 +12,7 @@ import { log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';
 import { ProtocolViolation } from './compliance.js';
+import { redisBackend, type RedisMode } from './cluster.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -24,6 +25,12 @@ export interface BrokerOptions {
   tls?: { port?: number; key: string | Buffer; cert: string | Buffer; ca?: string | Buffer };
   /** Credentials and per-client limits (auth.ts); without credentials the broker is open. */
   access?: Omit<AccessOptions, 'maxPayloadBytes'> & { maxPayloadBytes?: number };
+  /** The broker's state in Redis (cluster.ts): `persist` survives a restart of this node,
+   * `cluster` also joins every node on the same Redis into one broker. */
+  redis?: { url: string; mode: RedisMode };
+  /** Hold the connections that come in until `open()`: the edge's own subscriptions are in
+   * place before a device's first frame (devices waiting for a restarted edge connect at once). */
+  deferOpen?: boolean;
 }
 
 export interface EdgeBroker {
@@ -36,6 +43,8 @@ export interface EdgeBroker {
   /** Publish from the edge itself at QoS 1; resolves when Aedes took it (a failure is
    * logged, never thrown). */
   publish(topic: string, payload: Buffer, retain?: boolean): Promise<void>;
+  /** Serve the connections held by `deferOpen` (and every later one at once). */
+  open(): void;
   close(): Promise<void>;
 }
 
@@ -83,7 +92,13 @@ export function shownHost(host: string): string {
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
   const shown = shownHost(host);
-  const aedes = await Aedes.createBroker(opts.aedes ?? {});
+  const backend = opts.redis ? redisBackend(opts.redis.url, opts.redis.mode) : null;
+  const aedes = await Aedes.createBroker({ ...opts.aedes, ...backend?.aedes }).catch(
+    async (e: unknown) => {
+      await backend?.close();
+      throw e;
+    },
+  );
   // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
   const access = new Access({
     ...opts.access,
@@ -94,6 +109,12 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   (aedes as unknown as EventEmitter).on('error', (err: unknown) =>
     log.warn({ err: String(err) }, 'broker error'),
   );
+  let opened = !opts.deferOpen;
+  const held: (() => void)[] = [];
+  const handle = (...args: Parameters<Aedes['handle']>) => {
+    if (opened) aedes.handle(...args);
+    else held.push(() => aedes.handle(...args));
+  };
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
   // every TCP/TLS packet's declared size is checked before its payload is read
   const maxPacket = access.maxPayloadBytes + 4096;
@@ -106,14 +127,12 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
     access.stats.oversized++;
     log.warn({ err: e.message }, 'connection closed: packet too large');
   };
-  const tcp = createServer({ noDelay: true }, (sock) =>
-    aedes.handle(guarded(sock, maxPacket, refuse)),
-  );
+  const tcp = createServer({ noDelay: true }, (sock) => handle(guarded(sock, maxPacket, refuse)));
   let http: HttpServer | null = null;
   const tlsServer = opts.tls
     ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }, (sock) => {
         sock.setNoDelay(true);
-        aedes.handle(guarded(sock, maxPacket, refuse));
+        handle(guarded(sock, maxPacket, refuse));
       })
     : null;
   // a failed TLS handshake is the client's problem, never the broker's
@@ -131,6 +150,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
     ];
     for (const ws of wss?.clients ?? []) ws.terminate();
     await new Promise<void>((r) => aedes.close(() => r()));
+    await backend?.close();
     if (wss) await new Promise<void>((r) => wss!.close(() => r()));
     await Promise.all(waits);
   };
@@ -147,7 +167,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
-        aedes.handle(stream, req);
+        handle(stream, req);
       });
       const wsPort = await listen(http, opts.wsPort ?? 9001, host);
       wsUrl = `ws://${shown}:${wsPort}`;
@@ -169,6 +189,10 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       url: `mqtt://${shown}:${port}`,
       wsUrl,
       publish,
+      open() {
+        opened = true;
+        for (const h of held.splice(0)) h();
+      },
       close,
     };
   } catch (e) {

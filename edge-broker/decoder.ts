@@ -1,6 +1,6 @@
 /**
- * The edge half of the data path for one frame:
- *   frame check -> codec decode -> tail inference -> result.
+ * The edge half of the data path:
+ *   frame check (on receipt) -> codec decode -> tail inference (batched) -> result.
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
 import { codecById } from '../core/codec/registry.js';
@@ -32,10 +32,10 @@ export class DecodeFailure extends Error {
   }
 }
 
-/** What a frame of one model needs at the edge: its codec, tail network and shape. */
+/** What a frame of one model needs at the edge: its codec, tail role and shape. */
 interface Route {
   codec: FeatureCodec;
-  tail: Session;
+  tailRole: string;
   shape: readonly number[];
 }
 
@@ -43,39 +43,33 @@ interface LoadedModel {
   manifest: Manifest;
   /** Learned-codec bundles bring their own codec; backbones use the registry's. */
   codec: FeatureCodec | null;
-  /** One session per tail file role. */
-  tails: Map<string, Session>;
 }
 
 export const modelKey = (id: number, version: number) => `${id}:${version}`;
 
-/** One decoder: its own tail sessions for every served model. */
-export class FrameDecoder {
-  private constructor(
-    private readonly models: Map<string, LoadedModel>,
-    private readonly edgeId: string,
-    private readonly topk: number,
-  ) {}
+/** A frame to decode, with who sent it and when it arrived. */
+export interface DecodeJob {
+  deviceId: string;
+  frame: Frame;
+  receivedAt: number;
+}
 
-  static async create(
-    bundles: readonly Bundle[],
-    engine: Engine,
-    opts: { threads: number; edgeId: string; topk?: number },
-  ): Promise<FrameDecoder> {
-    const models = new Map<string, LoadedModel>();
+/**
+ * The checks a frame passes before it is queued: the frame format, a served model, a
+ * codec and point that model takes, and the shape. No networks are loaded: the edge's
+ * main thread checks frames on receipt, decoder threads (pool.ts) run them.
+ */
+export class FrameChecker {
+  protected readonly models = new Map<string, LoadedModel>();
+
+  constructor(bundles: readonly Bundle[]) {
     for (const b of bundles) {
       const m = b.manifest;
-      const roles = m.kind === 'codec' ? new Set(m.codec.points.map((p) => p.tail)) : ['tail'];
-      const tails = new Map<string, Session>();
-      for (const role of roles) {
-        tails.set(role, await engine.load(b.file(role), { threads: opts.threads }));
-      }
-      models.set(modelKey(m.modelId, m.version), { manifest: m, codec: b.codec, tails });
+      this.models.set(modelKey(m.modelId, m.version), { manifest: m, codec: b.codec });
     }
-    return new FrameDecoder(models, opts.edgeId, opts.topk ?? 3);
   }
 
-  private route(model: LoadedModel, frame: Frame): Route {
+  protected route(model: LoadedModel, frame: Frame): Route {
     const fail = (msg: string) => new DecodeFailure('unknown-codec', msg, frame.frameId);
     let codec: FeatureCodec;
     if (model.codec) {
@@ -105,20 +99,12 @@ export class FrameDecoder {
     const m = model.manifest;
     if (m.kind === 'codec') {
       const p = m.codec.points.find((x) => x.index === frame.point)!;
-      return { codec, tail: model.tails.get(p.tail)!, shape: p.symbolShape };
+      return { codec, tailRole: p.tail, shape: p.symbolShape };
     }
-    return { codec, tail: model.tails.get('tail')!, shape: m.split.tensorShape };
+    return { codec, tailRole: 'tail', shape: m.split.tensorShape };
   }
 
-  /** Parse and check a frame without running inference (cheap, done on receipt). */
-  parse(bytes: Uint8Array, now = Date.now()): { frame: Frame; model: LoadedModel } {
-    let frame: Frame;
-    try {
-      frame = decodeFrame(bytes, now);
-    } catch (e) {
-      const fe = e as FrameError;
-      throw new DecodeFailure('malformed-frame', fe.message, fe.frameId ?? null);
-    }
+  protected model(frame: Frame): LoadedModel {
     const model = this.models.get(modelKey(frame.modelId, frame.modelVersion));
     if (!model) {
       throw new DecodeFailure(
@@ -127,7 +113,19 @@ export class FrameDecoder {
         frame.frameId,
       );
     }
-    const want = this.route(model, frame).shape;
+    return model;
+  }
+
+  /** Parse and check a frame without running inference (cheap, done on receipt). */
+  parse(bytes: Uint8Array, now = Date.now()): Frame {
+    let frame: Frame;
+    try {
+      frame = decodeFrame(bytes, now);
+    } catch (e) {
+      const fe = e as FrameError;
+      throw new DecodeFailure('malformed-frame', fe.message, fe.frameId ?? null);
+    }
+    const want = this.route(this.model(frame), frame).shape;
     if (frame.shape.length !== want.length || frame.shape.some((d, i) => d !== want[i])) {
       throw new DecodeFailure(
         'malformed-frame',
@@ -135,68 +133,166 @@ export class FrameDecoder {
         frame.frameId,
       );
     }
-    return { frame, model };
+    return frame;
+  }
+}
+
+const ms = (x: number) => Math.round(x * 1000) / 1000;
+
+/** One decoder: a FrameChecker with its own tail sessions for every served model. */
+export class FrameDecoder extends FrameChecker {
+  private constructor(
+    bundles: readonly Bundle[],
+    /** One session per model and tail file role. */
+    private readonly tails: Map<string, Session>,
+    private readonly edgeId: string,
+    private readonly topk: number,
+  ) {
+    super(bundles);
   }
 
-  /** Decode a frame that passed parse() and run the tail. */
+  static async create(
+    bundles: readonly Bundle[],
+    engine: Engine,
+    opts: { threads: number; edgeId: string; topk?: number },
+  ): Promise<FrameDecoder> {
+    const tails = new Map<string, Session>();
+    try {
+      for (const b of bundles) {
+        const m = b.manifest;
+        const roles = m.kind === 'codec' ? new Set(m.codec.points.map((p) => p.tail)) : ['tail'];
+        for (const role of roles) {
+          tails.set(
+            `${modelKey(m.modelId, m.version)}/${role}`,
+            await engine.load(b.file(role), { threads: opts.threads }),
+          );
+        }
+      }
+    } catch (e) {
+      for (const t of tails.values()) await t.close();
+      throw e;
+    }
+    return new FrameDecoder(bundles, tails, opts.edgeId, opts.topk ?? 3);
+  }
+
+  /** Decode one frame that passed parse() and run the tail. */
   async run(deviceId: string, frame: Frame, receivedAt: number): Promise<ResultMessage> {
-    const t0 = performance.now();
-    const model = this.models.get(modelKey(frame.modelId, frame.modelVersion));
-    if (!model) throw new DecodeFailure('unknown-model', 'model not served', frame.frameId);
-    const { codec, tail } = this.route(model, frame);
-    let features;
-    try {
-      features = codec.decode(frame.payload, frame.shape, frame.point);
-    } catch (e) {
-      const code: ErrorCode = e instanceof CodecError ? 'corrupt-payload' : 'inference-failed';
-      throw new DecodeFailure(code, (e as Error).message, frame.frameId);
+    const [r] = await this.runBatch([{ deviceId, frame, receivedAt }]);
+    if (r instanceof DecodeFailure) throw r;
+    return r!;
+  }
+
+  /**
+   * Decode a batch of frames that passed parse(): each payload is entropy-decoded on its
+   * own, then the frames of one model and tail run as one batch [N, ...] through it.
+   * Every frame gets its result or its DecodeFailure, in order.
+   */
+  async runBatch(jobs: readonly DecodeJob[]): Promise<(ResultMessage | DecodeFailure)[]> {
+    const out: (ResultMessage | DecodeFailure)[] = new Array(jobs.length);
+    const groups = new Map<
+      string,
+      {
+        model: LoadedModel;
+        codec: FeatureCodec;
+        idx: number[];
+        feats: Float32Array[];
+        decodeMs: number[];
+      }
+    >();
+    for (const [i, job] of jobs.entries()) {
+      const { frame } = job;
+      const t0 = performance.now();
+      try {
+        const model = this.model(frame);
+        const { codec, tailRole } = this.route(model, frame);
+        let features;
+        try {
+          features = codec.decode(frame.payload, frame.shape, frame.point);
+        } catch (e) {
+          const code: ErrorCode = e instanceof CodecError ? 'corrupt-payload' : 'inference-failed';
+          throw new DecodeFailure(code, (e as Error).message, frame.frameId);
+        }
+        const key = `${modelKey(frame.modelId, frame.modelVersion)}/${tailRole}`;
+        let g = groups.get(key);
+        if (!g) groups.set(key, (g = { model, codec, idx: [], feats: [], decodeMs: [] }));
+        g.idx.push(i);
+        g.feats.push(features.data);
+        g.decodeMs.push(performance.now() - t0);
+      } catch (e) {
+        out[i] = DecodeFailure.from(e, 'inference-failed', frame.frameId);
+      }
     }
-    const t1 = performance.now();
-    let logits;
-    try {
-      logits = await tail.run({ data: features.data, shape: [1, ...frame.shape] });
-    } catch (e) {
-      throw new DecodeFailure('inference-failed', (e as Error).message, frame.frameId);
+    for (const [key, g] of groups) {
+      const first = jobs[g.idx[0]!]!.frame;
+      const per = numel(first.shape);
+      const n = g.idx.length;
+      const t1 = performance.now();
+      let logits;
+      try {
+        const data = new Float32Array(n * per);
+        g.feats.forEach((f, k) => data.set(f, k * per));
+        logits = await this.tails.get(key)!.run({ data, shape: [n, ...first.shape] });
+      } catch (e) {
+        for (const i of g.idx) {
+          out[i] = new DecodeFailure(
+            'inference-failed',
+            (e as Error).message,
+            jobs[i]!.frame.frameId,
+          );
+        }
+        continue;
+      }
+      const tailMs = performance.now() - t1;
+      const m = g.model.manifest;
+      const classes = m.labels.length;
+      if (numel(logits.shape) !== n * classes) {
+        for (const i of g.idx) {
+          const msg = `tail produced ${numel(logits.shape) / n} logits per frame`;
+          out[i] = new DecodeFailure('inference-failed', msg, jobs[i]!.frame.frameId);
+        }
+        continue;
+      }
+      const now = Date.now();
+      g.idx.forEach((i, k) => {
+        const { deviceId, frame, receivedAt } = jobs[i]!;
+        const top = softmaxTopK(
+          logits.data.subarray(k * classes, (k + 1) * classes),
+          m.labels,
+          this.topk,
+        );
+        const best = top[0]!;
+        const edgeMs = now - receivedAt;
+        out[i] = {
+          v: RESULT_VERSION,
+          deviceId,
+          frameId: frame.frameId,
+          classIndex: best.classIndex,
+          label: best.label,
+          score: best.score,
+          topk: top,
+          modelId: m.modelId,
+          modelVersion: m.version,
+          model: m.name,
+          codec: g.codec.name,
+          point: frame.point,
+          payloadBytes: frame.payload.byteLength,
+          captureTs: frame.captureTs,
+          ...(frame.tag !== undefined ? { source: frame.tag } : {}),
+          latency: {
+            decodeMs: ms(g.decodeMs[k]!),
+            tailMs: ms(tailMs),
+            edgeMs: ms(edgeMs),
+            queueMs: ms(Math.max(0, edgeMs - g.decodeMs[k]! - tailMs)),
+            batch: n,
+          },
+          edgeId: this.edgeId,
+        };
+      });
     }
-    const t2 = performance.now();
-    const m = model.manifest;
-    if (numel(logits.shape) !== m.labels.length) {
-      throw new DecodeFailure(
-        'inference-failed',
-        `tail produced ${numel(logits.shape)} logits`,
-        frame.frameId,
-      );
-    }
-    const top = softmaxTopK(logits.data, m.labels, this.topk);
-    const best = top[0]!;
-    const ms = (x: number) => Math.round(x * 1000) / 1000;
-    return {
-      v: RESULT_VERSION,
-      deviceId,
-      frameId: frame.frameId,
-      classIndex: best.classIndex,
-      label: best.label,
-      score: best.score,
-      topk: top,
-      modelId: m.modelId,
-      modelVersion: m.version,
-      model: m.name,
-      codec: codec.name,
-      point: frame.point,
-      payloadBytes: frame.payload.byteLength,
-      captureTs: frame.captureTs,
-      ...(frame.tag !== undefined ? { source: frame.tag } : {}),
-      latency: {
-        decodeMs: ms(t1 - t0),
-        tailMs: ms(t2 - t1),
-        edgeMs: ms(Date.now() - receivedAt),
-        queueMs: ms(Math.max(0, Date.now() - receivedAt - (t2 - t0))),
-      },
-      edgeId: this.edgeId,
-    };
+    return out;
   }
 
   async close(): Promise<void> {
-    for (const m of this.models.values()) for (const t of m.tails.values()) await t.close();
+    for (const t of this.tails.values()) await t.close();
   }
 }

@@ -8,12 +8,12 @@
  * a redelivery of an answered frame gets the same answer again (answers.ts).
  */
 import type { AedesPublishPacket } from 'aedes';
-import { onnxEngine } from '../core/engine/onnx.js';
-import type { Engine } from '../core/engine/engine.js';
 import type { Bundle } from '../core/model/bundle.js';
 import {
   CONFIG_VERSION,
   errorMessage,
+  parseError,
+  parseResult,
   type ConfigAck,
   type ConfigMessage,
   type DeviceStatus,
@@ -49,9 +49,10 @@ import {
   type BrokerOptions,
   type EdgeBroker,
 } from './broker.js';
-import { DecodeFailure, FrameDecoder } from './decoder.js';
+import { DecodeFailure, FrameChecker } from './decoder.js';
 import { DecoderPool } from './pool.js';
 import { AnswerCache } from './answers.js';
+import { fromThisNode } from './cluster.js';
 
 export interface EdgeOptions extends BrokerOptions {
   edgeId?: string;
@@ -64,10 +65,14 @@ export interface EdgeOptions extends BrokerOptions {
   /** Bundles decoded and served only where named with their version: new releases
    * waiting for a rollout (`--registry`). */
   staged?: readonly Bundle[];
+  /** Decoder threads (pool.ts). */
   workers?: number;
   threadsPerWorker?: number;
   maxQueue?: number;
-  engine?: Engine;
+  /** Frames run through a tail together at most (dynamic batching). */
+  maxBatch?: number;
+  /** How long an idle decoder thread waits for a batch to fill (ms). */
+  maxWaitMs?: number;
   /** A checked fleet file (fleet-config/load.ts): each device's effective config is
    * published retained on its config topic. */
   fleetFile?: FleetFile;
@@ -109,6 +114,8 @@ export interface Edge {
   /** Presence and traffic of every device seen (also published on `.../edge/<id>/devices`). */
   devices(): DeviceView[];
   monitor: FleetMonitor;
+  /** The decoder threads and their queue. */
+  pool: DecoderPool;
   /** The bundles served to devices over the air (the decoded ones), and their traffic. */
   registry: ModelRegistry;
   ota: OtaStats;
@@ -126,27 +133,27 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const base = opts.base ?? DEFAULT_BASE;
   const fleet = opts.fleet ?? '+';
   const statusFleet = opts.statusFleet ?? (fleet === '+' ? 'default' : fleet);
-  const engine = opts.engine ?? onnxEngine;
   const nWorkers = Math.max(1, opts.workers ?? 1);
   if (opts.bundles.length === 0) throw new Error('the edge needs at least one model bundle');
 
-  const broker = await startBroker(opts);
-  const decoders: FrameDecoder[] = [];
+  const broker = await startBroker({ ...opts, deferOpen: true });
+  const served = [...opts.bundles, ...(opts.staged ?? [])];
+  const checker = new FrameChecker(served);
+  let pool: DecoderPool;
   try {
-    for (let i = 0; i < nWorkers; i++) {
-      decoders.push(
-        await FrameDecoder.create([...opts.bundles, ...(opts.staged ?? [])], engine, {
-          threads: opts.threadsPerWorker ?? 1,
-          edgeId,
-        }),
-      );
-    }
+    pool = await DecoderPool.start({
+      bundles: served,
+      workers: nWorkers,
+      threads: opts.threadsPerWorker ?? 1,
+      edgeId,
+      maxQueue: opts.maxQueue ?? 256,
+      maxBatch: opts.maxBatch,
+      maxWaitMs: opts.maxWaitMs,
+    });
   } catch (e) {
-    for (const d of decoders) await d.close();
     await broker.close();
     throw e;
   }
-  const pool = new DecoderPool(decoders, opts.maxQueue ?? 256);
   const statusTopic = edgeStatusTopic(statusFleet, edgeId, base);
   const { aedes } = broker;
   const stats: EdgeStats = { received: 0, results: 0, errors: 0, duplicates: 0, backlog: 0 };
@@ -212,21 +219,22 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
 
   const onFeatures = (packet: AedesPublishPacket, cb: () => void) => {
     handBack(cb); // our queue is the buffer
+    // in a cluster every node sees every frame: the device's own node decodes it
+    if (!fromThisNode(aedes, packet)) return;
     const now = Date.now();
     const t = parseTopic(packet.topic, base);
     if (!t || t.kind !== 'device') return;
     stats.received++;
     const payload = packet.payload as Buffer;
     monitor.frame(t.fleet, t.deviceId, payload.length, now);
-    let parsed;
+    let frame;
     try {
-      parsed = decoders[0]!.parse(payload, now);
+      frame = checker.parse(payload, now);
     } catch (e) {
       const f = DecodeFailure.from(e, 'malformed-frame', null);
       void sendError(null, t.fleet, t.deviceId, f.frameId, f.code, f.message);
       return;
     }
-    const { frame } = parsed;
     const key = `${t.fleet}/${t.deviceId}/${frame.frameId}`;
     const prior = answers.seen(key, now);
     if (prior) {
@@ -267,7 +275,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
         t.deviceId,
         frame.frameId,
         'overloaded',
-        `decoder queue full (${pool.maxQueue} frames)`,
+        pool.closing ? 'edge stopping' : `decoder queue full (${pool.maxQueue} frames)`,
       );
     }
   };
@@ -428,6 +436,36 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   };
   const statusFilter = deviceFilter('status', fleet, base);
   await new Promise<void>((r) => aedes.subscribe(statusFilter, onStatus, r));
+
+  // a cluster (cluster.ts): the answers other nodes give are kept as our own, so a device
+  // that moves here and re-sends an answered frame gets that answer, not a second decode;
+  // and rollouts (run on one node) see the results of the whole fleet
+  const answerFilters =
+    opts.redis?.mode === 'cluster'
+      ? [deviceFilter('result', fleet, base), deviceFilter('error', fleet, base)]
+      : [];
+  const onOtherAnswer = (packet: AedesPublishPacket, cb: () => void) => {
+    handBack(cb);
+    if (fromThisNode(aedes, packet)) return;
+    const t = parseTopic(packet.topic, base);
+    if (!t || t.kind !== 'device') return;
+    const payload = packet.payload as Buffer;
+    const r = t.channel === 'result' ? parseResult(payload) : undefined;
+    const e = r ? undefined : parseError(payload);
+    const frameId = r?.frameId ?? e?.frameId;
+    // a refusal for overload is not an answer: the frame may come again
+    if (frameId === undefined || frameId === null || e?.code === 'overloaded') return;
+    const key = `${t.fleet}/${t.deviceId}/${frameId}`;
+    answers.remember(key, { topic: packet.topic, payload }, Date.now());
+    if (t.fleet !== fleetOf?.fleet) return;
+    if (r) {
+      const model = bundleRefString({ name: r.model, version: r.modelVersion });
+      rollouts.result(t.deviceId, model, r.score, r.latency.edgeMs);
+    } else rollouts.error(t.deviceId);
+  };
+  for (const f of answerFilters) {
+    await new Promise<void>((r) => aedes.subscribe(f, onOtherAnswer, r));
+  }
   const devicesTopic = edgeTopic(statusFleet, edgeId, 'devices', base);
   const publishDevices = () =>
     publish(devicesTopic, { edgeId, ts: Date.now(), devices: monitor.snapshot() }, true);
@@ -467,6 +505,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     { state: 'online', ts: Date.now(), models, workers: nWorkers } satisfies EdgeStatus,
     true,
   );
+  broker.open(); // every subscription of the edge is in place
   log.info({ url: broker.url, wsUrl: broker.wsUrl, models, workers: nWorkers }, 'edge up');
 
   return {
@@ -480,6 +519,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     configs: () => new Map([...configStates].map(([k, v]) => [k, { ...v }])),
     devices: () => monitor.snapshot(),
     monitor,
+    pool,
     registry,
     ota: ota.stats,
     rollouts,
@@ -491,12 +531,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       await new Promise<void>((r) => aedes.unsubscribe(opsFilter, onEdgeOp, r));
       if (metrics) await new Promise<void>((r) => metrics!.close(() => r()));
       await new Promise<void>((r) => aedes.unsubscribe(statusFilter, onStatus, r));
+      for (const f of answerFilters) {
+        await new Promise<void>((r) => aedes.unsubscribe(f, onOtherAnswer, r));
+      }
+      await new Promise<void>((r) => aedes.unsubscribe(ackFilter, onConfigAck, r));
+      // frames keep coming until the broker closes: the pool answers what it holds and
+      // refuses the rest with an error (a frame taken after unsubscribing would be lost)
+      await pool.close();
+      await publish(statusTopic, { state: 'offline', ts: Date.now() } satisfies EdgeStatus, true);
       await new Promise<void>((r) =>
         aedes.unsubscribe(deviceFilter('features', fleet, base), onFeatures, r),
       );
-      await new Promise<void>((r) => aedes.unsubscribe(ackFilter, onConfigAck, r));
-      await pool.close();
-      await publish(statusTopic, { state: 'offline', ts: Date.now() } satisfies EdgeStatus, true);
       await broker.close();
     },
   };

@@ -7,6 +7,7 @@
  */
 import type { AedesPublishPacket } from 'aedes';
 import { handBack, type EdgeBroker } from './broker.js';
+import { fromThisNode } from './cluster.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { deviceRoles, pickManifest, sha256, type Bundle } from '../core/model/bundle.js';
@@ -142,6 +143,7 @@ export async function serveRegistry(
     ({ v: OTA_VERSION, id: req.id, bundle: req.bundle, file: req.file, error }) as ChunkError;
   const onFetch = (packet: AedesPublishPacket, cb: () => void) => {
     handBack(cb);
+    if (!fromThisNode(broker.aedes, packet)) return; // a cluster: the device's node answers
     const t = parseTopic(packet.topic, opts.base);
     if (!t || t.kind !== 'device') return;
     const to = deviceTopic(t.fleet, t.deviceId, 'chunk', opts.base);

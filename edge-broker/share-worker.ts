@@ -97,8 +97,8 @@ export class ShareWorker {
       let answerTopic: string;
       let body: unknown;
       try {
-        const { frame } = this.decoder.parse(payload);
-        body = await this.decoder.run(t.deviceId, frame, Date.now());
+        const now = Date.now();
+        body = await this.decoder.run(t.deviceId, this.decoder.parse(payload, now), now);
         answerTopic = deviceTopic(t.fleet, t.deviceId, 'result', base);
         this.stats.results++;
       } catch (e) {

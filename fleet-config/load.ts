@@ -38,10 +38,11 @@ export interface FleetContext {
 
 const validateSchema = new Ajv({ allErrors: true, strict: true }).compile(fleetSchema());
 
-type Path = (string | number)[];
+export type Path = (string | number)[];
 
-/** Line and column (1-based) of the node at `path`, or of its key, or of the nearest parent. */
-function locate(
+/** Line and column (1-based) of the node at `path`, or of its key, or of the nearest parent
+ * (also used by the agent's config file, cli/agent-config.ts). */
+export function locate(
   doc: Document,
   lc: LineCounter,
   path: Path,
@@ -63,7 +64,7 @@ function locate(
   return { line: 1, col: 1 };
 }
 
-function schemaProblem(e: ErrorObject): { path: Path; key: boolean; message: string } {
+export function schemaProblem(e: ErrorObject): { path: Path; key: boolean; message: string } {
   const path: Path = e.instancePath
     .split('/')
     .slice(1)

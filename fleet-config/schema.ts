@@ -10,6 +10,7 @@
  */
 import type { DeviceSettings as ProtocolDeviceSettings } from '../core/protocol/messages.js';
 import { ID_PATTERN } from '../core/protocol/topics.js';
+import { ENGINE_NAMES } from '../core/engine/engine.js';
 
 /** The version this code reads and writes; older files are migrated (migrations.ts). */
 export const FLEET_VERSION = 1;
@@ -91,6 +92,13 @@ const SETTINGS: Record<keyof DeviceSettings, JsonSchema> = {
     type: ['string', 'null'],
     pattern: ID_PATTERN,
     default: null,
+  },
+  engine: {
+    title: 'Inference engine',
+    description:
+      'Engine of the head on the device: onnx (onnxruntime-node), tfjs (tfjs-node when installed, else tfjs-wasm), tfjs-node, tfjs-wasm, or auto (the first that runs of onnx, tfjs-node, tfjs-wasm). An engine the device cannot run falls back along that order, logged.',
+    enum: [...ENGINE_NAMES],
+    default: 'auto',
   },
 };
 

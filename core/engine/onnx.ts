@@ -27,6 +27,7 @@ class OnnxSession implements Session {
 
 export const onnxEngine: Engine = {
   name: 'onnx',
+  format: 'onnx',
   async load(file: string, opts: EngineOptions): Promise<Session> {
     const s = await ort.InferenceSession.create(file, {
       intraOpNumThreads: opts.threads,

@@ -47,21 +47,124 @@ export async function decodeImage(bytes: Uint8Array, strict = false): Promise<Rg
   };
 }
 
-/** RGB pixels -> normalized float32 [1, 3, H, W], as the model was trained. */
+/**
+ * The size an h x w image is scaled to before the center crop: the smallest that covers
+ * `size` with the aspect kept (integer arithmetic, as the toolkit's `fit_size`).
+ */
+export function fitSize(h: number, w: number, size: readonly [number, number]): [number, number] {
+  const [th, tw] = size;
+  if (th * w >= tw * h) return [th, Math.max(tw, Math.floor((w * th) / h))];
+  return [Math.max(th, Math.floor((h * tw) / w)), tw];
+}
+
+/** Taps of antialiased bilinear resampling along one axis (PIL's filter, as torch's
+ * interpolate(antialias=True, align_corners=False)): for each output index, the first
+ * input index and the normalized weights. */
+function axisWeights(inSize: number, outSize: number): { start: Int32Array; w: Float64Array[] } {
+  const scale = inSize / outSize;
+  const support = scale >= 1 ? scale : 1;
+  const inv = scale >= 1 ? 1 / scale : 1;
+  const start = new Int32Array(outSize);
+  const w: Float64Array[] = [];
+  for (let i = 0; i < outSize; i++) {
+    const center = scale * (i + 0.5);
+    const lo = Math.max(Math.trunc(center - support + 0.5), 0);
+    const hi = Math.min(Math.trunc(center + support + 0.5), inSize);
+    const taps = new Float64Array(Math.max(hi - lo, 0));
+    let total = 0;
+    for (let j = 0; j < taps.length; j++) {
+      const x = Math.abs((j + lo - center + 0.5) * inv);
+      taps[j] = x < 1 ? 1 - x : 0;
+      total += taps[j]!;
+    }
+    if (total !== 0) for (let j = 0; j < taps.length; j++) taps[j]! /= total;
+    start[i] = lo;
+    w.push(taps);
+  }
+  return { start, w };
+}
+
+/**
+ * RGB pixels of any size -> float32 pixels (0..255, planar CHW) of `size`: scaled to
+ * cover it (fitSize, antialiased bilinear, width first, then height), then
+ * center-cropped with offsets rounded down. The toolkit's `fit` in
+ * models/splitfleet_models/preprocess.py is the same definition.
+ */
+export function fit(img: RgbImage, size: readonly [number, number]): Float32Array {
+  const [th, tw] = size;
+  const { width: W, height: H, data } = img;
+  if (data.length !== W * H * 3) throw new Error(`image data is not ${W}x${H} RGB`);
+  const [rh, rw] = fitSize(H, W, size);
+  const top = (rh - th) >> 1;
+  const left = (rw - tw) >> 1;
+  const out = new Float32Array(3 * th * tw);
+  const same = rh === H && rw === W;
+  const xs = same ? null : axisWeights(W, rw);
+  const ys = same ? null : axisWeights(H, rh);
+  // width pass over the rows the crop needs: [3][H][tw] as float32 (torch's intermediate)
+  const rows = new Float32Array(3 * H * tw);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < tw; x++) {
+      const ox = x + left;
+      for (let c = 0; c < 3; c++) {
+        let v: number;
+        if (!xs) v = data[(y * W + ox) * 3 + c]!;
+        else {
+          const s0 = xs.start[ox]!;
+          const taps = xs.w[ox]!;
+          v = 0;
+          for (let j = 0; j < taps.length; j++) v += data[(y * W + s0 + j) * 3 + c]! * taps[j]!;
+        }
+        rows[(c * H + y) * tw + x] = v;
+      }
+    }
+  }
+  for (let c = 0; c < 3; c++) {
+    for (let y = 0; y < th; y++) {
+      const oy = y + top;
+      for (let x = 0; x < tw; x++) {
+        let v: number;
+        if (!ys) v = rows[(c * H + oy) * tw + x]!;
+        else {
+          const s0 = ys.start[oy]!;
+          const taps = ys.w[oy]!;
+          v = 0;
+          for (let j = 0; j < taps.length; j++) v += rows[(c * H + s0 + j) * tw + x]! * taps[j]!;
+        }
+        out[(c * th + y) * tw + x] = v;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * RGB pixels -> normalized float32 [1, 3, H, W], as the model was trained. An image of
+ * the model's size is used as is; any other size is brought to it by `fit` (the manifest's
+ * `resize: "none"` says the network was trained at that size without resizing).
+ */
 export function preprocess(img: RgbImage, p: Preprocessing): Tensor {
   const [h, w] = p.size;
-  if (img.width !== w || img.height !== h) {
-    throw new Error(`image is ${img.width}x${img.height}, the model wants ${w}x${h}`);
-  }
   const plane = w * h;
   const out = new Float32Array(3 * plane);
-  for (let c = 0; c < 3; c++) {
-    const m = Math.fround(p.mean[c]!);
-    const s = Math.fround(p.std[c]!);
-    const d = p.pixelDivisor;
-    for (let i = 0; i < plane; i++) {
-      // Same operations as the toolkit, rounded to float32 at each step: (x / d - mean) / std.
-      out[c * plane + i] = Math.fround(Math.fround(img.data[i * 3 + c]! / d) - m) / s;
+  const d = p.pixelDivisor;
+  if (img.width === w && img.height === h) {
+    for (let c = 0; c < 3; c++) {
+      const m = Math.fround(p.mean[c]!);
+      const s = Math.fround(p.std[c]!);
+      for (let i = 0; i < plane; i++) {
+        // Same operations as the toolkit, rounded to float32 at each step: (x / d - mean) / std.
+        out[c * plane + i] = Math.fround(Math.fround(img.data[i * 3 + c]! / d) - m) / s;
+      }
+    }
+  } else {
+    const px = fit(img, p.size);
+    for (let c = 0; c < 3; c++) {
+      const m = Math.fround(p.mean[c]!);
+      const s = Math.fround(p.std[c]!);
+      for (let i = 0; i < plane; i++) {
+        out[c * plane + i] = Math.fround(Math.fround(px[c * plane + i]! / d) - m) / s;
+      }
     }
   }
   return { data: out, shape: [1, 3, h, w] };

@@ -14,6 +14,7 @@ import { learnedCodec, parseTables } from '../codec/learned.js';
 import type { CdfTable } from '../codec/rans.js';
 import { LEARNED_CODEC_IDS } from '../codec/registry.js';
 import type { FeatureCodec } from '../codec/types.js';
+import type { ModelFormat } from '../engine/engine.js';
 import type { Preprocessing } from '../image/image.js';
 import { ZOO_DIR } from '../paths.js';
 
@@ -293,6 +294,11 @@ function parseManifest(raw: unknown, where: string): Manifest {
     const errs = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
     throw new BundleError(`invalid manifest in ${where}: ${errs.join('; ')}`);
   }
+  for (const role of Object.keys(m.files)) {
+    if (role.endsWith('.tfjs') && !m.files[`${role}.weights`]) {
+      throw new BundleError(`invalid manifest in ${where}: ${role} has no ${role}.weights file`);
+    }
+  }
   if (m.kind === 'codec') {
     const c = m.codec;
     const pinned = LEARNED_CODEC_IDS[c.method as keyof typeof LEARNED_CODEC_IDS];
@@ -327,14 +333,31 @@ function parseManifest(raw: unknown, where: string): Manifest {
 /** A whole bundle (the edge) or the files a device needs (head networks, codec tables). */
 export type BundlePart = 'all' | 'device';
 
+/**
+ * The file role of network `role` in `format`: the ONNX file itself, or the TensorFlow.js
+ * graph model the toolkit exported from it (models/splitfleet_models/export_tfjs.py):
+ * `<role>.tfjs` (model.json) with its weights shard `<role>.tfjs.weights`.
+ */
+export function modelRole(role: string, format: ModelFormat = 'onnx'): string {
+  return format === 'onnx' ? role : `${role}.tfjs`;
+}
+
 /** File roles of the device's part: the head of a backbone, or every point's device
- * network and tables of a learned codec. */
+ * network and tables of a learned codec; with each network its tfjs export, when the
+ * bundle has one. */
 export function deviceRoles(m: Manifest): string[] {
-  if (m.kind === 'backbone') return ['head'];
   const roles = new Set<string>();
-  for (const p of m.codec.points) {
-    roles.add(p.head);
-    if (p.entropy !== null) roles.add(p.entropy);
+  if (m.kind === 'backbone') roles.add('head');
+  else {
+    for (const p of m.codec.points) {
+      roles.add(p.head);
+      if (p.entropy !== null) roles.add(p.entropy);
+    }
+  }
+  const nets = m.kind === 'backbone' ? ['head'] : m.codec.points.map((p) => p.head);
+  for (const net of nets) {
+    const tfjs = modelRole(net, 'tfjs');
+    if (m.files[tfjs]) roles.add(tfjs).add(`${tfjs}.weights`);
   }
   return [...roles];
 }

@@ -31,7 +31,8 @@ export interface ResultMessage {
   /** The frame's tag (the source's name for the image), when the device sent one. */
   source?: string;
   /** Edge-side times in milliseconds: entropy/codec decode, tail inference, receive->publish. */
-  latency: { decodeMs: number; tailMs: number; edgeMs: number; queueMs: number };
+  /** Edge timings (ms); `batch`: frames run through the tail together with this one. */
+  latency: { decodeMs: number; tailMs: number; edgeMs: number; queueMs: number; batch?: number };
   edgeId: string;
 }
 
@@ -150,6 +151,9 @@ export interface DeviceSettings {
   source: string;
   /** Name of the device's credentials entry in the edge's credential store. */
   credentials: string | null;
+  /** Inference engine of the head: auto, onnx, tfjs, tfjs-node, tfjs-wasm
+   * (core/engine/select.ts). Absent (an edge before this setting): the agent's own. */
+  engine?: string;
 }
 
 /** Retained on `.../device/<id>/config`: the effective config the edge wants it to run. */

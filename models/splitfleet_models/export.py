@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import export_tfjs
 from .data import CLASSES, load_cifar10
 from .nets import build, count_macs
 from .preprocess import manifest_entry, normalize_batch
@@ -132,6 +133,7 @@ def main(argv=None) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    export_tfjs.export_bundle(out)  # the device networks for tfjs too (export_tfjs.py)
     print(json.dumps({"bundle": str(out), "top1": manifest["accuracy"]["top1"], "splitShape": split_shape}))
 
     if args.fixtures:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import rans
+from . import export_tfjs, rans
 from .codecs import Half
 from .data import CLASSES, load_cifar10
 from .entropy import histogram_tables, table_bits, tables_json
@@ -187,6 +187,7 @@ def main(argv=None) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    export_tfjs.export_bundle(out)  # the device networks for tfjs too (export_tfjs.py)
     print(json.dumps({"bundle": str(out), "points": len(points)}))
 
     if args.fixtures:

@@ -4,46 +4,17 @@
  * leaves under load, and every frame is answered exactly once.
  */
 import test from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
+import { startMosquitto } from '../../cli/mosquitto.js';
 import { Agent } from '../../device-agent/agent.js';
 import { ShareWorker } from '../../edge-broker/share-worker.js';
 import { deviceTopic } from '../../core/protocol/topics.js';
 import type { ResultMessage } from '../../core/protocol/messages.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
-
-const MOSQUITTO = '/usr/sbin/mosquitto';
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function startMosquitto(dir: string): Promise<{ proc: ChildProcess; url: string }> {
-  if (!existsSync(MOSQUITTO)) throw new Error(`${MOSQUITTO} missing: apt-get install mosquitto`);
-  const port = await freePort();
-  const conf = join(dir, 'mosquitto.conf');
-  await writeFile(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\n`);
-  const proc = spawn(MOSQUITTO, ['-c', conf], { stdio: 'ignore' });
-  const up = async () =>
-    new Promise<boolean>((r) => {
-      const s = connect(port, '127.0.0.1')
-        .on('connect', () => (s.destroy(), r(true)))
-        .on('error', () => r(false));
-    });
-  for (let i = 0; i < 100 && !(await up()); i++) await new Promise((r) => setTimeout(r, 50));
-  return { proc, url: `mqtt://127.0.0.1:${port}` };
-}
 
 test('workers share the frames through $share; one joins and one leaves under load; every frame answered once', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sf-share-'));

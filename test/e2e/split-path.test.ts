@@ -190,7 +190,7 @@ test('the agent reconnects after the broker goes away and every frame is answere
   t.true(s.reconnects >= 1, 'reconnected');
   t.true(s.results > before, 'results after the broker came back');
   t.is(s.sent, 40);
-  t.is(s.results + s.errors, 40, 'every frame answered');
+  t.is(s.results + s.errors, 40, `every frame answered ${JSON.stringify(s)}`);
   t.is(s.lost, 0, 'unanswered frames are re-sent after the reconnect');
   await a.stop();
   await edge.close();

@@ -1,0 +1,149 @@
+/**
+ * Past one node: the broker's state in Redis.
+ *
+ * - `persist` (one node): sessions, subscriptions, retained messages, wills and the QoS 1
+ *   messages queued for offline persistent sessions live in Redis
+ *   (aedes-persistence-redis), so a restarted edge finds them again.
+ * - `cluster` (N nodes): the same, plus the broker's message bus over Redis pub/sub
+ *   (mqemitter-redis): a device may connect to any node, and a message published on one
+ *   node reaches subscribers on every node. Each node decodes only the frames of the
+ *   devices connected to it (`fromThisNode`), so every frame is decoded once.
+ *
+ * Redis may restart: commands wait for it (no retry limit), and a node publishes on the
+ * bus only once its own subscriptions are back (`gate` below); otherwise a message sent
+ * just after Redis returned could reach Redis before the subscription that should carry
+ * it back, and be lost.
+ */
+import type { Aedes, AedesOptions, AedesPublishPacket } from 'aedes';
+import mqemitterRedis from 'mqemitter-redis';
+import persistenceRedis from 'aedes-persistence-redis';
+import { log } from '../core/util/log.js';
+
+export type RedisMode = 'persist' | 'cluster';
+
+export interface RedisBackend {
+  /** What goes into Aedes' options: persistence, and in a cluster the emitter. */
+  aedes: Pick<AedesOptions, 'persistence' | 'mq'>;
+  mode: RedisMode;
+  /** Release the Redis connections; call after the broker closed. */
+  close(): Promise<void>;
+}
+
+/** ioredis options from a `redis://[user:password@]host[:port][/db]` (or `rediss://`) URL. */
+export function redisOptions(url: string): Record<string, unknown> {
+  const u = new URL(url);
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') {
+    throw new Error(`not a redis:// URL: ${url}`);
+  }
+  const db = u.pathname.replace(/^\//, '');
+  if (db && !/^\d+$/.test(db)) throw new Error(`the database of ${url} is not a number`);
+  return {
+    host: u.hostname || '127.0.0.1',
+    port: u.port ? Number(u.port) : 6379,
+    ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+    ...(db ? { db: Number(db) } : {}),
+    ...(u.protocol === 'rediss:' ? { tls: {} } : {}),
+    // a restart of Redis is waited for: commands queue, none fails after N retries
+    maxRetriesPerRequest: null,
+    // reconnect every 200 ms (not ioredis' growing delay, up to 2 s): the nodes of a
+    // cluster come back within a moment of each other
+    retryStrategy: () => 200,
+  };
+}
+
+/** The ioredis connection fields mqemitter-redis has (it declares none of them). */
+interface RedisConn {
+  status: string;
+  on(event: 'ready' | 'close', fn: () => void): void;
+  ping(): Promise<unknown>;
+  disconnect(): void;
+}
+interface RedisEmitter {
+  subConn: RedisConn;
+  pubConn: RedisConn;
+  emit(msg: unknown, done?: (err?: Error) => void): void;
+  close(cb: () => void): void;
+}
+
+export function redisBackend(url: string, mode: RedisMode): RedisBackend {
+  const options = redisOptions(url);
+  const where = `${String(options.host)}:${String(options.port)}`;
+  const persistence = persistenceRedis({ ...options });
+  let mq: RedisEmitter | null = null;
+  if (mode === 'cluster') {
+    const emitter = mqemitterRedis({
+      ...options,
+      // as Aedes builds its own emitter: [MQTT-4.7.1-3]
+      matchEmptyLevels: true,
+    }) as unknown as RedisEmitter;
+    mq = emitter;
+    const sub = emitter.subConn;
+    // the gate: open while the subscriber connection holds its subscriptions
+    let open = false;
+    let opened: () => void = () => undefined;
+    let ready = new Promise<void>((r) => (opened = r));
+    let closing = false;
+    sub.on('close', () => {
+      if (!open || closing) return;
+      open = false;
+      ready = new Promise<void>((r) => (opened = r));
+      log.warn({ redis: where }, 'redis lost: the bus waits for it');
+    });
+    sub.on('ready', () => {
+      // ioredis re-subscribes right after 'ready'; a PING answered after those commands
+      // means the subscriptions are in force (one connection answers in order)
+      setImmediate(() => {
+        sub.ping().then(
+          () => {
+            if (open) return;
+            open = true;
+            opened();
+          },
+          () => undefined,
+        );
+      });
+    });
+    // Aedes closes its emitter with QUIT and waits for both connections to end: with
+    // Redis gone that would wait forever, so they are cut after a moment
+    const quit = emitter.close.bind(emitter);
+    emitter.close = (cb) => {
+      closing = true;
+      quit(cb);
+      setTimeout(() => {
+        sub.disconnect();
+        emitter.pubConn.disconnect();
+      }, 1000).unref();
+    };
+    const emit = emitter.emit.bind(emitter);
+    emitter.emit = (msg, done) => {
+      if (open) emit(msg, done);
+      else void ready.then(() => emit(msg, done));
+    };
+    (emitter as unknown as { state: { on(e: 'error', fn: (e: Error) => void): void } }).state.on(
+      'error',
+      (e) => log.warn({ redis: where, err: e.message }, 'redis bus error'),
+    );
+  }
+  return {
+    aedes: { persistence, ...(mq ? { mq } : {}) },
+    mode,
+    async close() {
+      // (with Redis gone its last commands never finish: at most 2 s)
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        persistence.destroy().catch((e: unknown) => {
+          log.warn({ redis: where, err: String(e) }, 'redis persistence close failed');
+        }),
+        new Promise<void>((r) => (timer = setTimeout(r, 2000))),
+      ]);
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Whether a packet entered the broker on this node: published by a client connected here
+ * (or by this node itself). Packets from other nodes of a cluster carry their broker's id. */
+export function fromThisNode(aedes: Aedes, packet: AedesPublishPacket): boolean {
+  return packet.brokerId === undefined || packet.brokerId === aedes.id;
+}
