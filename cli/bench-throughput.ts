@@ -164,7 +164,7 @@ async function step(
 
 /** Messages/s one QoS 1 subscriber receives from `publishers` QoS 1 publishers, each
  * keeping `window` messages unacknowledged, over `seconds`. */
-async function fanIn(
+export async function fanIn(
   url: string,
   payloads: readonly Buffer[],
   publishers: number,

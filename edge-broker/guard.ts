@@ -124,7 +124,59 @@ export class PacketSizeGuard extends Transform {
   }
 }
 
-/** The socket as the broker should see it: reads through the guard, writes direct. */
+/**
+ * The socket as the broker should see it: reads come through the guard; writes go to the
+ * socket, and what the broker writes within one tick (mqtt-packet corks the stream for a
+ * packet's header, topic and payload; a burst of PUBACKs and forwarded messages) leaves
+ * in one syscall (`_writev` under the socket's cork), not one per piece.
+ */
+class GuardedConnection extends Duplex {
+  constructor(
+    private readonly socket: Socket,
+    private readonly guard: PacketSizeGuard,
+  ) {
+    super();
+    guard.on('data', (d: Buffer) => {
+      if (!this.push(d)) guard.pause();
+    });
+    guard.on('end', () => this.push(null));
+  }
+
+  override _read(): void {
+    this.guard.resume();
+  }
+
+  private sent(ok: boolean, cb: (e?: Error | null) => void): void {
+    if (ok || this.socket.destroyed) cb();
+    else this.socket.once('drain', () => cb());
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.sent(this.socket.write(chunk), cb);
+  }
+
+  override _writev(
+    chunks: { chunk: Buffer; encoding: BufferEncoding }[],
+    cb: (e?: Error | null) => void,
+  ): void {
+    this.socket.cork();
+    let ok = true;
+    for (const c of chunks) ok = this.socket.write(c.chunk);
+    this.socket.uncork();
+    this.sent(ok, cb);
+  }
+
+  override _final(cb: (e?: Error | null) => void): void {
+    this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
+    this.socket.destroy();
+    cb(err);
+  }
+}
+
 export function guarded(socket: Socket, limit: number, onRefused: (e: Error) => void): Duplex {
   const guard = new PacketSizeGuard(limit);
   guard.on('error', (e: Error) => {
@@ -139,8 +191,9 @@ export function guarded(socket: Socket, limit: number, onRefused: (e: Error) => 
     socket.destroy();
   });
   socket.pipe(guard);
-  const conn = Duplex.from({ readable: guard, writable: socket });
+  const conn = new GuardedConnection(socket, guard);
   socket.on('close', () => conn.destroy());
+  socket.on('error', () => conn.destroy());
   conn.on('error', () => socket.destroy());
   return conn;
 }
