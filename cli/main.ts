@@ -113,7 +113,7 @@ program
   .option('--workers <n>', 'decoder workers', int(1, 64), 2)
   .option('--threads <n>', 'inference threads per worker', int(1, 64), 1)
   .option('--max-queue <n>', 'frames queued before devices get "overloaded"', int(1), 256)
-  .option('--max-batch <n>', 'frames run through the tail together at most', int(1, 1024), 16)
+  .option('--max-batch <n>', 'frames run through the tail together at most', int(1, 1024), 8)
   .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
   .option('--fleet <id>', "fleet to serve ('+' for all)", '+')
   .option('--edge-id <id>', 'edge id', 'edge-1')
@@ -457,7 +457,7 @@ bench
   .option('--codec <name>', 'feature codec', 'splitfleet')
   .option('--point <n>', 'codec operating point', int(0, 255), 0)
   .option('--workers <n>', 'decoder threads', int(1, 64), 2)
-  .option('--max-batch <n>', 'frames per tail batch at most', int(1, 1024), 16)
+  .option('--max-batch <n>', 'frames per tail batch at most', int(1, 1024), 8)
   .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
   .option('--p99-bound <ms>', 'a step counts when its p99 latency stays under this', num, 50)
   .option('--loads <shares...>', 'offered load per step, as shares of the raw rate', [

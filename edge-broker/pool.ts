@@ -97,7 +97,7 @@ export class DecoderPool {
 
   private constructor(private readonly o: PoolOptions) {
     this.maxQueue = o.maxQueue;
-    this.maxBatch = Math.max(1, o.maxBatch ?? 16);
+    this.maxBatch = Math.max(1, o.maxBatch ?? 8);
     this.maxWaitMs = Math.max(0, o.maxWaitMs ?? 2);
   }
 
