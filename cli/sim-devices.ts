@@ -3,7 +3,9 @@
  * connection (rawClient) replaying real encoded frames with fresh frame ids at QoS 1, as
  * an agent sends them, and reading its answers (results and errors, QoS 0). Light enough
  * that 1,000 of them leave the CPU to the edge. Every frame sent is pending until its
- * answer arrives; the time to the answer is the device-side latency.
+ * answer arrives; the time to the answer is the device-side latency. Like an agent, a
+ * device keeps at most `window` frames unanswered (the agent's default, 4): a frame due
+ * while the window is full is skipped (a camera's stale frame), not queued.
  */
 import type { Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
@@ -36,18 +38,22 @@ export async function sampleFrames(
 
 export interface SimCounts {
   sent: number;
+  /** Frames due while the device's window was full. */
+  skipped: number;
   results: number;
   errors: number;
   overloaded: number;
 }
 
 export class SimDevices {
-  readonly counts: SimCounts = { sent: 0, results: 0, errors: 0, overloaded: 0 };
+  readonly counts: SimCounts = { sent: 0, skipped: 0, results: 0, errors: 0, overloaded: 0 };
   /** Latency (ms) of each result since `mark()`. */
   latencies: number[] = [];
   /** `<device>/<frameId>` -> when it was sent (performance.now()). */
   readonly pending = new Map<string, number>();
   private readonly next: number[];
+  /** Frames each device has unanswered. */
+  private readonly open: number[];
   private messageId = 1;
   private timers: NodeJS.Timeout[] = [];
 
@@ -56,15 +62,17 @@ export class SimDevices {
     private readonly ids: string[],
     private readonly fleet: string,
     private readonly frames: readonly Frame[],
+    private readonly window: number,
   ) {
     this.next = socks.map(() => 0);
+    this.open = socks.map(() => 0);
   }
 
   /** Connect `count` devices `<prefix><i>` of `fleet` (100 at a time) and subscribe each
    * to its answers. */
   static async connect(
     url: string,
-    o: { fleet: string; count: number; frames: readonly Frame[]; prefix?: string },
+    o: { fleet: string; count: number; frames: readonly Frame[]; prefix?: string; window?: number },
   ): Promise<SimDevices> {
     const prefix = o.prefix ?? 's';
     const ref: { self?: SimDevices } = {}; // answers before it exists are not ours
@@ -72,7 +80,7 @@ export class SimDevices {
       const id = `${prefix}${i}`;
       const sock = await rawClient(url, `sim-${o.fleet}-${id}`, {
         onPacket: (p) => {
-          if (p.cmd === 'publish') ref.self?.answer(id, p.topic, p.payload as Buffer);
+          if (p.cmd === 'publish') ref.self?.answer(i, id, p.topic, p.payload as Buffer);
         },
       });
       sock.on('error', () => undefined);
@@ -94,7 +102,7 @@ export class SimDevices {
       socks.push(...(await Promise.all(Array.from({ length: n }, (_, k) => one(i + k)))));
     }
     const ids = socks.map((_, i) => `${prefix}${i}`);
-    const self = new SimDevices(socks, ids, o.fleet, o.frames);
+    const self = new SimDevices(socks, ids, o.fleet, o.frames, o.window ?? 4);
     ref.self = self;
     await new Promise((r) => setTimeout(r, 500)); // the SUBACKs
     return self;
@@ -104,7 +112,7 @@ export class SimDevices {
     return this.socks.length;
   }
 
-  private answer(id: string, topic: string, payload: Buffer): void {
+  private answer(i: number, id: string, topic: string, payload: Buffer): void {
     let r: { frameId?: number; code?: string };
     try {
       r = JSON.parse(payload.toString()) as typeof r;
@@ -115,6 +123,7 @@ export class SimDevices {
     const sentAt = this.pending.get(key);
     if (sentAt === undefined) return;
     this.pending.delete(key);
+    this.open[i]!--;
     if (topic.endsWith('/result')) {
       this.counts.results++;
       pushBounded(this.latencies, performance.now() - sentAt, 1_000_000);
@@ -124,8 +133,13 @@ export class SimDevices {
     }
   }
 
-  /** Device `i` sends its next frame. */
+  /** Device `i` sends its next frame, if its window has room. */
   send(i: number): void {
+    if (this.open[i]! >= this.window) {
+      this.counts.skipped++;
+      return;
+    }
+    this.open[i]!++;
     const f = this.frames[(this.next[i]! + i) % this.frames.length]!;
     const frameId = (i * 1_000_000 + this.next[i]!++) >>> 0;
     const id = this.ids[i]!;
@@ -167,7 +181,7 @@ export class SimDevices {
 
   /** Start a new measurement window: counts and latencies from zero. */
   mark(): void {
-    Object.assign(this.counts, { sent: 0, results: 0, errors: 0, overloaded: 0 });
+    Object.assign(this.counts, { sent: 0, skipped: 0, results: 0, errors: 0, overloaded: 0 });
     this.latencies = [];
   }
 

@@ -192,7 +192,8 @@ if [ "$(cat "$A/app.stamp" 2>/dev/null)" != "$lockhash" ] || [ ! -d "$A/app/node
   npm_s=$(secs "$t" "$(now)")
 fi
 
-# Reports, on exit of the emulated node, what it is and which native code it mapped.
+# Reports, on exit of the emulated node, what it is, which native code it mapped and the
+# sizes of the WebAssembly modules it instantiated (the tfjs wasm backend is one).
 cat >"$A/probe.cjs" <<'EOF'
 'use strict';
 const fs = require('node:fs');
@@ -210,6 +211,24 @@ function elfMachine(p) {
     return `unreadable: ${e.message}`;
   }
 }
+const wasm = [];
+const size = (src) => (src && typeof src.byteLength === 'number' ? src.byteLength : -1);
+const instantiate = WebAssembly.instantiate;
+WebAssembly.instantiate = function (src, ...rest) {
+  wasm.push(size(src));
+  return instantiate.call(this, src, ...rest);
+};
+const compile = WebAssembly.compile;
+WebAssembly.compile = function (src, ...rest) {
+  wasm.push(size(src));
+  return compile.call(this, src, ...rest);
+};
+WebAssembly.Module = new Proxy(WebAssembly.Module, {
+  construct(target, args) {
+    wasm.push(size(args[0]));
+    return Reflect.construct(target, args);
+  },
+});
 if (out) {
   process.on('exit', () => {
     const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\n');
@@ -226,6 +245,7 @@ if (out) {
         execPath: process.execPath,
         execElf: elfMachine(process.execPath),
         native,
+        wasm,
       }),
     );
   });
@@ -372,7 +392,9 @@ for p in "${plan[@]}"; do
       if (pr.execElf !== "aarch64") problems.push(`arm64: node binary is ${pr.execElf}`);
       const ort = pr.native.some((x) => /onnxruntime_binding\.node$/.test(x.path) && x.elf === "aarch64");
       if (engine === "onnx" && !ort) problems.push("arm64: no aarch64 onnxruntime binding mapped");
-      if (engine.startsWith("tfjs") && ort) problems.push(`arm64: ${engine} asked for, but onnxruntime was loaded`);
+      // onnxruntime is always loaded (the pipeline imports it); tfjs-wasm must compile its backend
+      if (engine === "tfjs-wasm" && !(pr.wasm || []).some((n) => n > 100000))
+        problems.push("arm64: tfjs-wasm asked for, but no wasm backend was compiled");
       const fell = errLog.split("\n").filter((l) => /falling back|running it on|is not available/.test(l));
       if (fell.length) problems.push(`arm64: engine fallback: ${fell.join(" | ").slice(0, 600)}`);
       const other = pr.native.filter((x) => x.elf !== "aarch64");
@@ -386,7 +408,7 @@ for p in "${plan[@]}"; do
     console.log(JSON.stringify({
       model, codec, engine, point: Number(point), frames: want,
       arm64: pick(a, armS), native: pick(n, natS),
-      probe: pr && { arch: pr.arch, machine: pr.machine, node: pr.node, execElf: pr.execElf,
+      probe: pr && { arch: pr.arch, machine: pr.machine, node: pr.node, execElf: pr.execElf, wasm: pr.wasm,
         native: pr.native.map((x) => `${x.path.replace(/^.*node_modules\//, "")} (${x.elf})`) },
       ok: problems.length === 0, problems,
     }));' "$model" "$c" "$point" "$frames" "$native_json" "$native_s" "$arm_json" "$arm_s" "$probe" "$engine" \
@@ -399,6 +421,7 @@ for p in "${plan[@]}"; do
     if (r.probe) {
       console.log(`  emulated process: process.arch=${r.probe.arch}, uname(2) machine=${r.probe.machine}, node ${r.probe.node} (ELF ${r.probe.execElf})`);
       console.log(`  native code it mapped: ${r.probe.native.join(", ")}`);
+      if (r.probe.wasm.length) console.log(`  WebAssembly modules it compiled (bytes): ${r.probe.wasm.join(", ")}`);
     }
     const row = (label, s) => console.log(`  ${label.padEnd(34)} ${f(s, "results").padStart(4)}/${r.frames}  head ${f(s, "headMsP50").padStart(9)} ms  wall ${f(s, "wallMsPerFrame").padStart(9)} ms  run ${f(s, "runS").padStart(6)} s`);
     console.log(`  ${"".padEnd(34)} results  head p50/frame      agent wall/frame   agent process`);
