@@ -431,6 +431,9 @@ interface AgentSummary {
   bytesPerFrame: number;
 }
 
+/** Agents running now (stopped by the bench's cleanup on SIGINT). */
+const agents = new Set<ChildProcess>();
+
 /** One agent in the device namespace at `fps` for `frames` frames. */
 async function probe(
   ctx: { devNs: string; url: string; link: Link; source: string; profile: LinkProfile },
@@ -487,7 +490,13 @@ async function probe(
       summary = JSON.parse(l.slice(9)) as AgentSummary;
     }
   });
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  agents.add(child);
+  const exited = new Promise<void>((r) =>
+    child.once('exit', () => {
+      agents.delete(child);
+      r();
+    }),
+  );
   const started = performance.now();
   const sendSeconds = frames / fps;
   // drained in time: the last answer within this long after the last frame is captured
@@ -715,6 +724,8 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
   const cleanup = async () => {
     closing = true;
     process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await Promise.all([...agents].map((a) => stopChild(a)));
     await stopChild(offload);
     await stopChild(edge);
     await link?.close().catch(() => undefined);
@@ -722,6 +733,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
     sh('ip', ['netns', 'del', edgeNs]);
   };
   process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     for (const ns of [devNs, edgeNs]) {
       const r = sh('ip', ['netns', 'add', ns]);

@@ -7,6 +7,7 @@
  * of packages on the first run). Where it cannot be prepared (no qemu-aarch64, no network,
  * dist/ not built) the test is skipped and its title says why; where it can, every frame
  * must get a result and the emulated process must be arm64 through and through.
+ * SPLITFLEET_ARM64=0 skips it (it is one of the slowest tests: about a minute).
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -93,7 +94,10 @@ interface Report {
 const EXIT_UNPREPARED = 3;
 let skipReason: string | null = null;
 let prepareFailure: Run | null = null;
-if (process.platform !== 'linux' || process.arch !== 'x64') {
+let prepared = '';
+if (process.env.SPLITFLEET_ARM64 === '0') {
+  skipReason = 'SPLITFLEET_ARM64=0';
+} else if (process.platform !== 'linux' || process.arch !== 'x64') {
   skipReason = `the check emulates arm64 on an x86-64 Linux host; this is ${process.platform}/${process.arch}`;
 } else {
   const prep = await runScript(['--prepare-only', '--json'], RUN_LIMIT_MS);
@@ -105,6 +109,8 @@ if (process.platform !== 'linux' || process.arch !== 'x64') {
         ?.replace(/^arm64: /, '') ?? 'cannot prepare the arm64 environment';
   } else if (prep.code !== 0) {
     prepareFailure = prep;
+  } else {
+    prepared = prep.stdout.trim().split('\n').pop() ?? '';
   }
 }
 
@@ -147,6 +153,7 @@ if (skipReason) {
         r.probe.native.every((n) => n.endsWith('(aarch64)')),
         r.probe.native.join(', '),
       );
+      t.log(`prepare (0 s = cached): ${prepared}`);
       t.log(
         `${r.model}/${r.codec}: arm64 under qemu-user (emulated, not an arm64 CPU): head ` +
           `${r.arm64?.headMsP50} ms/frame (p50), agent wall ${r.arm64?.wallMsPerFrame} ms/frame, ` +

@@ -5,7 +5,6 @@
  */
 import test from 'ava';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
@@ -15,14 +14,7 @@ import { parseResult } from '../../core/protocol/messages.js';
 import { deviceTopic } from '../../core/protocol/topics.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+import { freePort } from '../helpers/net.js';
 
 const idsIn = async (dir: string) =>
   (await readdir(dir))
