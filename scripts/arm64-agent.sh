@@ -147,14 +147,15 @@ if [ "$(cat "$A/app.stamp" 2>/dev/null)" != "$lockhash" ] || [ ! -d "$A/app/node
   t=$(now)
   say "arm64: assembling the arm64 node_modules"
   [ -d "$ROOT/node_modules/sharp" ] || unprepared "node_modules/sharp missing (npm ci)"
-  mapfile -t wanted < <("$HOST_NODE" -e '
+  wanted_txt=$("$HOST_NODE" -e '
     const l = require(process.argv[1]).packages;
     const sharp = l["node_modules/sharp"];
     for (const p of ["@img/sharp-linux-arm64", "@img/sharp-libvips-linux-arm64"]) {
       const e = l["node_modules/" + p];
       const v = e ? e.version : sharp.optionalDependencies[p];
       console.log(`${p}@${v} ${e ? e.integrity : "-"}`);
-    }' "$ROOT/package-lock.json")
+    }' "$ROOT/package-lock.json") || unprepared "sharp's arm64 packages not found in package-lock.json"
+  mapfile -t wanted <<<"$wanted_txt"
   mkdir -p "$A/npm"
   rm -rf "$A/app"
   mkdir -p "$A/app/node_modules"
@@ -263,6 +264,34 @@ if [ "$prepare_only" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- the run
+# which bundles: name, kind, codec
+if [ "$models" = all ]; then
+  models=$("$HOST_NODE" -e '
+    const fs = require("fs"), p = require("path"), z = process.argv[1];
+    console.log(fs.readdirSync(z).filter((d) => fs.existsSync(p.join(z, d, "manifest.json")))
+      .map((d) => require(p.join(z, d, "manifest.json")).name).sort().join(","));' \
+    "$ROOT/models/zoo")
+fi
+plan_txt=$("$HOST_NODE" -e '
+  const fs = require("fs"), p = require("path");
+  const [z, list, codec] = process.argv.slice(1);
+  const all = fs.readdirSync(z).filter((d) => fs.existsSync(p.join(z, d, "manifest.json")))
+    .map((d) => require(p.join(z, d, "manifest.json")));
+  for (const name of list.split(",")) {
+    const ms = all.filter((m) => m.name === name).sort((a, b) => a.version - b.version);
+    const m = ms[ms.length - 1];
+    if (!m) { console.error(`no bundle ${name} in ${z}`); process.exit(1); }
+    console.log(`${m.name} ${m.kind === "codec" ? m.codec.method : codec}`);
+  }' "$ROOT/models/zoo" "$models" "$codec") || { say "arm64: bad --models"; exit 2; }
+mapfile -t plan <<<"$plan_txt"
+engine_args=()
+agent_help=$(cd "$ROOT" && "$HOST_NODE" dist/cli/main.js agent --help)
+if [[ $agent_help == *--engine* ]]; then
+  engine_args=(--engine "$engine")
+elif [ "$engine" != onnx ]; then
+  say "arm64: this agent has no --engine flag (only onnx)"
+  exit 2
+fi
 RUN=$(mktemp -d "$A/run.XXXXXX")
 edge_pid=
 fail=1
@@ -285,32 +314,6 @@ cp "$ROOT/package.json" "$RUN/app/package.json"
 ln -s "$ROOT/models" "$RUN/app/models"
 ln -s "$A/app/node_modules" "$RUN/app/node_modules"
 
-# which bundles: name, kind, codec
-if [ "$models" = all ]; then
-  models=$("$HOST_NODE" -e '
-    const fs = require("fs"), p = require("path"), z = process.argv[1];
-    console.log(fs.readdirSync(z).filter((d) => fs.existsSync(p.join(z, d, "manifest.json")))
-      .map((d) => require(p.join(z, d, "manifest.json")).name).sort().join(","));' \
-    "$ROOT/models/zoo")
-fi
-mapfile -t plan < <("$HOST_NODE" -e '
-  const fs = require("fs"), p = require("path");
-  const [z, list, codec] = process.argv.slice(1);
-  const all = fs.readdirSync(z).filter((d) => fs.existsSync(p.join(z, d, "manifest.json")))
-    .map((d) => require(p.join(z, d, "manifest.json")));
-  for (const name of list.split(",")) {
-    const ms = all.filter((m) => m.name === name).sort((a, b) => a.version - b.version);
-    const m = ms[ms.length - 1];
-    if (!m) { console.error(`no bundle ${name} in ${z}`); process.exit(1); }
-    console.log(`${m.name} ${m.kind === "codec" ? m.codec.method : codec}`);
-  }' "$ROOT/models/zoo" "$models" "$codec") || { say "arm64: bad --models"; exit 2; }
-engine_args=()
-if (cd "$ROOT" && "$HOST_NODE" dist/cli/main.js agent --help) | grep -q -- '--engine'; then
-  engine_args=(--engine "$engine")
-elif [ "$engine" != onnx ]; then
-  say "arm64: this agent has no --engine flag (only onnx)"
-  exit 2
-fi
 edge_models=()
 for p in "${plan[@]}"; do edge_models+=("${p% *}"); done
 
@@ -436,9 +439,9 @@ for p in "${plan[@]}"; do
 done
 
 echo
-echo "head = the agent's headMsP50 (ONNX head inference per frame, median); wall = 1000/fps of"
-echo "the agent's own run (decode, head, codec, MQTT; --fps $fps). Emulated figures measure"
-echo "qemu-user on this host, not an arm64 CPU."
+echo "head = the agent's headMsP50 (head inference per frame on --engine $engine, median); wall ="
+echo "1000/fps of the agent's own run (decode, head, codec, MQTT; --fps $fps). Emulated figures"
+echo "measure qemu-user on this host, not an arm64 CPU."
 if [ "$json" = 1 ]; then
   printf '{"prepare":{"s":%s,"sysrootS":%s,"nodeModulesS":%s},"uname":"%s","runs":[%s],"ok":%s}\n' \
     "$prepare_s" "$sysroot_s" "$npm_s" "$uname_m" "$(IFS=,; echo "${results[*]}")" \

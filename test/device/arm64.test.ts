@@ -10,7 +10,7 @@
  * SPLITFLEET_ARM64=0 skips it (it is one of the slowest tests: about a minute).
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -113,6 +113,16 @@ if (process.env.SPLITFLEET_ARM64 === '0') {
     prepared = prep.stdout.trim().split('\n').pop() ?? '';
   }
 }
+
+// AVA wants every test declared in the same tick: all of them come after the await.
+test('scripts/arm64-agent.sh is shellcheck-clean', (t) => {
+  const r = spawnSync('shellcheck', ['--severity=style', SCRIPT], { cwd: ROOT, encoding: 'utf8' });
+  if (r.error) {
+    t.log(`skipped: shellcheck does not run here (${r.error.message})`);
+    return t.pass();
+  }
+  t.is(r.status, 0, r.stdout + r.stderr);
+});
 
 if (skipReason) {
   test.skip(`device agent on arm64 under qemu-user (skipped: ${skipReason})`, () => {});
