@@ -35,6 +35,22 @@ const RUNS = [
   { model: 'resnet9w05-cifar10', codec: 'bottlenetpp', point: 0 },
 ];
 
+/** SPLITFLEET_AS_DEPLOYED=0 measures a bare `node`; by default the agent runs with the
+ * environment the systemd unit gives it (its `Environment=` lines: V8 and malloc
+ * settings that bound memory). */
+const asDeployed = process.env.SPLITFLEET_AS_DEPLOYED !== '0';
+async function unitEnvironment(): Promise<Record<string, string>> {
+  const unit = await readFile(join(PROJECT_ROOT, 'deploy', 'splitfleet-agent.service'), 'utf8');
+  const env: Record<string, string> = {};
+  for (const m of unit.matchAll(/^Environment=(.+)$/gm)) {
+    for (const kv of m[1]!.split(' ')) {
+      const i = kv.indexOf('=');
+      if (i > 0) env[kv.slice(0, i)] = kv.slice(i + 1);
+    }
+  }
+  return env;
+}
+
 /** CPU seconds (user + system) of a process so far. */
 async function cpuSeconds(pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
@@ -83,7 +99,10 @@ try {
         ...['--codec', r.codec, '--point', String(r.point), '--engine', engine],
         ...['--source', 'sample', '--loop', '--fps', String(fps), '--json'],
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } },
+      {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, ...(asDeployed ? await unitEnvironment() : {}), LOG_LEVEL: 'warn' },
+      },
     );
     let err = '';
     agent.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-2000)));
@@ -157,6 +176,7 @@ process.stdout.write(
     seconds,
     fps,
     engine,
+    environment: asDeployed ? await unitEnvironment() : 'bare node',
     machine: `${cpus().length} cores, ${cpus()[0]?.model ?? '?'}, node ${process.versions.node}`,
     rows,
     maxRssMiB: maxRss,
