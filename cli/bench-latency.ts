@@ -101,7 +101,8 @@ export interface Probe {
   frames: number;
   results: number;
   errors: number;
-  /** True when every frame was answered, the agent drained in time and latency did not trend up. */
+  /** Every frame answered, drained in time, no upward latency trend, and no standing queue
+   * (p50 within 2x the base rate's p50 + 50 ms). */
   sustained: boolean;
   why: string;
   p50: number | null;
@@ -440,6 +441,8 @@ async function probe(
   m: LatencyMethod,
   fps: number,
   frames: number,
+  /** p50 at the base rate: a probe whose p50 is above twice it (+50 ms) has a standing queue. */
+  unloadedP50: number | null = null,
 ): Promise<Probe> {
   await ctx.link.reset();
   const fleet = m.kind === 'offload' ? 'offload' : 'split';
@@ -531,6 +534,9 @@ async function probe(
   else if (!s) why = `agent failed: ${errText.trim().split('\n').pop() ?? ''}`;
   else if (!answered) why = `${s.results}/${s.sent} answered (${s.errors} errors, ${s.lost} lost)`;
   else if (trend) why = `latency rose (${round(first!)} -> ${round(last!)} ms)`;
+  else if (unloadedP50 !== null && median(lat)! > 2 * unloadedP50 + 50) {
+    why = `standing queue (p50 ${round(median(lat)!)} ms > 2 x ${round(unloadedP50)} ms + 50)`;
+  }
   return {
     fps,
     frames: sent,
@@ -839,8 +845,9 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
           continue;
         }
         const ctx = { devNs, url: edgeUrl, link, source, profile: p };
-        const run = (f: number) => probe(ctx, m, f, Math.max(10, Math.round(f * seconds)));
-        const base = await run(fps);
+        const frames = (f: number) => Math.max(10, Math.round(f * seconds));
+        const base = await probe(ctx, m, fps, frames(fps));
+        const run = (f: number) => probe(ctx, m, f, frames(f), base.p50);
         say(
           `  ${m.name} @ ${fps}/s: p50 ${base.p50 === null ? '-' : round(base.p50)} ms, p99 ${base.p99 === null ? '-' : round(base.p99)} ms, ` +
             `${base.wireUpBytes}/${base.wireDownBytes} B (${base.wireUpPackets}/${base.wireDownPackets} packets) up/down per frame, ${base.why}`,
