@@ -11,14 +11,7 @@
 import { Ajv } from 'ajv';
 import type { Command, Option } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { LineCounter, parseDocument } from 'yaml';
-import {
-  formatProblem,
-  locate,
-  schemaProblem,
-  type FleetProblem,
-  type Path,
-} from '../fleet-config/load.js';
+import { formatProblem, readYaml, schemaProblem, type FleetProblem } from '../fleet-config/load.js';
 
 export class AgentConfigError extends Error {
   constructor(readonly problems: FleetProblem[]) {
@@ -82,17 +75,8 @@ export function parseAgentConfig(
   file: string,
   options: readonly Option[],
 ): Map<string, unknown> {
-  const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
-  const problems: FleetProblem[] = [];
-  const at = (path: Path, message: string, key = false) =>
-    problems.push({ file, ...locate(doc, lc, path, key), path: path.join('.'), message });
-  for (const e of doc.errors) {
-    const pos = lc.linePos(e.pos[0]);
-    problems.push({ file, ...pos, path: '', message: `YAML: ${e.message.split('\n')[0]}` });
-  }
+  const { raw, problems, at } = readYaml(text, file);
   if (problems.length > 0) throw new AgentConfigError(problems);
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   if (raw === null || raw === undefined) return new Map();
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     at([], 'an agent config is a mapping of flag names to values, e.g. "device: cam-01"');

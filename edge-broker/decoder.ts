@@ -139,6 +139,52 @@ export class FrameChecker {
 
 const ms = (x: number) => Math.round(x * 1000) / 1000;
 
+/** The result message of one decoded frame: top-k of its logits, and the edge timings
+ * (`edgeMs` from its receipt to now; `queueMs` what is left after decode and tail). */
+export function resultMessage(o: {
+  deviceId: string;
+  frame: Frame;
+  receivedAt: number;
+  manifest: Manifest;
+  codec: string;
+  logits: Float32Array;
+  topk: number;
+  decodeMs: number;
+  tailMs: number;
+  batch?: number;
+  edgeId: string;
+}): ResultMessage {
+  const { frame, manifest: m } = o;
+  const top = softmaxTopK(o.logits, m.labels, o.topk);
+  const best = top[0]!;
+  const edgeMs = Date.now() - o.receivedAt;
+  return {
+    v: RESULT_VERSION,
+    deviceId: o.deviceId,
+    frameId: frame.frameId,
+    classIndex: best.classIndex,
+    label: best.label,
+    score: best.score,
+    topk: top,
+    modelId: m.modelId,
+    modelVersion: m.version,
+    model: m.name,
+    codec: o.codec,
+    point: frame.point,
+    payloadBytes: frame.payload.byteLength,
+    captureTs: frame.captureTs,
+    ...(frame.tag !== undefined ? { source: frame.tag } : {}),
+    latency: {
+      decodeMs: ms(o.decodeMs),
+      tailMs: ms(o.tailMs),
+      edgeMs: ms(edgeMs),
+      queueMs: ms(Math.max(0, edgeMs - o.decodeMs - o.tailMs)),
+      ...(o.batch !== undefined ? { batch: o.batch } : {}),
+    },
+    edgeId: o.edgeId,
+  };
+}
+
 /** One decoder: a FrameChecker with its own tail sessions for every served model. */
 export class FrameDecoder extends FrameChecker {
   private constructor(
@@ -252,41 +298,21 @@ export class FrameDecoder extends FrameChecker {
         }
         continue;
       }
-      const now = Date.now();
       g.idx.forEach((i, k) => {
         const { deviceId, frame, receivedAt } = jobs[i]!;
-        const top = softmaxTopK(
-          logits.data.subarray(k * classes, (k + 1) * classes),
-          m.labels,
-          this.topk,
-        );
-        const best = top[0]!;
-        const edgeMs = now - receivedAt;
-        out[i] = {
-          v: RESULT_VERSION,
+        out[i] = resultMessage({
           deviceId,
-          frameId: frame.frameId,
-          classIndex: best.classIndex,
-          label: best.label,
-          score: best.score,
-          topk: top,
-          modelId: m.modelId,
-          modelVersion: m.version,
-          model: m.name,
+          frame,
+          receivedAt,
+          manifest: m,
           codec: g.codec.name,
-          point: frame.point,
-          payloadBytes: frame.payload.byteLength,
-          captureTs: frame.captureTs,
-          ...(frame.tag !== undefined ? { source: frame.tag } : {}),
-          latency: {
-            decodeMs: ms(g.decodeMs[k]!),
-            tailMs: ms(tailMs),
-            edgeMs: ms(edgeMs),
-            queueMs: ms(Math.max(0, edgeMs - g.decodeMs[k]! - tailMs)),
-            batch: n,
-          },
+          logits: logits.data.subarray(k * classes, (k + 1) * classes),
+          topk: this.topk,
+          decodeMs: g.decodeMs[k]!,
+          tailMs,
+          batch: n,
           edgeId: this.edgeId,
-        };
+        });
       });
     }
     return out;

@@ -17,15 +17,10 @@ import type { Session } from '../core/engine/engine.js';
 import { preprocess } from '../core/image/image.js';
 import type { Bundle } from '../core/model/bundle.js';
 import { decodeFrame, FrameError } from '../core/protocol/frame.js';
-import {
-  errorMessage,
-  RESULT_VERSION,
-  softmaxTopK,
-  type ResultMessage,
-} from '../core/protocol/messages.js';
+import { errorMessage, type ResultMessage } from '../core/protocol/messages.js';
 import { DEFAULT_BASE, deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
-import { DecodeFailure, modelKey } from './decoder.js';
+import { DecodeFailure, modelKey, resultMessage } from './decoder.js';
 
 export interface ImageOffloadOptions {
   url: string;
@@ -43,8 +38,6 @@ interface Full {
   head: Session;
   tail: Session;
 }
-
-const ms = (x: number) => Math.round(x * 1000) / 1000;
 
 export class ImageOffloadWorker {
   readonly stats = { frames: 0, results: 0, errors: 0 };
@@ -129,31 +122,18 @@ export class ImageOffloadWorker {
       throw new DecodeFailure('inference-failed', (e as Error).message, frame.frameId);
     }
     const t2 = performance.now();
-    const top = softmaxTopK(logits.data, m.labels, 3);
-    const best = top[0]!;
-    return {
-      v: RESULT_VERSION,
+    return resultMessage({
       deviceId,
-      frameId: frame.frameId,
-      classIndex: best.classIndex,
-      label: best.label,
-      score: best.score,
-      topk: top,
-      modelId: m.modelId,
-      modelVersion: m.version,
-      model: m.name,
+      frame,
+      receivedAt,
+      manifest: m,
       codec: codec.name,
-      point: frame.point,
-      payloadBytes: frame.payload.byteLength,
-      captureTs: frame.captureTs,
-      latency: {
-        decodeMs: ms(t1 - t0),
-        tailMs: ms(t2 - t1),
-        edgeMs: ms(Date.now() - receivedAt),
-        queueMs: ms(Math.max(0, Date.now() - receivedAt - (t2 - t0))),
-      },
+      logits: logits.data,
+      topk: 3,
+      decodeMs: t1 - t0,
+      tailMs: t2 - t1,
       edgeId: this.opts.workerId!,
-    };
+    });
   }
 
   private async onFrame(topic: string, payload: Buffer): Promise<void> {

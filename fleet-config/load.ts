@@ -90,8 +90,17 @@ export function schemaProblem(e: ErrorObject): { path: Path; key: boolean; messa
   }
 }
 
-/** Parse and check a fleet file's text; throws FleetConfigError with every problem. */
-export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {}): FleetFile {
+/** A YAML (or JSON) config file read with positions: its value (undefined when the YAML
+ * itself is broken), its syntax problems, and `at` to report a problem at a path with its
+ * line and column. The fleet file and the agent's config file both read this way. */
+export function readYaml(
+  text: string,
+  file: string,
+): {
+  raw: unknown;
+  problems: FleetProblem[];
+  at: (path: Path, message: string, key?: boolean) => void;
+} {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   const problems: FleetProblem[] = [];
@@ -101,8 +110,14 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
     const pos = lc.linePos(e.pos[0]);
     problems.push({ file, ...pos, path: '', message: `YAML: ${e.message.split('\n')[0]}` });
   }
+  const raw: unknown = problems.length > 0 ? undefined : doc.toJS({ maxAliasCount: 100 });
+  return { raw, problems, at };
+}
+
+/** Parse and check a fleet file's text; throws FleetConfigError with every problem. */
+export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {}): FleetFile {
+  const { raw, problems, at } = readYaml(text, file);
   if (problems.length > 0) throw new FleetConfigError(problems);
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     at([], 'a fleet file is a mapping (version, fleet, defaults, groups, devices)');
     throw new FleetConfigError(problems);
