@@ -1,39 +1,14 @@
 /** The real command-line tool, run as a user would (from source through tsx). */
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT, SAMPLE_DIR } from '../../core/paths.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { testEdge } from '../helpers/edge.js';
+import { lastJson, runCli } from '../helpers/cli.js';
 
-function run(
-  args: string[],
-  timeoutMs = 150_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), ...args],
-      {
-        cwd: PROJECT_ROOT,
-        env: { ...process.env, LOG_LEVEL: 'warn' },
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, unknown>;
+const run = (args: string[], timeoutMs = 150_000) => runCli(args, { timeoutMs });
 
 test('demo --json ends with the summary line', async (t) => {
   const r = await run([

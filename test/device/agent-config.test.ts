@@ -4,36 +4,17 @@
  * the shipped example and the file deploy/install.sh writes are valid agent configs.
  */
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleFor } from '../../core/model/bundle.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { testEdge } from '../helpers/edge.js';
+import { runCli } from '../helpers/cli.js';
 import { shippedModel } from '../helpers/model.js';
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), ...args],
-      {
-        cwd: PROJECT_ROOT,
-        env: { ...process.env, LOG_LEVEL: 'warn' },
-      },
-    );
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 150_000);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]) => runCli(args);
 
 const lastJson = (s: string) => JSON.parse(s.trim().split('\n').at(-1)!) as Record<string, unknown>;
 

@@ -5,7 +5,8 @@
  * (every frame answered). Media is made at test time (ffmpeg's testsrc, sharp).
  */
 import test from 'ava';
-import { spawn, spawnSync } from 'node:child_process';
+import { runCli } from '../helpers/cli.js';
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +20,6 @@ import { parseMqttSource } from '../../device-agent/sources/mqtt.js';
 import { DropOldestQueue } from '../../device-agent/sources/queue.js';
 import { splitImages, StreamFormatError } from '../../device-agent/sources/split.js';
 import { streamSource } from '../../device-agent/sources/stdin.js';
-import { PROJECT_ROOT } from '../../core/paths.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 
@@ -258,9 +258,9 @@ test('CLI: images on stdin (JPEG, PNG, PPM, length-prefixed) are all answered', 
     const { jpeg, png, webp, ppm } = await images();
     const prefixed = Buffer.concat([Buffer.alloc(4), webp]);
     prefixed.writeUInt32BE(webp.length, 0);
-    const p = spawn(
-      process.execPath,
-      ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), 'agent'].concat([
+    const { code, stdout, stderr } = await runCli(
+      [
+        'agent',
         '--device',
         'stdin-cam',
         '--url',
@@ -270,17 +270,9 @@ test('CLI: images on stdin (JPEG, PNG, PPM, length-prefixed) are all answered', 
         '--fps',
         '0',
         '--json',
-      ]),
-      { cwd: PROJECT_ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } },
+      ],
+      { stdin: Buffer.concat([jpeg, png, ppm, prefixed, jpeg]) },
     );
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.stdin.end(Buffer.concat([jpeg, png, ppm, prefixed, jpeg]));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 150_000);
-    const code = await new Promise<number | null>((r) => p.on('close', r));
-    clearTimeout(timer);
     t.is(code, 0, stderr);
     const s = JSON.parse(stdout.trim().split('\n').at(-1)!) as Record<string, unknown>;
     t.is(s.sent, 5);

@@ -5,12 +5,10 @@
  * the engine asked for does not run here.
  */
 import test from 'ava';
-import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { runCli } from '../helpers/cli.js';
 import * as tf from '@tensorflow/tfjs';
 import { Agent } from '../../device-agent/agent.js';
 import { engineUnavailable } from '../../core/engine/select.js';
-import { PROJECT_ROOT } from '../../core/paths.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
@@ -69,40 +67,25 @@ test.serial(
 );
 
 function agentProcess(url: string, engine: string) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const p = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        join(PROJECT_ROOT, 'cli', 'main.ts'),
-        'agent',
-        '--url',
-        url,
-        '--fleet',
-        'cli',
-        '--device',
-        `cam-${engine}`,
-        '--engine',
-        engine,
-        '--frames',
-        '20',
-        '--fps',
-        '0',
-        '--json',
-      ],
-      { cwd: PROJECT_ROOT, env: { ...process.env, LOG_LEVEL: 'info' } },
-    );
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => p.kill('SIGKILL'), 150_000);
-    p.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runCli(
+    [
+      'agent',
+      '--url',
+      url,
+      '--fleet',
+      'cli',
+      '--device',
+      `cam-${engine}`,
+      '--engine',
+      engine,
+      '--frames',
+      '20',
+      '--fps',
+      '0',
+      '--json',
+    ],
+    { logLevel: 'info' },
+  );
 }
 
 test.serial(
