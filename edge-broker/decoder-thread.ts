@@ -16,7 +16,7 @@ const send = (m: ThreadAnswer) => port.postMessage(m);
 
 try {
   const bundles = [];
-  for (const dir of init.bundleDirs) bundles.push(await loadBundle(dir));
+  for (const dir of init.bundleDirs) bundles.push(await loadBundle(dir, 'decoder'));
   const decoder = await FrameDecoder.create(bundles, onnxEngine, {
     threads: init.threads,
     edgeId: init.edgeId,

@@ -331,7 +331,9 @@ function parseManifest(raw: unknown, where: string): Manifest {
 }
 
 /** A whole bundle (the edge) or the files a device needs (head networks, codec tables). */
-export type BundlePart = 'all' | 'device';
+/** Which files of a bundle a process loads: all (the edge), the device's part, or the
+ * part a decoder thread runs (its tails and entropy tables). */
+export type BundlePart = 'all' | 'device' | 'decoder';
 
 /**
  * The file role of network `role` in `format`: the ONNX file itself, or the TensorFlow.js
@@ -362,6 +364,18 @@ export function deviceRoles(m: Manifest): string[] {
   return [...roles];
 }
 
+/** File roles a decoder thread runs: the tail of a backbone, or every point's tail and
+ * entropy tables of a learned codec. */
+export function decoderRoles(m: Manifest): string[] {
+  if (m.kind === 'backbone') return ['tail'];
+  const roles = new Set<string>();
+  for (const p of m.codec.points) {
+    roles.add(p.tail);
+    if (p.entropy !== null) roles.add(p.entropy);
+  }
+  return [...roles];
+}
+
 /** Parse manifest.json bytes (for a download, before any other file is there). */
 export function parseManifestBytes(bytes: Uint8Array, where: string): Manifest {
   let raw: unknown;
@@ -374,7 +388,8 @@ export function parseManifestBytes(bytes: Uint8Array, where: string): Manifest {
 }
 
 /** Load a bundle folder: validate the manifest and verify the sha256 of every file of
- * `part` (a device holds only its part; the edge holds all). */
+ * `part` (a device holds only its part; the edge holds all; a decoder thread loads and
+ * verifies only the files it runs). */
 export async function loadBundle(dir: string, part: BundlePart = 'all'): Promise<Bundle> {
   const abs = resolve(dir);
   let manifestBytes: Buffer;
@@ -384,7 +399,9 @@ export async function loadBundle(dir: string, part: BundlePart = 'all'): Promise
     throw new BundleError(`cannot read ${join(abs, 'manifest.json')}: ${(e as Error).message}`);
   }
   const m = parseManifestBytes(manifestBytes, abs);
-  const roles = new Set(part === 'all' ? Object.keys(m.files) : deviceRoles(m));
+  const roles = new Set(
+    part === 'all' ? Object.keys(m.files) : part === 'device' ? deviceRoles(m) : decoderRoles(m),
+  );
   const contents = new Map<string, Buffer>();
   for (const [role, f] of Object.entries(m.files)) {
     if (!roles.has(role)) continue;
