@@ -92,7 +92,7 @@ export function shownHost(host: string): string {
 export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker> {
   const host = opts.host ?? '127.0.0.1';
   const shown = shownHost(host);
-  const backend = opts.redis ? redisBackend(opts.redis.url, opts.redis.mode) : null;
+  const backend = opts.redis ? await redisBackend(opts.redis.url, opts.redis.mode) : null;
   const aedes = await Aedes.createBroker({ ...opts.aedes, ...backend?.aedes }).catch(
     async (e: unknown) => {
       await backend?.close();

@@ -15,8 +15,6 @@
  * it back, and be lost.
  */
 import type { Aedes, AedesOptions, AedesPublishPacket } from 'aedes';
-import mqemitterRedis from 'mqemitter-redis';
-import persistenceRedis from 'aedes-persistence-redis';
 import { log } from '../core/util/log.js';
 
 export type RedisMode = 'persist' | 'cluster';
@@ -57,6 +55,7 @@ interface RedisConn {
   status: string;
   on(event: 'ready' | 'close', fn: () => void): void;
   ping(): Promise<unknown>;
+  quit(): Promise<unknown>;
   disconnect(): void;
 }
 interface RedisEmitter {
@@ -66,7 +65,11 @@ interface RedisEmitter {
   close(cb: () => void): void;
 }
 
-export function redisBackend(url: string, mode: RedisMode): RedisBackend {
+/** The Redis-backed emitter and persistence; their libraries (ioredis and more) are
+ * loaded only here, so an edge without Redis does not pay for them at start-up. */
+export async function redisBackend(url: string, mode: RedisMode): Promise<RedisBackend> {
+  const { default: persistenceRedis } = await import('aedes-persistence-redis');
+  const { default: mqemitterRedis } = await import('mqemitter-redis');
   const options = redisOptions(url);
   const where = `${String(options.host)}:${String(options.port)}`;
   const persistence = persistenceRedis({ ...options });
@@ -106,6 +109,16 @@ export function redisBackend(url: string, mode: RedisMode): RedisBackend {
     });
     // Aedes closes its emitter with QUIT and waits for both connections to end: with
     // Redis gone that would wait forever, so they are cut after a moment
+    // mqemitter-redis drops the promise of its QUITs: once cut they would reject unhandled
+    // ("Connection is closed"), which ends a Node process
+    for (const c of [sub, emitter.pubConn]) {
+      const q = c.quit.bind(c);
+      c.quit = () => {
+        const p = q();
+        p.catch(() => undefined);
+        return p;
+      };
+    }
     const quit = emitter.close.bind(emitter);
     emitter.close = (cb) => {
       closing = true;
