@@ -39,14 +39,9 @@ export class AnswerCache {
 
   /** An answer another node of a cluster gave: a redelivery of that frame here gets it. */
   remember(key: string, answer: Answer, now: number): void {
+    this.seen(key, now); // marks it seen unless it already is
     const e = this.entries.get(key);
-    if (e && now - e.at < this.ttlMs) {
-      e.answer ??= answer;
-      return;
-    }
-    this.entries.delete(key);
-    this.entries.set(key, { at: now, answer });
-    this.evict(now);
+    if (e) e.answer ??= answer;
   }
 
   /** Forget a frame (it was refused and may be sent again for a real try). */
