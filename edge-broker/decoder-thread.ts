@@ -21,7 +21,13 @@ try {
     threads: init.threads,
     edgeId: init.edgeId,
   });
+  let crash = false;
   port.on('message', (m: ThreadRequest) => {
+    if (m.type === 'crash') {
+      crash = true;
+      return;
+    }
+    if (crash && m.type === 'batch') throw new Error('decoder thread crash drill');
     if (m.type === 'close') {
       void decoder.close().then(() => port.close());
       return;

@@ -23,7 +23,11 @@ export interface ThreadInit {
   threads: number;
   edgeId: string;
 }
-export type ThreadRequest = { type: 'batch'; id: number; jobs: DecodeJob[] } | { type: 'close' };
+export type ThreadRequest =
+  | { type: 'batch'; id: number; jobs: DecodeJob[] }
+  | { type: 'close' }
+  /** Die on receiving the next batch, as a crash would (fault drills). */
+  | { type: 'crash' };
 export type ThreadOutcome =
   | { result: ResultMessage }
   | { error: { code: ErrorCode; message: string; frameId: number | null } };
@@ -140,10 +144,13 @@ export class DecoderPool {
     return true;
   }
 
-  /** Kill decoder thread `i` as a crash would (fault tests, operators' drills). */
-  async kill(i: number): Promise<void> {
-    const s = this.slots[i];
-    if (s) await s.worker.terminate();
+  /** Make decoder thread `i` die on the next batch it receives, with that batch in flight
+   * (fault tests, operators' drills). An uncaught error ends the thread, not
+   * `worker.terminate()`: terminating a thread while onnxruntime runs in it aborts the
+   * whole process (a native error thrown into a torn-down environment; seen in CI). */
+  kill(i: number): void {
+    const req: ThreadRequest = { type: 'crash' };
+    this.slots[i]?.worker.postMessage(req);
   }
 
   /** Index of a thread decoding a batch now, or -1. */
