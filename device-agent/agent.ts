@@ -28,8 +28,10 @@ import {
   deviceClientId,
   deviceOpTopic,
   deviceTopic,
+  parseOpTopic,
+  type OpTopic,
 } from '../core/protocol/topics.js';
-import { log } from '../core/util/log.js';
+import { limitedLog, log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
 import { parseEngineName, selectEngine, type EngineName } from '../core/engine/select.js';
 import { HeadPipeline } from './pipeline.js';
@@ -319,9 +321,9 @@ export class Agent {
     this.client.on('error', (err) =>
       log.warn({ device: this.opts.deviceId, err: err.message }, 'mqtt error'),
     );
-    this.client.on('message', (topic, payload) => {
+    this.client.on('message', (topic, payload, packet) => {
       try {
-        this.onMessage(topic, payload);
+        this.onMessage(topic, payload, packet.retain);
       } catch (e) {
         // a bad message must never take the agent down
         log.warn({ device: this.opts.deviceId, topic, err: String(e) }, 'message dropped');
@@ -347,7 +349,7 @@ export class Agent {
     this.sweeper = setInterval(() => this.sweep(), 500);
   }
 
-  private onMessage(topic: string, payload: Buffer): void {
+  private onMessage(topic: string, payload: Buffer, retained = false): void {
     const now = performance.now();
     if (topic === this.topic('result')) {
       const r = parseResult(payload);
@@ -394,8 +396,24 @@ export class Agent {
       );
       this.configLock = next.catch(() => undefined);
     } else {
-      const prefix = this.opTopic('request', '+').slice(0, -1);
-      if (topic.startsWith(prefix)) void this.onRequest(topic.slice(prefix.length), payload);
+      const t = parseOpTopic(topic, this.base);
+      if (!t || t.dir !== 'request') return;
+      if (retained) {
+        // a request is for now: a retained one would run again at every (re)start
+        limitedLog.warn(
+          `retained-request:${this.opts.deviceId}`,
+          { device: this.opts.deviceId, topic },
+          'retained request ignored',
+        );
+        return;
+      }
+      this.onRequest(t, payload).catch((e: unknown) =>
+        limitedLog.warn(
+          `request:${this.opts.deviceId}`,
+          { device: this.opts.deviceId, op: t.op, err: String(e) },
+          'request not answered',
+        ),
+      );
     }
   }
 
@@ -563,22 +581,25 @@ export class Agent {
     return this.updater.get(ref);
   }
 
-  /** `.../request/<op>`: ping, get-config, restart-pipeline; answered on `.../response/<op>`. */
-  private async onRequest(op: string, payload: Buffer): Promise<void> {
+  /** `.../request/<op>`: ping, get-config, restart-pipeline; answered on `.../response/<op>`
+   * (the op as sent: an unknown or malformed one gets its error there too). */
+  private async onRequest(t: OpTopic, payload: Buffer): Promise<void> {
     let id: string | null = null;
+    const respond = (data: unknown, error: string | null = null) =>
+      this.answerOn(t.respondOn, t.op, id, data, error);
     try {
       const body: unknown = payload.length ? JSON.parse(payload.toString('utf8')) : {};
       if (typeof body === 'object' && body !== null && 'id' in body)
-        id = String((body as { id: unknown }).id);
+        id = String((body as { id: unknown }).id).slice(0, 128);
     } catch {
-      return this.respond(op, id, null, 'request body is not JSON');
+      return respond(null, 'request body is not JSON');
     }
     try {
-      switch (op) {
+      switch (t.op) {
         case 'ping':
-          return await this.respond(op, id, { ts: Date.now(), pending: this.pending.size });
+          return await respond({ ts: Date.now(), pending: this.pending.size });
         case 'get-config':
-          return await this.respond(op, id, {
+          return await respond({
             configId: this.configId,
             model: this.modelRef(),
             codec: this.opts.codec,
@@ -590,22 +611,33 @@ export class Agent {
           await this.swapPipeline(
             await this.newPipeline(this.opts.bundle, this.opts.codec, this.opts.point),
           );
-          return await this.respond(op, id, { restarted: true });
+          return await respond({ restarted: true });
         }
         default:
-          return await this.respond(
-            op,
-            id,
+          return await respond(
             null,
-            `unknown op ${JSON.stringify(op)}; ops: ping, get-config, restart-pipeline`,
+            `unknown op ${JSON.stringify(t.op.slice(0, 64))}; ops: ping, get-config, restart-pipeline`,
           );
       }
     } catch (e) {
-      return this.respond(op, id, null, (e as Error).message);
+      return respond(null, (e instanceof Error ? e.message : String(e)).slice(0, 1024));
     }
   }
 
-  private async respond(
+  /** Answer an op of this agent on its response topic; never rejects. */
+  private respond(
+    op: 'config',
+    id: string | null,
+    data: unknown,
+    error: string | null = null,
+    errorData: unknown = null,
+  ): Promise<void> {
+    return this.answerOn(this.opTopic('response', op), op, id, data, error, errorData);
+  }
+
+  /** Publish an op's answer on `topic`; never rejects (a failure is logged). */
+  private async answerOn(
+    topic: string,
     op: string,
     id: string | null,
     data: unknown,
@@ -621,7 +653,7 @@ export class Agent {
     };
     if (!this.client?.connected) return;
     await this.client
-      .publishAsync(this.opTopic('response', op), JSON.stringify(body), { qos: 1 })
+      .publishAsync(topic, JSON.stringify(body), { qos: 1 })
       .catch((err: Error) =>
         log.warn({ device: this.opts.deviceId, op, err: err.message }, 'response not sent'),
       );

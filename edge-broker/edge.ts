@@ -30,9 +30,11 @@ import {
   edgeOpTopic,
   edgeStatusTopic,
   edgeTopic,
+  parseOpTopic,
   parseTopic,
+  type OpTopic,
 } from '../core/protocol/topics.js';
-import { log } from '../core/util/log.js';
+import { limitedLog, log } from '../core/util/log.js';
 import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
 import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
@@ -373,50 +375,57 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
 
   // operator commands: <base>/<fleet>/edge/<id>/request/<op> -> .../response/<op>
   const opsFilter = edgeOpTopic('+', edgeId, 'request', '+', base);
+  const EDGE_OPS = ['rollout', 'rollback', 'jobs', 'models'] as const;
   const onEdgeOp = (packet: AedesPublishPacket, cb: () => void) => {
     handBack(cb);
-    const parts = packet.topic.split('/');
-    const [fl, op] = [parts[1]!, parts[parts.length - 1]!];
+    const t = parseOpTopic(packet.topic, base);
+    if (!t || t.dir !== 'request') return;
+    // every failure below is answered on the response topic of the request as sent
+    serveEdgeOp(t, packet.payload).catch((e: unknown) =>
+      limitedLog.warn(`edge-op:${t.fleet}`, { op: t.op, err: String(e) }, 'edge op not answered'),
+    );
+  };
+  const serveEdgeOp = async (t: OpTopic, raw: Buffer | string): Promise<void> => {
     let id: string | null = null;
     const reply = (data: unknown, error: string | null = null) => {
       const body: OpResponse = { status: error ? 'error' : 'ok', data, error, id, ts: Date.now() };
-      return publish(edgeOpTopic(fl, edgeId, 'response', op, base), body);
+      return publish(t.respondOn, body);
     };
-    void (async () => {
-      let body: Record<string, unknown>;
-      try {
-        const v: unknown = JSON.parse((packet.payload as Buffer).toString('utf8') || '{}');
-        if (typeof v !== 'object' || v === null) throw new Error('not an object');
-        body = v as Record<string, unknown>;
-        id = typeof body.id === 'string' ? body.id : null;
-      } catch {
-        return reply(null, 'request body is not a JSON object');
+    let body: Record<string, unknown>;
+    try {
+      const text = typeof raw === 'string' ? raw : raw.toString('utf8');
+      const v: unknown = JSON.parse(text || '{}');
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+      body = v as Record<string, unknown>;
+      id = typeof body.id === 'string' ? body.id.slice(0, 128) : null;
+    } catch {
+      return reply(null, 'request body is not a JSON object');
+    }
+    const op = (EDGE_OPS as readonly string[]).includes(t.op) ? t.op : null;
+    if (!op) {
+      const shown = JSON.stringify(t.op.slice(0, 64));
+      return reply(null, `unknown op ${shown}; ops: ${EDGE_OPS.join(', ')}`);
+    }
+    const served = fleetOf?.fleet ?? statusFleet;
+    if (t.fleet !== served) {
+      return reply(null, `this edge runs fleet ${served}, not ${t.fleet.slice(0, 64)}`);
+    }
+    try {
+      switch (op) {
+        case 'rollout':
+          return await reply(rollouts.create(body.spec as RolloutSpec));
+        case 'rollback':
+          return await reply(await rollouts.rollback(String(body.jobId)));
+        case 'jobs':
+          return await reply(rollouts.list());
+        case 'models':
+          return await reply(registry.list());
       }
-      const served = fleetOf?.fleet ?? statusFleet;
-      if (fl !== served) {
-        return reply(null, `this edge runs fleet ${served}, not ${fl}`);
-      }
-      try {
-        switch (op) {
-          case 'rollout':
-            return await reply(rollouts.create(body.spec as RolloutSpec));
-          case 'rollback':
-            return await reply(await rollouts.rollback(String(body.jobId)));
-          case 'jobs':
-            return await reply(rollouts.list());
-          case 'models':
-            return await reply(registry.list());
-          default:
-            return await reply(
-              null,
-              `unknown op ${JSON.stringify(op)}; ops: rollout, rollback, jobs, models`,
-            );
-        }
-      } catch (e) {
-        if (!(e instanceof RolloutError)) log.warn({ op, err: String(e) }, 'edge op failed');
-        return reply(null, e instanceof Error ? e.message : String(e));
-      }
-    })();
+    } catch (e) {
+      if (!(e instanceof RolloutError))
+        limitedLog.warn(`edge-op-failed:${op}`, { op, err: String(e) }, 'edge op failed');
+      return reply(null, e instanceof Error ? e.message.slice(0, 1024) : String(e).slice(0, 1024));
+    }
   };
   await new Promise<void>((r) => aedes.subscribe(opsFilter, onEdgeOp, r));
 

@@ -76,8 +76,10 @@ export function deviceOpTopic(
   return `${base}/${idOrAny('fleet', fleet)}/device/${idOrAny('device', deviceId)}/${dir}/${opName(op)}`;
 }
 
+const OP_NAME = /^[a-z][a-z0-9-]{0,31}$/;
+
 function opName(op: string): string {
-  if (!/^[a-z][a-z0-9-]{0,31}$/.test(op) && op !== '+')
+  if (!OP_NAME.test(op) && op !== '+')
     throw new Error(`invalid op ${JSON.stringify(op)}`);
   return op;
 }
@@ -165,4 +167,32 @@ export function filterWithin(sub: string, outer: string): boolean {
     if (s[i] === '+' || s[i] !== o[i]) return false;
   }
   return s.length === o.length;
+}
+
+/** A concrete request or response topic of an edge or a device. `op` is the topic's last
+ * level as sent: it may not be a valid op name (`validOp` says), and the answer to a
+ * request still goes to `respondOn` (the same levels, `response` for `request`), so a
+ * sender of a bad request sees the error where it waits. */
+export interface OpTopic {
+  kind: 'edge' | 'device';
+  fleet: string;
+  id: string;
+  dir: 'request' | 'response';
+  op: string;
+  validOp: boolean;
+  respondOn: string;
+}
+
+/** Parse `<base>/<fleet>/<edge|device>/<id>/<request|response>/<op>`; undefined when the
+ * topic is not of that shape (fleet and id may be any level: check them before use). */
+export function parseOpTopic(topic: string, base = DEFAULT_BASE): OpTopic | undefined {
+  const parts = topic.split('/');
+  if (parts.length !== 6 || parts[0] !== base) return undefined;
+  const [, fleet, kind, id, dir, op] = parts as [string, string, string, string, string, string];
+  if ((kind !== 'edge' && kind !== 'device') || (dir !== 'request' && dir !== 'response'))
+    return undefined;
+  if (!fleet || !id || !op || [fleet, id, op].some((l) => l.includes('+') || l.includes('#')))
+    return undefined;
+  const respondOn = [base, fleet, kind, id, 'response', op].join('/');
+  return { kind, fleet, id, dir, op, validOp: OP_NAME.test(op), respondOn };
 }
