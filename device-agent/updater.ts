@@ -15,6 +15,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  BundleError,
+  checkBundleRef,
   deviceRoles,
   loadBundle,
   parseManifestBytes,
@@ -105,8 +107,16 @@ export class BundleUpdater {
     else w.resolve(c);
   }
 
-  /** The verified bundle `ref`, from the store or downloaded into it. */
-  get(ref: BundleRef): Promise<Bundle> {
+  /** The verified bundle `ref`, from the store or downloaded into it. A ref that is not
+   * the registry's rule (name, version, manifest sha256) is refused before the store is
+   * touched. */
+  get(untrusted: BundleRef): Promise<Bundle> {
+    let ref: BundleRef;
+    try {
+      ref = checkBundleRef(untrusted);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new BundleError(String(e)));
+    }
     const key = `${bundleRefString(ref)}#${ref.manifestSha256}`;
     let p = this.running.get(key);
     if (!p) {
@@ -127,10 +137,14 @@ export class BundleUpdater {
 
   private async getOnce(ref: BundleRef): Promise<Bundle> {
     const name = `${ref.name}-v${ref.version}`;
-    const final = join(this.opts.dir, name);
+    const final = inStore(this.opts.dir, name);
     const have = await loadBundle(final, 'device').catch(() => null);
     if (have && have.manifestSha256 === ref.manifestSha256) return have;
-    const staging = join(this.opts.dir, '.staging', `${name}-${ref.manifestSha256.slice(0, 12)}`);
+    const staging = inStore(
+      this.opts.dir,
+      '.staging',
+      `${name}-${ref.manifestSha256.slice(0, 12)}`,
+    );
     await mkdir(staging, { recursive: true });
     const label = bundleRefString(ref);
     log.info({ bundle: label }, 'downloading bundle');
@@ -172,13 +186,13 @@ export class BundleUpdater {
       return await this.fileOnce(bundle, dir, file, want);
     } catch (e) {
       if (!(e instanceof PartTooLong)) throw e;
-      await rm(`${join(dir, file)}.part`, { force: true });
+      await rm(`${inStore(dir, file)}.part`, { force: true });
       return this.fileOnce(bundle, dir, file, want);
     }
   }
 
   private async fileOnce(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
-    const done = join(dir, file);
+    const done = inStore(dir, file);
     const ready = await readFile(done).catch(() => null);
     if (ready && sha256(ready) === want) return ready;
     const part = `${done}.part`;
@@ -286,6 +300,18 @@ export class BundleUpdater {
     });
   }
 }
+
+/** `dir` joined with `segments`, each one plain path segment (no separator, NUL, `.` or
+ * `..`, nothing empty): what the store writes stays under its folder. */
+function inStore(dir: string, ...segments: string[]): string {
+  for (const s of segments) {
+    if (!SEGMENT_RE.test(s) || s === '.' || s === '..') {
+      throw new OtaError(`refusing the path segment ${JSON.stringify(s.slice(0, 80))}`);
+    }
+  }
+  return join(dir, ...segments);
+}
+const SEGMENT_RE = /^[A-Za-z0-9_.-]{1,200}$/;
 
 class TimeoutError extends OtaError {}
 class PartTooLong extends OtaError {}

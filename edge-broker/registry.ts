@@ -10,7 +10,13 @@ import { handBack, type EdgeBroker } from './broker.js';
 import { fromThisNode } from './cluster.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { deviceRoles, pickManifest, sha256, type Bundle } from '../core/model/bundle.js';
+import {
+  checkBundleRef,
+  deviceRoles,
+  pickManifest,
+  sha256,
+  type Bundle,
+} from '../core/model/bundle.js';
 import {
   bundleRefString,
   encodeChunk,
@@ -49,6 +55,8 @@ export class ModelRegistry {
   constructor(bundles: readonly Bundle[], staged: readonly Bundle[] = []) {
     for (const b of [...bundles, ...staged]) {
       const m = b.manifest;
+      // served by name to devices, which store it under that name: the same rule both ends
+      checkBundleRef({ name: m.name, version: m.version, manifestSha256: b.manifestSha256 });
       const files = new Map([['manifest.json', join(b.dir, 'manifest.json')]]);
       for (const role of deviceRoles(m)) files.set(m.files[role]!.path, b.file(role));
       const ref = bundleRefString(m);
