@@ -4,7 +4,7 @@
  *
  * Roles, under `<base>/<fleet>/...` (a user's `fleet` pins it to one fleet; null: any):
  * - device:    the username is the device id and its client id must be the agent's
- *              (deviceClientId), so no device can take over another's session; it
+ *              (deviceClientId: `sf-<fleet>-<device>`, or `sf-<hash>` when long); it
  *              publishes only its own `features`, `status`, `fetch` and `response/...`,
  *              subscribes only its own `result`, `error`, `config`, `chunk` and
  *              `request/...` topics.
@@ -12,7 +12,10 @@
  *              their `result` and `error`.
  * - dashboard: reads everything under the base (Node-RED, dashboards), publishes nothing.
  * - operator:  reads and writes everything under the base.
- * Nobody publishes to `$SYS/`. A refused CONNECT gets CONNACK 4 (bad user name or
+ * Every other role's client id is `<user>:<suffix>` (loginClientId; the suffix 1..64 of
+ * [A-Za-z0-9_.-]), so no login can take over a session that is not its own; another
+ * client id gets CONNACK 2 (identifier rejected).
+ * Nobody publishes to `$SYS/`. A wrong login gets CONNACK 4 (bad user name or
  * password); a refused SUBSCRIBE gets SUBACK 0x80 for that topic; a refused PUBLISH
  * closes the connection (MQTT 3.1.1 has no other answer, MQTT-3.3.5-2) and is logged and
  * counted. Limits apply to every client: a PUBLISH payload over `maxPayloadBytes`, or
@@ -22,8 +25,14 @@ import { Ajv } from 'ajv';
 import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { DEFAULT_BASE, deviceClientId, filterWithin, ID_PATTERN } from '../core/protocol/topics.js';
-import { log } from '../core/util/log.js';
+import {
+  clientIdLogin,
+  DEFAULT_BASE,
+  deviceClientId,
+  filterWithin,
+  ID_PATTERN,
+} from '../core/protocol/topics.js';
+import { limitedLog, log } from '../core/util/log.js';
 
 export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
 export type Role = (typeof ROLES)[number];
@@ -179,11 +188,11 @@ export class Access {
   install(aedes: Aedes): void {
     aedes.authenticate = (client, username, password, cb) => {
       this.authenticate(client, username, password).then(
-        (ok) => {
-          if (ok) return cb(null, true);
+        (code) => {
+          if (code === 0) return cb(null, true);
           this.stats.refusedConnects++;
-          const err = Object.assign(new Error('bad user name or password'), { returnCode: 4 });
-          cb(err as Parameters<typeof cb>[0], false);
+          const err = Object.assign(new Error(CONNACK_TEXT[code]), { returnCode: code });
+          cb(err, false);
         },
         (e: unknown) => {
           this.stats.refusedConnects++;
@@ -218,23 +227,28 @@ export class Access {
     };
   }
 
+  /** The CONNACK return code for a CONNECT: 0 accepted. */
   private async authenticate(
     client: Client,
     username: string | undefined,
     password: Buffer | undefined,
-  ): Promise<boolean> {
+  ): Promise<ConnackCode> {
     const users = this.opts.credentials?.users;
-    if (!users) return true; // open broker
+    if (!users) return 0; // open broker
     const cred = username !== undefined ? users[username] : undefined;
     // unknown users cost the same scrypt as known ones (no user-name oracle by timing)
     const ok = await verifyPassword(password?.toString('utf8') ?? '', cred?.hash ?? DUMMY_HASH);
-    if (!ok || !cred || username === undefined) return false;
-    if (cred.role === 'device' && client.id !== deviceClientId(cred.fleet!, username)) {
-      log.warn({ client: client.id, user: username }, 'device connected with another client id');
-      return false;
+    if (!ok || !cred || username === undefined) return 4;
+    if (client.id !== ownClientId(username, cred, client.id)) {
+      limitedLog.warn(
+        `client-id:${username}`,
+        { client: client.id, user: username, role: cred.role },
+        'login refused: a client id that is not its own',
+      );
+      return 2;
     }
     this.sessions.set(client, { user: username, cred });
-    return true;
+    return 0;
   }
 
   /** The reason a PUBLISH is refused, or null. */
@@ -303,6 +317,23 @@ export class Access {
     b.tokens -= 1;
     return true;
   }
+}
+
+type ConnackCode = 0 | 2 | 3 | 4 | 5;
+const CONNACK_TEXT = {
+  2: 'identifier rejected',
+  3: 'server unavailable',
+  4: 'bad user name or password',
+  5: 'not authorized',
+} as const;
+
+/**
+ * The client id a login must use: a device its agent's (deviceClientId), any other role
+ * `<user>:<suffix>` (loginClientId); `presented` is returned when it fits the pattern.
+ */
+function ownClientId(user: string, cred: Credential, presented: string): string | null {
+  if (cred.role === 'device') return deviceClientId(cred.fleet!, user);
+  return clientIdLogin(presented) === user ? presented : null;
 }
 
 /** Compared against when the user is unknown, so that case takes as long as a wrong password. */

@@ -79,8 +79,7 @@ export function deviceOpTopic(
 const OP_NAME = /^[a-z][a-z0-9-]{0,31}$/;
 
 function opName(op: string): string {
-  if (!OP_NAME.test(op) && op !== '+')
-    throw new Error(`invalid op ${JSON.stringify(op)}`);
+  if (!OP_NAME.test(op) && op !== '+') throw new Error(`invalid op ${JSON.stringify(op)}`);
   return op;
 }
 
@@ -153,6 +152,24 @@ export function deviceClientId(fleet: string, deviceId: string): string {
   return plain.length <= 23
     ? plain
     : `sf-${createHash('sha256').update(`${fleet}/${deviceId}`).digest('hex').slice(0, 20)}`;
+}
+
+/**
+ * The MQTT client id of a login that is not a device (worker, dashboard, operator):
+ * `<user>:<suffix>`, the suffix 1..64 of [A-Za-z0-9_.-] chosen by the client (one per
+ * connection it holds at once, e.g. `nodered-1a2b3c4d`). No device's client id holds a
+ * `:`, and no user name does, so these never collide with a device's or another login's.
+ */
+export function loginClientId(user: string, suffix: string): string {
+  return `${checkId('user', user)}:${checkId('client id suffix', suffix)}`;
+}
+
+/** The login a `<user>:<suffix>` client id belongs to, or undefined for any other id. */
+export function clientIdLogin(clientId: string): string | undefined {
+  const at = clientId.indexOf(':');
+  if (at < 0) return undefined;
+  const user = clientId.slice(0, at);
+  return isValidId(user) && isValidId(clientId.slice(at + 1)) ? user : undefined;
 }
 
 /** Whether every topic the filter `sub` can match is matched by the filter `outer`

@@ -46,7 +46,7 @@ const opts = (user: string, password: string, clientId?: string) => ({
   username: user,
   password,
   clientId:
-    clientId ?? (user.startsWith('cam') ? deviceClientId('f', user) : `${user}-${Math.random()}`),
+    clientId ?? (user.startsWith('cam') ? deviceClientId('f', user) : `${user}:t-${Math.random()}`),
   reconnectPeriod: 0,
   connectTimeout: 5000,
 });
@@ -113,11 +113,11 @@ test('unknown users and wrong passwords are refused at connect with CONNACK 4', 
   await ok.endAsync();
 });
 
-test("a device may not take over another device's session (client id)", async (t) => {
+test("a device may not take over another device's session (client id): CONNACK 2", async (t) => {
   const err = await t.throwsAsync(
     connectAsync(broker.url, opts('cam2', PW.cam2, deviceClientId('f', 'cam1'))),
   );
-  t.regex(err?.message ?? '', /Bad username or password/i);
+  t.regex(err?.message ?? '', /Identifier rejected/i);
 });
 
 test("a device publishes only its own topics and cannot read another's results", async (t) => {
