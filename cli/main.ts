@@ -2,9 +2,10 @@
 /**
  * The splitfleet command-line tool.
  */
+import { writeSecretFile } from '../core/util/secret-file.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { watchFile } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { Agent } from '../device-agent/agent.js';
 import { LEARNED_CODEC_IDS, listCodecs } from '../core/codec/registry.js';
 import { imageCodecs } from '../core/codec/image.js';
@@ -106,7 +107,12 @@ program
   .command('edge')
   .description('run an edge node: embedded MQTT broker (TCP + WebSocket) and decoder workers')
   .option('--model <names...>', 'models to serve', [DEFAULT_MODEL])
-  .option('--host <addr>', 'listen address', '0.0.0.0')
+  .option('--host <addr>', 'listen address of MQTT (TCP, WebSocket, TLS)', '0.0.0.0')
+  .option(
+    '--http-host <addr>',
+    'listen address of the HTTP surfaces (metrics, /devices, Node-RED): this host only unless opened, e.g. 0.0.0.0',
+    '127.0.0.1',
+  )
   .option('--port <n>', 'MQTT TCP port', int(0, 65535), 1883)
   .option('--ws-port <n>', 'MQTT WebSocket port', int(0, 65535), 9001)
   .option('--no-ws', 'no WebSocket listener')
@@ -190,6 +196,7 @@ program
       staged,
       tls,
       metricsPort: o.metrics ? (o.metricsPort as number) : null,
+      httpHost: o.httpHost as string,
       access: { credentials, ratePerSecond: o.rate as number },
       host: o.host,
       port: o.port,
@@ -209,7 +216,7 @@ program
     const nodeRed = o.nodeRed
       ? await startNodeRed({
           port: o.nodeRedPort as number,
-          host: o.host as string,
+          host: o.httpHost as string,
           userDir:
             (o.nodeRedDir as string | undefined) ??
             join((o.stateDir as string | undefined) ?? '.splitfleet', 'node-red'),
@@ -225,6 +232,27 @@ program
     }
     process.stdout.write(
       `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}\n`,
+    );
+    // where each listener is really bound, and who can reach it
+    const reach = (host: string) =>
+      host === '0.0.0.0' || host === '::'
+        ? 'every interface'
+        : /^(127\.|::1$|localhost$)/.test(host)
+          ? 'this host only'
+          : 'that interface';
+    const port = (url: string | null) => (url ? new URL(url).port : null);
+    const rows: [string, string, string | null][] = [
+      ['mqtt', o.host as string, port(edge.url)],
+      ['mqtt-ws', o.host as string, port(edge.wsUrl)],
+      ['mqtts', o.host as string, port(edge.broker.tlsUrl)],
+      ['metrics', o.httpHost as string, port(edge.metricsUrl)],
+      ['node-red', o.httpHost as string, port(nodeRed?.url ?? null)],
+    ];
+    process.stdout.write(
+      `listening (${credentials ? 'logins required' : 'NO LOGIN: open broker, use --credentials'}):\n${rows
+        .filter((r) => r[2] !== null)
+        .map(([name, host, p]) => `  ${name.padEnd(9)} ${host}:${p} (${reach(host)})\n`)
+        .join('')}`,
     );
     if (o.fleetFile) {
       const file = o.fleetFile as string;
@@ -793,7 +821,7 @@ fleet
       hash: await hashPassword(password),
     };
     const checked = parseCredentials(JSON.stringify(store), file); // ids, fleet of devices
-    await writeFile(file, JSON.stringify(checked, null, 2) + '\n', { mode: 0o600 });
+    await writeSecretFile(file, JSON.stringify(checked, null, 2) + '\n');
     process.stdout.write(
       process.env.SPLITFLEET_PASSWORD
         ? `${o.user}: stored (${o.role})\n`

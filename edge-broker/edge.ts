@@ -40,7 +40,12 @@ import { join } from 'node:path';
 import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
 import { bundleRefString } from '../core/protocol/ota.js';
 import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
 import { FleetMonitor, type DeviceView } from './monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
 import {
@@ -80,6 +85,9 @@ export interface EdgeOptions extends BrokerOptions {
   fleetFile?: FleetFile;
   /** HTTP port of `/metrics` (Prometheus) and `/devices` (JSON); 0 picks one; null: none. */
   metricsPort?: number | null;
+  /** Where the HTTP listeners bind (`/metrics`, `/devices`); default 127.0.0.1, this host
+   * only: they show every device and its traffic to whoever can reach them. */
+  httpHost?: string;
   /** Folder of the edge's own state (rollout jobs, `jobs.json`); null: kept in memory. */
   stateDir?: string | null;
 }
@@ -484,28 +492,33 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   let metrics: HttpServer | null = null;
   let metricsUrl: string | null = null;
   if (opts.metricsPort !== undefined && opts.metricsPort !== null) {
-    metrics = createHttpServer((req, res) => {
+    const text = (res: ServerResponse, code: number, body: string) =>
+      res.writeHead(code, { 'content-type': 'text/plain' }).end(body);
+    const serve = (req: IncomingMessage, res: ServerResponse) => {
       const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') return text(res, 405, 'GET only\n');
       if (path === '/metrics') {
         monitor.registry.metrics().then(
-          (text) => {
-            res.writeHead(200, { 'content-type': monitor.registry.contentType });
-            res.end(text);
-          },
-          (e: unknown) => {
-            res.writeHead(500, { 'content-type': 'text/plain' });
-            res.end(String(e));
-          },
+          (body) => res.writeHead(200, { 'content-type': monitor.registry.contentType }).end(body),
+          (e: unknown) => text(res, 500, `${String(e).slice(0, 1024)}\n`),
         );
       } else if (path === '/devices') {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ edgeId, ts: Date.now(), devices: monitor.snapshot() }));
       } else {
-        res.writeHead(404, { 'content-type': 'text/plain' });
-        res.end('splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');
+        text(res, 404, 'splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');
+      }
+    };
+    metrics = createHttpServer((req, res) => {
+      try {
+        serve(req, res);
+      } catch (e) {
+        limitedLog.warn('metrics-http', { err: String(e) }, 'metrics request failed');
+        if (!res.headersSent) text(res, 500, 'internal error\n');
+        else res.destroy();
       }
     });
-    const host = opts.host ?? '127.0.0.1';
+    const host = opts.httpHost ?? '127.0.0.1';
     metricsUrl = `http://${shownHost(host)}:${await listen(metrics, opts.metricsPort, host)}`;
   }
   const models = opts.bundles.map((b) => bundleRefString(b.manifest));
