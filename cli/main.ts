@@ -3,6 +3,8 @@
  * The splitfleet command-line tool.
  */
 import { writeSecretFile } from '../core/util/secret-file.js';
+import { background } from '../core/util/log.js';
+import { stopOnSignal } from './signals.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { watchFile } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -268,16 +270,14 @@ program
         }
       };
       await load();
-      watchFile(file, { interval: 1000 }, () => void load());
+      watchFile(file, { interval: 1000 }, () => background(load(), 'fleet file reload'));
     }
     const stop = async () => {
       process.stdout.write(`stopping: ${JSON.stringify(edge.stats())}\n`);
       await nodeRed?.close();
       await edge.close();
-      process.exit(0);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    stopOnSignal(stop);
   });
 
 program
@@ -310,10 +310,8 @@ program
     const stop = async () => {
       await w.stop();
       process.stdout.write(`stopped: ${JSON.stringify(w.stats)}\n`);
-      process.exit(0);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    stopOnSignal(stop);
   });
 
 program
@@ -411,10 +409,8 @@ program
     await agent.start();
     const stop = async () => {
       await agent.stop(true);
-      process.exit(0);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    stopOnSignal(stop);
     const s = await agent.run();
     await agent.stop();
     const summary = {
@@ -673,10 +669,8 @@ bench
     const stop = async () => {
       await w.stop();
       process.stdout.write(`stopped: ${JSON.stringify(w.stats)}\n`);
-      process.exit(0);
     };
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
+    stopOnSignal(stop);
   });
 
 bench

@@ -343,7 +343,7 @@ export class Agent {
         this.client.off('error', onErr);
         resolve();
       };
-      void firstReady.then(done);
+      firstReady.then(done, reject);
       if (this.outbox) setTimeout(done, 2000).unref();
     });
     this.sweeper = setInterval(() => this.sweep(), 500);

@@ -34,7 +34,7 @@ import {
   parseTopic,
   type OpTopic,
 } from '../core/protocol/topics.js';
-import { limitedLog, log } from '../core/util/log.js';
+import { background, limitedLog, log } from '../core/util/log.js';
 import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
 import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
@@ -196,7 +196,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       registry,
       republish: (devices) => (fleetOf ? publishConfigs(fleetOf, devices) : Promise.resolve()),
       configState: (d) => configStates.get(d),
-      changed: (jobs) => void publish(jobsTopic, { edgeId, ts: Date.now(), jobs }, true),
+      changed: (jobs) =>
+        background(publish(jobsTopic, { edgeId, ts: Date.now(), jobs }, true), 'jobs report'),
     },
     {
       stateFile: opts.stateDir ? join(opts.stateDir, 'jobs.json') : null,
@@ -242,14 +243,15 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       frame = checker.parse(payload, now);
     } catch (e) {
       const f = DecodeFailure.from(e, 'malformed-frame', null);
-      void sendError(null, t.fleet, t.deviceId, f.frameId, f.code, f.message);
+      background(sendError(null, t.fleet, t.deviceId, f.frameId, f.code, f.message), 'frame error');
       return;
     }
     const key = `${t.fleet}/${t.deviceId}/${frame.frameId}`;
     const prior = answers.seen(key, now);
     if (prior) {
       stats.duplicates++;
-      if (prior.answer) void broker.publish(prior.answer.topic, prior.answer.payload);
+      if (prior.answer)
+        background(broker.publish(prior.answer.topic, prior.answer.payload), 'answer');
       return;
     }
     const ok = pool.submit({
@@ -259,7 +261,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
       done: (err, result) => {
         if (err || !result) {
           const f = DecodeFailure.from(err, 'inference-failed', frame.frameId);
-          void sendError(key, t.fleet, t.deviceId, f.frameId, f.code, f.message);
+          background(
+            sendError(key, t.fleet, t.deviceId, f.frameId, f.code, f.message),
+            'frame error',
+          );
           return;
         }
         stats.results++;
@@ -274,18 +279,21 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
             log.warn({ err: String(e) }, 'result listener failed');
           }
         }
-        void answer(key, deviceTopic(t.fleet, t.deviceId, 'result', base), result);
+        background(answer(key, deviceTopic(t.fleet, t.deviceId, 'result', base), result), 'answer');
       },
     });
     if (!ok) {
       answers.forget(key); // a refused frame may come again for a real try
-      void sendError(
-        null,
-        t.fleet,
-        t.deviceId,
-        frame.frameId,
-        'overloaded',
-        pool.closing ? 'edge stopping' : `decoder queue full (${pool.maxQueue} frames)`,
+      background(
+        sendError(
+          null,
+          t.fleet,
+          t.deviceId,
+          frame.frameId,
+          'overloaded',
+          pool.closing ? 'edge stopping' : `decoder queue full (${pool.maxQueue} frames)`,
+        ),
+        'frame error',
       );
     }
   };
@@ -486,7 +494,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const devicesTopic = edgeTopic(statusFleet, edgeId, 'devices', base);
   const publishDevices = () =>
     publish(devicesTopic, { edgeId, ts: Date.now(), devices: monitor.snapshot() }, true);
-  const devicesTimer = setInterval(() => void publishDevices(), 2000);
+  const devicesTimer = setInterval(() => background(publishDevices(), 'devices report'), 2000);
   devicesTimer.unref();
 
   let metrics: HttpServer | null = null;

@@ -35,7 +35,8 @@ export class RateLimitedLog {
       seen.suppressed++;
       return false;
     }
-    if (seen) this.last.delete(key); // re-insert: the map stays in order of last write
+    if (seen)
+      this.last.delete(key); // re-insert: the map stays in order of last write
     else if (this.last.size >= this.maxKeys) {
       const oldest = this.last.keys().next().value;
       if (oldest !== undefined) this.last.delete(oldest);
@@ -53,3 +54,13 @@ export class RateLimitedLog {
 
 /** One shared limiter for refusals and handler errors (one line per key per minute). */
 export const limitedLog = new RateLimitedLog();
+
+/**
+ * Run a promise in the background, observed: a rejection is logged (once a minute per
+ * `what`), never left unhandled. The one way the project starts work it does not await.
+ */
+export function background(p: Promise<unknown>, what: string): void {
+  p.catch((e: unknown) =>
+    limitedLog.warn(`background:${what}`, { err: String(e) }, `${what} failed`),
+  );
+}
