@@ -325,8 +325,12 @@ export class Agent {
       try {
         this.onMessage(topic, payload, packet.retain);
       } catch (e) {
-        // a bad message must never take the agent down
-        log.warn({ device: this.opts.deviceId, topic, err: String(e) }, 'message dropped');
+        // a bad message must never take the agent down (nor flood its log)
+        limitedLog.warn(
+          `dropped:${this.opts.deviceId}:${topic}`,
+          { device: this.opts.deviceId, topic, err: String(e).slice(0, 1024) },
+          'message dropped',
+        );
       }
     });
     await new Promise<void>((resolve, reject) => {
