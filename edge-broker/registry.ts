@@ -29,7 +29,9 @@ import {
   type FetchRequest,
 } from '../core/protocol/ota.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
-import { log } from '../core/util/log.js';
+import { effectiveConfig } from '../fleet-config/effective.js';
+import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
+import { background, limitedLog } from '../core/util/log.js';
 
 export interface RegistryEntry {
   ref: string;
@@ -135,13 +137,54 @@ export interface OtaStats {
 /** Chunk reads in flight per device; more are refused (a device asks four ahead). */
 const MAX_READS_PER_DEVICE = 16;
 
+/** Whether a device may fetch a staged bundle (`name@version`): the edge says yes for
+ * the devices whose config names it, by a rollout's pin or by the fleet file. */
+export type StagedAccess = (fleet: string, device: string, ref: string) => boolean;
+
+/** The edge's rule for staged bundles: a device may fetch one only when the config the
+ * edge wants it to run names it, by a rollout's pin (`pin`, the rollout manager's
+ * overrideFor) or by a `name@version` in the fleet file in force. */
+export function namedInConfig(
+  fleetFile: () => FleetFile | null,
+  registry: ModelRegistry,
+  pin: (device: string) => Partial<DeviceSettings> | undefined,
+): StagedAccess {
+  return (fleet, device, ref) => {
+    const f = fleetFile();
+    if (!f || f.fleet !== fleet || !Object.hasOwn(f.devices, device)) return false;
+    const s = effectiveConfig(f, device, pin(device));
+    const named = registry.resolve(s.model, s.codec);
+    return named !== null && bundleRefString(named) === ref;
+  };
+}
+
+export interface ServeOptions {
+  fleet: string;
+  base: string;
+  /** Released bundles go to any device; a staged one only where this says so (absent:
+   * to no device). */
+  mayFetchStaged?: StagedAccess;
+}
+
 /** Answer every device's fetch requests from `registry`; returns the stats and a stop. */
 export async function serveRegistry(
   broker: EdgeBroker,
   registry: ModelRegistry,
-  opts: { fleet: string; base: string },
+  opts: ServeOptions,
 ): Promise<{ stats: OtaStats; stop: () => Promise<void> }> {
   const stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
+  const allowed = (fleet: string, device: string, ref: string): boolean => {
+    try {
+      return opts.mayFetchStaged?.(fleet, device, ref) ?? false;
+    } catch (e) {
+      limitedLog.warn(
+        `ota-staged-check:${fleet}/${device}`,
+        { device, bundle: ref, err: String(e) },
+        'staged bundle check failed; refused',
+      );
+      return false;
+    }
+  };
   const reading = new Map<string, number>();
   const { aedes } = broker;
   const reply = (topic: string, body: Chunk | ChunkError) =>
@@ -161,17 +204,27 @@ export async function serveRegistry(
     } catch (e) {
       stats.refused++;
       // a request without a usable id still gets an answer the device can log
-      void reply(to, refusal({ id: '-', bundle: '-', file: '-' }, String(e)));
+      background(reply(to, refusal({ id: '-', bundle: '-', file: '-' }, String(e))), 'ota reply');
+      return;
+    }
+    const entry = registry.get(req.bundle);
+    if (entry?.staged && !allowed(t.fleet, t.deviceId, req.bundle)) {
+      stats.refused++;
+      limitedLog.warn(
+        `ota-staged:${t.fleet}/${t.deviceId}`,
+        { device: t.deviceId, bundle: req.bundle },
+        'fetch of a staged bundle refused',
+      );
+      const why = `bundle ${req.bundle} is staged and not named for this device (no rollout or pin gives it to ${t.deviceId})`;
+      background(reply(to, refusal(req, why)), 'ota reply');
       return;
     }
     const who = `${t.fleet}/${t.deviceId}`;
     const busy = reading.get(who) ?? 0;
     if (busy >= MAX_READS_PER_DEVICE) {
       stats.refused++;
-      void reply(
-        to,
-        refusal(req, `more than ${MAX_READS_PER_DEVICE} fetches in flight; ask again later`),
-      );
+      const why = `more than ${MAX_READS_PER_DEVICE} fetches in flight; ask again later`;
+      background(reply(to, refusal(req, why)), 'ota reply');
       return;
     }
     reading.set(who, busy + 1);
@@ -180,7 +233,7 @@ export async function serveRegistry(
       if (n > 0) reading.set(who, n);
       else reading.delete(who);
     };
-    registry
+    const served = registry
       .read(req)
       .finally(done)
       .then(
@@ -191,13 +244,15 @@ export async function serveRegistry(
         },
         (e: unknown) => {
           stats.refused++;
-          log.warn(
+          limitedLog.warn(
+            `ota-refused:${who}`,
             { device: t.deviceId, bundle: req.bundle, file: req.file, err: String(e) },
             'fetch refused',
           );
           return reply(to, refusal(req, e instanceof Error ? e.message : String(e)));
         },
       );
+    background(served, 'ota reply');
   };
   const filter = deviceFilter('fetch', opts.fleet, opts.base);
   await new Promise<void>((r) => aedes.subscribe(filter, onFetch, r));

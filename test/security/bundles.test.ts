@@ -1,15 +1,31 @@
 /**
  * Bundles over the air are named by the edge's config message and fetched by the device:
  * a name or version that is not the registry's rule is refused before the device touches
- * its file system.
+ * its file system, and a staged bundle is served only to the devices a rollout or a pin
+ * names.
  */
 import test from 'ava';
 import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import mqtt, { type MqttClient } from 'mqtt';
 import { BundleUpdater } from '../../device-agent/updater.js';
+import type { Edge } from '../../edge-broker/edge.js';
 import { checkBundleRef, isBundleName } from '../../core/model/bundle.js';
-import type { BundleRef, FetchRequest } from '../../core/protocol/ota.js';
+import {
+  decodeChunk,
+  OTA_VERSION,
+  type BundleRef,
+  type Chunk,
+  type ChunkError,
+  type FetchRequest,
+} from '../../core/protocol/ota.js';
+import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
+import { parseFleet } from '../../fleet-config/load.js';
+import { bundleVersion } from '../helpers/bundles.js';
+import { testEdge } from '../helpers/edge.js';
+import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
 
 const SHA = 'a'.repeat(64);
 
@@ -78,3 +94,94 @@ for (const [what, ref] of BAD_REFS) {
     t.deepEqual(await tree(root), before, 'nothing was created, inside the store or out');
   });
 }
+
+// --- staged bundles: served only to devices a rollout or a pin names -----------------
+
+interface Fetcher {
+  client: MqttClient;
+  fetch: (bundle: string) => Promise<Chunk | ChunkError>;
+}
+
+/** A bare MQTT client as device `id` of fleet `fleet` that asks for manifest.json. */
+async function fetcher(edge: Edge, fleet: string, id: string): Promise<Fetcher> {
+  const client = mqtt.connect(edge.url, {
+    clientId: deviceClientId(fleet, id),
+    reconnectPeriod: 0,
+  });
+  await new Promise<void>((resolve, reject) => {
+    client.once('connect', () => resolve());
+    client.once('error', reject);
+  });
+  const answers = new Map<string, Chunk | ChunkError>();
+  client.on('message', (_topic, payload) => {
+    const c = decodeChunk(payload);
+    answers.set(c.id, c);
+  });
+  await client.subscribeAsync(deviceTopic(fleet, id, 'chunk'), { qos: 1 });
+  let n = 0;
+  const fetch = async (bundle: string) => {
+    const id2 = `req-${++n}`;
+    const req: FetchRequest = {
+      v: OTA_VERSION,
+      id: id2,
+      bundle,
+      file: 'manifest.json',
+      offset: 0,
+      length: 1024,
+    };
+    await client.publishAsync(deviceTopic(fleet, id, 'fetch'), JSON.stringify(req), { qos: 1 });
+    await waitFor(() => answers.has(id2));
+    return answers.get(id2)!;
+  };
+  return { client, fetch };
+}
+
+test.serial(
+  'a staged bundle is served only once a rollout or a pin names the device',
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'sf-staged-'));
+    const shipped = await shippedModel();
+    const staged = await bundleVersion(shipped, join(dir, 'registry'), 7);
+    const ref = `${staged.manifest.name}@7`;
+    const edge = await testEdge({
+      edgeId: 'edge-staged',
+      fleet: 'st',
+      bundles: [shipped],
+      staged: [staged],
+      fleetFile: parseFleet(`
+version: 1
+fleet: st
+defaults: { codec: split-q, point: 2 }
+devices:
+  cam: {}
+  pinned: { model: "${ref}" }
+  other: {}
+`),
+    });
+    const clients: MqttClient[] = [];
+    t.teardown(async () => {
+      for (const c of clients) await c.endAsync();
+      await edge.close();
+      await rm(dir, { recursive: true, force: true });
+    });
+    const cam = await fetcher(edge, 'st', 'cam');
+    const pinned = await fetcher(edge, 'st', 'pinned');
+    const other = await fetcher(edge, 'st', 'other');
+    clients.push(cam.client, pinned.client, other.client);
+
+    // released bundles: to anyone
+    const released = await cam.fetch(`${shipped.manifest.name}@${shipped.manifest.version}`);
+    t.false('error' in released, 'a released bundle is served');
+    // staged, named for no one but `pinned`
+    const refused = await cam.fetch(ref);
+    t.true('error' in refused);
+    t.regex((refused as ChunkError).error, /staged.*not named for this device/);
+    t.false('error' in (await pinned.fetch(ref)), 'the device the fleet file pins gets it');
+
+    // a rollout to `cam` names it for cam, and only for cam
+    edge.rollouts.create({ model: ref, devices: ['cam'], applyTimeoutMs: 60_000 });
+    await waitFor(() => edge.rollouts.list()[0]?.deployed.includes('cam') ?? false);
+    t.false('error' in (await cam.fetch(ref)), 'the rollout names cam: served');
+    t.true('error' in (await other.fetch(ref)), 'other is still refused');
+  },
+);
