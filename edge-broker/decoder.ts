@@ -9,6 +9,7 @@ import type { Engine, Session } from '../core/engine/engine.js';
 import type { Bundle, Manifest } from '../core/model/bundle.js';
 import { decodeFrame, FrameError, type Frame } from '../core/protocol/frame.js';
 import {
+  boundReason,
   RESULT_VERSION,
   softmaxTopK,
   type ErrorCode,
@@ -16,6 +17,7 @@ import {
 } from '../core/protocol/messages.js';
 import { numel } from '../core/tensor.js';
 
+/** A frame's failure, as the device is told it: a code and a reason of at most 1 KiB. */
 export class DecodeFailure extends Error {
   override name = 'DecodeFailure';
   constructor(
@@ -23,12 +25,20 @@ export class DecodeFailure extends Error {
     message: string,
     readonly frameId: number | null,
   ) {
-    super(message);
+    super(boundReason(message));
   }
 
   /** Any error as a DecodeFailure: itself, or `code` with its text. */
   static from(e: unknown, code: ErrorCode, frameId: number | null): DecodeFailure {
-    return e instanceof DecodeFailure ? e : new DecodeFailure(code, String(e), frameId);
+    if (e instanceof DecodeFailure) return e;
+    // only the start of a long text is kept: never build all of it
+    const text =
+      e instanceof Error
+        ? e.message
+          ? `${e.name}: ${boundReason(e.message)}`
+          : e.name
+        : String(e);
+    return new DecodeFailure(code, text, frameId);
   }
 }
 

@@ -26,7 +26,9 @@
  * The device id is not in the frame: it is the topic's device segment.
  * With small ids and a payload under 256 bytes the header is 22-23 bytes.
  */
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr } from 'msgpackr';
+import { boundReason } from './messages.js';
+import { decodeMsgpack, describeValue, MsgpackError } from './msgpack.js';
 
 export const FRAME_VERSION = 1;
 /** Largest payload a frame may carry (bytes). Learned codecs use < 100 B, fp32 64 KiB. */
@@ -35,6 +37,8 @@ export const MAX_PAYLOAD_BYTES = 1 << 20;
 export const MAX_FRAME_BYTES = MAX_PAYLOAD_BYTES + 256;
 const MAX_DIMS = 6;
 const MAX_ELEMENTS = 1 << 22;
+/** What a frame's msgpack may hold: v1 needs depth 2 and 17 elements; room for later versions. */
+const FRAME_MSGPACK = { maxBytes: MAX_FRAME_BYTES, maxDepth: 8, maxItems: 1024 };
 
 export interface Frame {
   frameId: number;
@@ -60,14 +64,14 @@ export class FrameError extends Error {
     /** Frame id when it could be read before the error, else undefined. */
     readonly frameId?: number,
   ) {
-    super(message);
+    super(boundReason(message));
   }
 }
 
 // `useRecords: false` keeps plain msgpack (no msgpackr record extension), so any
-// msgpack implementation can read frames.
+// msgpack implementation can read frames. Frames are read by decodeMsgpack (msgpack.ts),
+// which accepts no extension at all.
 const packr = new Packr({ useRecords: false, variableMapSize: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 function isUint(v: unknown, max: number): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max;
@@ -89,14 +93,20 @@ export function unwrapTs32(low: number, nowMs: number): number {
   return best;
 }
 
+/** `, got <a short description of v>` for an error reason (never the value itself). */
+const got = (v: unknown) => `, got ${describeValue(v)}`;
+
 function checkShape(shape: unknown, frameId?: number): number[] {
   if (!Array.isArray(shape) || shape.length < 1 || shape.length > MAX_DIMS) {
-    throw new FrameError(`shape must be an array of 1..${MAX_DIMS} dimensions`, frameId);
+    throw new FrameError(
+      `shape must be an array of 1..${MAX_DIMS} dimensions${got(shape)}`,
+      frameId,
+    );
   }
   let n = 1;
   for (const d of shape) {
     if (!isUint(d, MAX_ELEMENTS) || d === 0) {
-      throw new FrameError('shape dimensions must be positive integers', frameId);
+      throw new FrameError(`shape dimensions must be positive integers${got(d)}`, frameId);
     }
     n *= d;
   }
@@ -132,19 +142,26 @@ export function encodeFrame(f: Frame): Uint8Array {
 }
 
 function validateFields(f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: number }): void {
-  if (!isUint(f.frameId, 0xffff_ffff)) throw new FrameError('frameId must be a uint32');
+  if (!isUint(f.frameId, 0xffff_ffff)) {
+    throw new FrameError(`frameId must be a uint32${got(f.frameId)}`);
+  }
   const id = f.frameId;
-  if (!isUint(f.modelId, 0xffff)) throw new FrameError('modelId must be a uint16', id);
-  if (!isUint(f.modelVersion, 0xffff)) throw new FrameError('modelVersion must be a uint16', id);
-  if (!isUint(f.codecId, 0xff)) throw new FrameError('codecId must be a uint8', id);
-  if (!isUint(f.codecVersion, 0xff)) throw new FrameError('codecVersion must be a uint8', id);
-  if (!isUint(f.point, 0xff)) throw new FrameError('point must be a uint8', id);
+  const uints = [
+    ['modelId', f.modelId, 0xffff, 'uint16'],
+    ['modelVersion', f.modelVersion, 0xffff, 'uint16'],
+    ['codecId', f.codecId, 0xff, 'uint8'],
+    ['codecVersion', f.codecVersion, 0xff, 'uint8'],
+    ['point', f.point, 0xff, 'uint8'],
+  ] as const;
+  for (const [name, v, max, type] of uints) {
+    if (!isUint(v, max)) throw new FrameError(`${name} must be a ${type}${got(v)}`, id);
+  }
   if (!Number.isFinite(f.captureTs) || f.captureTs < 0) {
-    throw new FrameError('captureTs must be a non-negative time', id);
+    throw new FrameError(`captureTs must be a non-negative time${got(f.captureTs)}`, id);
   }
   checkShape(f.shape, id);
   if (f.tag !== undefined && !(typeof f.tag === 'string' && TAG_RE.test(f.tag))) {
-    throw new FrameError('tag must be 1..128 printable ASCII characters', id);
+    throw new FrameError(`tag must be 1..128 printable ASCII characters${got(f.tag)}`, id);
   }
 }
 
@@ -158,21 +175,19 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
   if (bytes.byteLength > MAX_FRAME_BYTES) {
     throw new FrameError(`frame of ${bytes.byteLength} B exceeds ${MAX_FRAME_BYTES} B`);
   }
-  const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let raw: unknown;
   try {
-    raw = unpackr.unpack(view);
+    raw = decodeMsgpack(bytes, FRAME_MSGPACK);
   } catch (e) {
-    throw new FrameError(`not a msgpack frame: ${(e as Error).message}`);
+    if (!(e instanceof MsgpackError)) throw e;
+    throw new FrameError(`not a msgpack frame: ${e.message}`);
   }
-  if (!Array.isArray(raw)) throw new FrameError('frame must be a msgpack array');
+  if (!Array.isArray(raw)) throw new FrameError(`frame must be a msgpack array${got(raw)}`);
   const [version, frameId] = raw as unknown[];
   const id = isUint(frameId, 0xffff_ffff) ? frameId : undefined;
   if (version !== FRAME_VERSION) {
-    throw new FrameError(
-      `unsupported frame version ${String(version)} (want ${FRAME_VERSION})`,
-      id,
-    );
+    const shown = typeof version === 'number' ? String(version) : describeValue(version);
+    throw new FrameError(`unsupported frame version ${shown} (want ${FRAME_VERSION})`, id);
   }
   if (raw.length !== 10 && raw.length !== 11) {
     throw new FrameError(`v1 frame has 10 fields (11 with a tag), got ${raw.length}`, id);
@@ -190,9 +205,11 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
     unknown,
     unknown,
   ];
-  if (id === undefined) throw new FrameError('frameId must be a uint32');
-  if (!isUint(t, 0xffff_ffff)) throw new FrameError('ts32 must be a uint32', id);
-  if (!(payload instanceof Uint8Array)) throw new FrameError('payload must be msgpack bin', id);
+  if (id === undefined) throw new FrameError(`frameId must be a uint32${got(frameId)}`);
+  if (!isUint(t, 0xffff_ffff)) throw new FrameError(`ts32 must be a uint32${got(t)}`, id);
+  if (!(payload instanceof Uint8Array)) {
+    throw new FrameError(`payload must be msgpack bin${got(payload)}`, id);
+  }
   if (payload.byteLength > MAX_PAYLOAD_BYTES) {
     throw new FrameError(`payload exceeds ${MAX_PAYLOAD_BYTES} B`, id);
   }

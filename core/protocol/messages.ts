@@ -55,6 +55,28 @@ export interface ErrorMessage {
   ts: number;
 }
 
+/** Longest error reason sent to anyone (UTF-8 bytes). Reasons built from what a sender
+ * sent are cut to it, so a bad message never earns a large answer. */
+export const MAX_REASON_BYTES = 1024;
+
+/** `reason` itself when it fits in `max` UTF-8 bytes, else its start and how long it was. */
+export function boundReason(reason: string, max: number = MAX_REASON_BYTES): string {
+  // a string never has fewer UTF-8 bytes than UTF-16 units: test the cheap bound first
+  if (reason.length <= max && Buffer.byteLength(reason, 'utf8') <= max) return reason;
+  const note = ` ... (cut, ${reason.length} chars in all)`;
+  const budget = Math.max(0, max - note.length);
+  let out = '';
+  let bytes = 0;
+  for (const ch of reason) {
+    const c = ch.codePointAt(0)!;
+    const n = c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    if (bytes + n > budget) break;
+    out += ch;
+    bytes += n;
+  }
+  return out + note;
+}
+
 export function errorMessage(
   deviceId: string,
   frameId: number | null,
@@ -62,7 +84,15 @@ export function errorMessage(
   reason: string,
   edgeId: string,
 ): ErrorMessage {
-  return { v: RESULT_VERSION, deviceId, frameId, code, reason, edgeId, ts: Date.now() };
+  return {
+    v: RESULT_VERSION,
+    deviceId,
+    frameId,
+    code,
+    reason: boundReason(reason),
+    edgeId,
+    ts: Date.now(),
+  };
 }
 
 /** Retained on `.../device/<id>/status` (birth) and set as the last will (death). */

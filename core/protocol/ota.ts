@@ -10,7 +10,9 @@
  * it names the bundle and the sha256 of its manifest.json, the manifest names the sha256
  * of every file, and a bundle is activated only once every file matches.
  */
-import { Packr, Unpackr } from 'msgpackr';
+import { Packr } from 'msgpackr';
+import { boundReason } from './messages.js';
+import { decodeMsgpack, MsgpackError } from './msgpack.js';
 
 export const OTA_VERSION = 1;
 /** Largest chunk an edge sends (well under the broker's payload limit). */
@@ -61,12 +63,17 @@ export interface ChunkError {
   error: string;
 }
 
+/** A refused OTA message or transfer; its reason is at most 1 KiB. */
 export class OtaError extends Error {
   override name = 'OtaError';
+  constructor(message: string) {
+    super(boundReason(message));
+  }
 }
 
 const packr = new Packr({ useRecords: false, variableMapSize: true });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
+/** What a chunk's msgpack may hold: one flat map of a few fields. */
+const CHUNK_MSGPACK = { maxBytes: MAX_CHUNK_BYTES + 4096, maxDepth: 4, maxItems: 256 };
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null;
 const isUint = (v: unknown, max: number): v is number =>
@@ -104,23 +111,30 @@ export function encodeChunk(c: Chunk | ChunkError): Buffer {
 export function decodeChunk(payload: Uint8Array): Chunk | ChunkError {
   let v: unknown;
   try {
-    v = unpackr.unpack(payload);
+    v = decodeMsgpack(payload, CHUNK_MSGPACK);
   } catch (e) {
-    throw new OtaError(`chunk is not msgpack: ${(e as Error).message}`);
+    if (!(e instanceof MsgpackError)) throw e;
+    throw new OtaError(`chunk is not msgpack: ${e.message}`);
   }
-  if (!isObj(v) || v.v !== OTA_VERSION || !isText(v.id, 64) || !isText(v.bundle, 80)) {
+  if (
+    !isObj(v) ||
+    v.v !== OTA_VERSION ||
+    !isText(v.id, 64) ||
+    !isText(v.bundle, 80) ||
+    !isText(v.file, 128)
+  ) {
     throw new OtaError(`not a v${OTA_VERSION} chunk`);
   }
-  if (typeof v.error === 'string') return v as unknown as ChunkError;
+  const head = { v: OTA_VERSION, id: v.id, bundle: v.bundle, file: v.file } as const;
+  if (typeof v.error === 'string') return { ...head, error: boundReason(v.error) };
   if (
-    !isText(v.file, 128) ||
     !isUint(v.offset, MAX_BUNDLE_FILE_BYTES) ||
     !isUint(v.total, MAX_BUNDLE_FILE_BYTES) ||
-    typeof v.sha256 !== 'string' ||
+    !isText(v.sha256, 128) ||
     !(v.data instanceof Uint8Array) ||
     v.data.byteLength > MAX_CHUNK_BYTES
   ) {
     throw new OtaError('chunk fields are missing or out of range');
   }
-  return v as unknown as Chunk;
+  return { ...head, offset: v.offset, total: v.total, sha256: v.sha256, data: v.data };
 }
