@@ -1,5 +1,6 @@
 /** Property-based fuzzing of every network-facing parser (targets.ts), a few thousand
- * cases each in CI; `npm run fuzz` runs 100,000 per target. */
+ * cases each in CI; `npm run fuzz` runs 100,000 per target. The frame, OTA and msgpack
+ * targets also fail a case whose refusal is slow or whose reason exceeds 1 KiB. */
 import test from 'ava';
 import fc from 'fast-check';
 import { targets } from './targets.js';

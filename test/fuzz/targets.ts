@@ -10,6 +10,8 @@ import { ransDecode } from '../../core/codec/rans.js';
 import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
 import { bundleFor, type Bundle } from '../../core/model/bundle.js';
 import { decodeFrame, encodeFrame, FrameError } from '../../core/protocol/frame.js';
+import { MAX_REASON_BYTES } from '../../core/protocol/messages.js';
+import { checkMsgpack, decodeMsgpack, MsgpackError } from '../../core/protocol/msgpack.js';
 import { decodeChunk, OtaError, parseFetch } from '../../core/protocol/ota.js';
 import {
   checkConnect,
@@ -35,7 +37,94 @@ function refusesWith(allowed: ErrorClass, fn: () => unknown): void {
   }
 }
 
+/** Longest a refusal of a few hundred bytes may take (generous for a busy machine; the
+ * work itself is microseconds). */
+const MAX_REFUSAL_MS = 250;
+
+/** As refusesWith, and the refusal is quick and its reason at most MAX_REASON_BYTES. */
+function refusesShortly(allowed: ErrorClass, fn: () => unknown): void {
+  const t0 = performance.now();
+  try {
+    fn();
+  } catch (e) {
+    if (!(e instanceof allowed)) throw e;
+    const n = Buffer.byteLength(e.message, 'utf8');
+    if (n > MAX_REASON_BYTES) throw new Error(`reason of ${n} B: ${e.message.slice(0, 200)}`);
+  }
+  const ms = performance.now() - t0;
+  if (ms > MAX_REFUSAL_MS) throw new Error(`took ${ms.toFixed(0)} ms`);
+}
+
 const bytes = (max: number) => fc.uint8Array({ minLength: 0, maxLength: max });
+
+const u16 = (n: number) => [(n >> 8) & 255, n & 255];
+const u32 = (n: number) => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+
+/** An extension of any type code in any form: fixext 1/2/4/8/16, ext 8/16/32. */
+const extension = fc
+  .record({
+    type: fc.integer({ min: 0, max: 255 }),
+    form: fc.integer({ min: 0, max: 7 }),
+    data: fc.uint8Array({ maxLength: 40 }),
+  })
+  .map(({ type, form, data }) => {
+    const fixed = [1, 2, 4, 8, 16][form];
+    if (fixed !== undefined) {
+      return [0xd4 + form, type, ...Array.from({ length: fixed }, (_, i) => data[i] ?? 0)];
+    }
+    const n = data.length;
+    const head = form === 5 ? [0xc7, n] : form === 6 ? [0xc8, ...u16(n)] : [0xc9, ...u32(n)];
+    return [...head, type, ...data];
+  });
+
+/** msgpackr's shared references: `levels` ids, each referring twice to the one below. */
+const sharedRefs = fc.integer({ min: 1, max: 40 }).map((levels) => {
+  let node = [0xd6, 0x69, ...u32(0), 0x93, 1, 2, 3];
+  for (let k = 1; k <= levels; k++) {
+    node = [0xd6, 0x69, ...u32(k), 0x92, ...node, 0xd6, 0x70, ...u32(k - 1)];
+  }
+  return node;
+});
+
+/** Well-formed scalars of every msgpack family (strings, bin, ints, floats, nil, bools). */
+const scalar: fc.Arbitrary<number[]> = fc.oneof(
+  fc.integer({ min: 0, max: 0x7f }).map((n) => [n]),
+  fc.integer({ min: 0xe0, max: 0xff }).map((n) => [n]),
+  fc.constantFrom<number[]>([0xc0], [0xc2], [0xc3], [0xcc, 200], [0xcd, 1, 2], [0xd0, 0x80]),
+  fc.constantFrom<number[]>(
+    [0xcf, 0, 0, 0, 1, 0, 0, 0, 0],
+    [0xd3, 255, 255, 255, 255, 255, 255, 255, 0],
+  ),
+  fc.constantFrom<number[]>([0xca, 0x3f, 0x80, 0, 0], [0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]),
+  fc.string({ maxLength: 40 }).map((s) => {
+    const b = [...Buffer.from(s)];
+    return b.length < 32 ? [0xa0 | b.length, ...b] : [0xd9, b.length, ...b];
+  }),
+  fc.uint8Array({ maxLength: 40 }).map((b) => [0xc4, b.length, ...b]),
+);
+
+/** A random msgpack value: scalars, extensions and shared references, in arrays and maps
+ * (whose keys are sometimes not strings), nested up to 20 deep. */
+const msgpackValue: fc.Arbitrary<number[]> = fc.letrec<{ value: number[] }>((tie) => ({
+  value: fc.oneof(
+    { depthSize: 'small', maxDepth: 20 },
+    scalar,
+    extension,
+    sharedRefs,
+    fc.array(tie('value'), { maxLength: 6 }).map((items) => [0x90 | items.length, ...items.flat()]),
+    fc
+      .array(fc.tuple(fc.oneof(scalar, tie('value')), tie('value')), { maxLength: 4 })
+      .map((kv) => [0x80 | kv.length, ...kv.flat(2)]),
+  ),
+})).value;
+
+/** A valid frame with one of its fields (or a place inside its shape) replaced by `v`. */
+const frameWith = fc.tuple(msgpackValue, fc.integer({ min: 0, max: 10 })).map(([v, at]) => {
+  const fields: number[][] = [[1], [5], [1], [2], [3], [1], [0], [0x91, 4], [0], [0xc4, 1, 0]];
+  if (at === 10) fields[7] = [0x92, 4, ...v];
+  else fields[at] = v;
+  return Uint8Array.from([0x9a, ...fields.flat()]);
+});
 
 /** A valid frame with a random payload, then damaged: bytes flipped, cut or added. */
 const damagedFrame = fc
@@ -82,7 +171,28 @@ export async function targets(): Promise<Target[]> {
   return [
     {
       name: 'frame: random bytes',
-      property: fc.property(bytes(300), (b) => refusesWith(FrameError, () => decodeFrame(b))),
+      property: fc.property(bytes(300), (b) => refusesShortly(FrameError, () => decodeFrame(b))),
+    },
+    {
+      name: 'msgpack: random values with extensions, shared references, deep nesting',
+      property: fc.property(msgpackValue, fc.nat(24), (v, nest) => {
+        // nested once more in `nest` one-element arrays: past the depth limit at times
+        const b = Uint8Array.from([...new Array<number>(nest).fill(0x91), ...v]);
+        let accepted = false;
+        refusesShortly(MsgpackError, () => {
+          checkMsgpack(b);
+          accepted = true;
+        });
+        // what the scan accepts, msgpackr decodes: its own refusals never show up
+        if (accepted) decodeMsgpack(b);
+      }),
+    },
+    {
+      name: 'frame and OTA chunk: fields that are extensions or odd msgpack values',
+      property: fc.property(frameWith, (b) => {
+        refusesShortly(FrameError, () => decodeFrame(b));
+        refusesShortly(OtaError, () => decodeChunk(b));
+      }),
     },
     {
       name: 'frame: damaged valid frames',
@@ -145,8 +255,8 @@ export async function targets(): Promise<Target[]> {
     {
       name: 'OTA chunk and fetch request: random bytes',
       property: fc.property(bytes(300), (b) => {
-        refusesWith(OtaError, () => decodeChunk(b));
-        refusesWith(OtaError, () => parseFetch(b));
+        refusesShortly(OtaError, () => decodeChunk(b));
+        refusesShortly(OtaError, () => parseFetch(b));
       }),
     },
     {
