@@ -156,6 +156,8 @@ export interface AccessStats {
   /** Connections closed for breaking an MQTT 3.1.1 rule (compliance.ts). */
   violations: number;
   rateLimited: number;
+  /** Wills refused: at CONNECT, or stored ones when published with their owner gone. */
+  refusedWills: number;
 }
 
 interface Session {
@@ -171,10 +173,13 @@ export class Access {
     oversized: 0,
     violations: 0,
     rateLimited: 0,
+    refusedWills: 0,
   };
   private readonly sessions = new WeakMap<Client, Session>();
   private readonly buckets = new WeakMap<Client, { tokens: number; at: number }>();
   private readonly base: string;
+  /** Device client ids -> user names, built at the first stored will. */
+  private deviceIds: Map<string, string> | undefined;
 
   constructor(private readonly opts: AccessOptions) {
     this.base = opts.base ?? DEFAULT_BASE;
@@ -207,10 +212,13 @@ export class Access {
       );
     };
     aedes.authorizePublish = (client, packet, cb) => {
-      const why = client ? this.refusePublish(client, packet) : null;
+      // no client: a stored will of a client gone (after a restart, or of another node)
+      if (!client) return cb(this.refuseStoredWill(aedes, packet));
+      const why = this.refusePublish(client, packet);
       if (why) {
-        log.warn(
-          { client: client?.id, topic: packet.topic, why },
+        limitedLog.warn(
+          `publish:${client.id}`,
+          { client: client.id, topic: packet.topic, why },
           'publish refused, client disconnected',
         );
         return cb(new Error(why));
@@ -247,8 +255,61 @@ export class Access {
       );
       return 2;
     }
-    this.sessions.set(client, { user: username, cred });
+    const session = { user: username, cred };
+    const will = pendingWill(client);
+    const why = will && this.refuseTopic(session, will);
+    if (why) {
+      this.stats.refusedWills++;
+      limitedLog.warn(
+        `will:${username}`,
+        { client: client.id, topic: will.topic, why },
+        'login refused: a last will it may not publish',
+      );
+      return 5;
+    }
+    this.sessions.set(client, session);
     return 0;
+  }
+
+  /** A stored will published with no client: allowed only where its owner, known by
+   * the will's client id, may publish. A refused one is deleted from the store. */
+  private refuseStoredWill(aedes: Aedes, packet: PublishPacket): Error | null {
+    const users = this.opts.credentials?.users;
+    if (!users) return null;
+    const clientId: unknown = Reflect.get(packet, 'clientId');
+    const user = typeof clientId === 'string' ? this.ownerOf(clientId) : undefined;
+    const cred = user !== undefined ? users[user] : undefined;
+    const why =
+      user !== undefined && cred
+        ? this.refuseTopic({ user, cred }, packet)
+        : `a stored will of ${String(clientId)}, which is no login's client id`;
+    if (!why) return null;
+    this.stats.refusedWills++;
+    limitedLog.warn(
+      `stored-will:${String(clientId)}`,
+      { client: clientId, topic: packet.topic, why },
+      'stored will refused and deleted',
+    );
+    const store: unknown = Reflect.get(aedes, 'persistence');
+    const del: unknown = store && typeof store === 'object' && Reflect.get(store, 'delWill');
+    if (typeof del === 'function') {
+      const brokerId: unknown = Reflect.get(packet, 'brokerId');
+      Promise.resolve(Reflect.apply(del, store, [{ id: clientId, brokerId }])).catch((e: unknown) =>
+        log.warn({ err: String(e) }, 'could not delete a refused will'),
+      );
+    }
+    return new Error(why);
+  }
+
+  /** The login a client id belongs to (see ownClientId), or undefined. */
+  private ownerOf(clientId: string): string | undefined {
+    if (!this.deviceIds) {
+      this.deviceIds = new Map();
+      for (const [user, c] of Object.entries(this.opts.credentials?.users ?? {})) {
+        if (c.role === 'device') this.deviceIds.set(deviceClientId(c.fleet!, user), user);
+      }
+    }
+    return this.deviceIds.get(clientId) ?? clientIdLogin(clientId);
   }
 
   /** The reason a PUBLISH is refused, or null. */
@@ -266,10 +327,16 @@ export class Access {
     if (!this.opts.credentials) return null;
     const s = this.sessions.get(client);
     if (!s) return this.refused('not authenticated');
-    const allowed = this.filters(s, 'publish');
-    return allowed.some((f) => filterWithin(packet.topic, f))
+    const why = this.refuseTopic(s, packet);
+    return why && this.refused(why);
+  }
+
+  /** Whether a login may publish this topic (a will included). */
+  private refuseTopic(s: Session, packet: { topic: string }): string | null {
+    if (packet.topic.startsWith('$SYS/')) return '$SYS/ is reserved';
+    return this.filters(s, 'publish').some((f) => filterWithin(packet.topic, f))
       ? null
-      : this.refused(`${s.cred.role} ${s.user} may not publish to ${packet.topic}`);
+      : `${s.cred.role} ${s.user} may not publish to ${packet.topic}`;
   }
 
   private refused(why: string): string {
@@ -334,6 +401,14 @@ const CONNACK_TEXT = {
 function ownClientId(user: string, cred: Credential, presented: string): string | null {
   if (cred.role === 'device') return deviceClientId(cred.fleet!, user);
   return clientIdLogin(presented) === user ? presented : null;
+}
+
+/** The will of a client being authenticated (Aedes keeps it in `_will` until then). */
+function pendingWill(client: Client): { topic: string } | null {
+  const will: unknown = Reflect.get(client, '_will');
+  if (!will || typeof will !== 'object') return null;
+  const topic: unknown = Reflect.get(will, 'topic');
+  return { topic: typeof topic === 'string' ? topic : '' };
 }
 
 /** Compared against when the user is unknown, so that case takes as long as a wrong password. */
