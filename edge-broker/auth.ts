@@ -29,10 +29,12 @@ import {
   clientIdLogin,
   DEFAULT_BASE,
   deviceClientId,
+  deviceFilter,
+  edgeTopic,
   filterWithin,
   ID_PATTERN,
 } from '../core/protocol/topics.js';
-import { limitedLog, log } from '../core/util/log.js';
+import { limitedLog, log, RateLimitedLog } from '../core/util/log.js';
 
 export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
 export type Role = (typeof ROLES)[number];
@@ -142,11 +144,35 @@ export interface AccessOptions {
   base?: string;
   /** Largest PUBLISH payload accepted from a client. */
   maxPayloadBytes: number;
-  /** Messages per second per client (token bucket); 0: no limit. */
+  /** Messages per second per client (token bucket); 0: no limit. Default: none for an
+   * open broker; with credentials DEFAULT_RATE for every role but workers (a worker
+   * answers the frames of many devices). */
   ratePerSecond?: number;
   /** Bucket size; default 2 s worth of messages. */
   burst?: number;
+  /** Largest retained payload (default 64 KiB). */
+  retainedMaxBytes?: number;
+  /** Retained bytes one login may hold, over all its topics (default 1 MiB; each message
+   * counts its topic and 256 B besides its payload). */
+  retainedBytesPerLogin?: number;
+  /** Filters in one SUBSCRIBE or UNSUBSCRIBE (default 64; guard.ts checks it). */
+  maxFiltersPerSubscribe?: number;
+  /** Subscriptions one client may hold (default 256). */
+  maxSubscriptions?: number;
+  /** Where refusals are logged: one line per client and kind per minute. */
+  log?: RateLimitedLog;
 }
+
+/** Messages per second per client with credentials on: a 30 fps camera sends 30 frames
+ * and a few status, fetch and response messages a second; 100/s (bursts of 200) leaves it
+ * room, and an OTA download paces its fetches by the answers. */
+export const DEFAULT_RATE = 100;
+export const DEFAULT_LIMITS = {
+  retainedMaxBytes: 64 * 1024,
+  retainedBytesPerLogin: 1024 * 1024,
+  maxFiltersPerSubscribe: 64,
+  maxSubscriptions: 256,
+} as const;
 
 export interface AccessStats {
   refusedConnects: number;
@@ -178,11 +204,22 @@ export class Access {
   private readonly sessions = new WeakMap<Client, Session>();
   private readonly buckets = new WeakMap<Client, { tokens: number; at: number }>();
   private readonly base: string;
+  readonly log: RateLimitedLog;
+  /** Retained bytes per login (the client id on an open broker), per topic. */
+  private readonly retained = new Map<string, { total: number; topics: Map<string, number> }>();
+  /** Filters granted to each client (unsubscribes take theirs back). */
+  private readonly subs = new WeakMap<Client, Set<string>>();
   /** Device client ids -> user names, built at the first stored will. */
   private deviceIds: Map<string, string> | undefined;
 
   constructor(private readonly opts: AccessOptions) {
     this.base = opts.base ?? DEFAULT_BASE;
+    this.log = opts.log ?? limitedLog;
+  }
+
+  /** A limit: the option, else its default. */
+  limit(k: keyof typeof DEFAULT_LIMITS): number {
+    return this.opts[k] ?? DEFAULT_LIMITS[k];
   }
 
   get maxPayloadBytes(): number {
@@ -216,7 +253,7 @@ export class Access {
       if (!client) return cb(this.refuseStoredWill(aedes, packet));
       const why = this.refusePublish(client, packet);
       if (why) {
-        limitedLog.warn(
+        this.log.warn(
           `publish:${client.id}`,
           { client: client.id, topic: packet.topic, why },
           'publish refused, client disconnected',
@@ -226,13 +263,25 @@ export class Access {
       cb(null);
     };
     aedes.authorizeSubscribe = (client, sub, cb) => {
-      if (!this.maySubscribe(client, sub)) {
+      const held = this.subs.get(client) ?? new Set<string>();
+      this.subs.set(client, held);
+      const full = !held.has(sub.topic) && held.size >= this.limit('maxSubscriptions');
+      if (full || !this.maySubscribe(client, sub)) {
         this.stats.refusedSubscribes++;
-        log.warn({ client: client.id, topic: sub.topic }, 'subscription refused');
+        this.log.warn(
+          `subscribe:${client.id}`,
+          { client: client.id, topic: sub.topic, why: full ? 'too many subscriptions' : 'ACL' },
+          'subscription refused',
+        );
         return cb(null, null);
       }
+      held.add(sub.topic);
       cb(null, sub);
     };
+    aedes.on('unsubscribe', (topics, client) => {
+      const held = this.subs.get(client);
+      for (const t of topics) held?.delete(t);
+    });
   }
 
   /** The CONNACK return code for a CONNECT: 0 accepted. */
@@ -248,7 +297,7 @@ export class Access {
     const ok = await verifyPassword(password?.toString('utf8') ?? '', cred?.hash ?? DUMMY_HASH);
     if (!ok || !cred || username === undefined) return 4;
     if (client.id !== ownClientId(username, cred, client.id)) {
-      limitedLog.warn(
+      this.log.warn(
         `client-id:${username}`,
         { client: client.id, user: username, role: cred.role },
         'login refused: a client id that is not its own',
@@ -257,10 +306,11 @@ export class Access {
     }
     const session = { user: username, cred };
     const will = pendingWill(client);
-    const why = will && this.refuseTopic(session, will);
+    const why =
+      will && (this.refuseTopic(session, will) ?? this.refuseRetain(username, will, false));
     if (why) {
       this.stats.refusedWills++;
-      limitedLog.warn(
+      this.log.warn(
         `will:${username}`,
         { client: client.id, topic: will.topic, why },
         'login refused: a last will it may not publish',
@@ -281,11 +331,11 @@ export class Access {
     const cred = user !== undefined ? users[user] : undefined;
     const why =
       user !== undefined && cred
-        ? this.refuseTopic({ user, cred }, packet)
+        ? (this.refuseTopic({ user, cred }, packet) ?? this.refuseRetain(user, packet, true))
         : `a stored will of ${String(clientId)}, which is no login's client id`;
     if (!why) return null;
     this.stats.refusedWills++;
-    limitedLog.warn(
+    this.log.warn(
       `stored-will:${String(clientId)}`,
       { client: clientId, topic: packet.topic, why },
       'stored will refused and deleted',
@@ -320,15 +370,59 @@ export class Access {
       this.stats.oversized++;
       return this.refused(`payload of ${size} B over the limit of ${this.opts.maxPayloadBytes} B`);
     }
-    if (this.opts.ratePerSecond && !this.take(client)) {
+    // a will published as its client goes is not a message of its rate
+    const rate = packet === Reflect.get(client, 'will') ? 0 : this.rate(client);
+    if (rate && !this.take(client, rate)) {
       this.stats.rateLimited++;
-      return this.refused(`over ${this.opts.ratePerSecond} messages per second`);
+      return this.refused(`over ${rate} messages per second`);
     }
-    if (!this.opts.credentials) return null;
+    if (!this.opts.credentials) return this.refused(this.refuseRetain(client.id, packet, true));
     const s = this.sessions.get(client);
     if (!s) return this.refused('not authenticated');
-    const why = this.refuseTopic(s, packet);
+    const why = this.refuseTopic(s, packet) ?? this.refuseRetain(s.user, packet, true);
     return why && this.refused(why);
+  }
+
+  /**
+   * Retained messages: only on the topics the protocol retains (device status and config,
+   * the edge's reports) when credentials are on, at most retainedMaxBytes each and
+   * retainedBytesPerLogin in all. An empty one (which deletes) is fine wherever the login
+   * may publish. `commit`: count it (the PUBLISH goes ahead).
+   */
+  private refuseRetain(login: string, p: PublishPacket, commit: boolean): string | null {
+    const size = p.payload?.length ?? 0;
+    if (!p.retain || size === 0) {
+      if (p.retain && commit) this.account(login, p.topic, 0);
+      return null;
+    }
+    if (this.opts.credentials && !this.retainedFilters().some((f) => filterWithin(p.topic, f)))
+      return `no retained messages on ${p.topic}`;
+    const max = this.limit('retainedMaxBytes');
+    if (size > max) return `retained payload of ${size} B over the limit of ${max} B`;
+    if (!this.opts.credentials) return null;
+    const held = this.retained.get(login);
+    const cost = size + p.topic.length + 256;
+    const total = (held?.total ?? 0) - (held?.topics.get(p.topic) ?? 0) + cost;
+    const budget = this.limit('retainedBytesPerLogin');
+    if (total > budget) return `${login} over its retained budget of ${budget} B`;
+    if (commit) this.account(login, p.topic, cost);
+    return null;
+  }
+
+  private account(login: string, topic: string, cost: number): void {
+    const held = this.retained.get(login) ?? { total: 0, topics: new Map<string, number>() };
+    held.total += cost - (held.topics.get(topic) ?? 0);
+    if (cost) held.topics.set(topic, cost);
+    else held.topics.delete(topic);
+    this.retained.set(login, held);
+  }
+
+  private retainedFilters(): string[] {
+    const b = this.base;
+    return [
+      ...(['status', 'config'] as const).map((c) => deviceFilter(c, '+', b)),
+      ...(['status', 'devices', 'jobs'] as const).map((c) => edgeTopic('+', '+', c, b)),
+    ];
   }
 
   /** Whether a login may publish this topic (a will included). */
@@ -339,9 +433,15 @@ export class Access {
       : `${s.cred.role} ${s.user} may not publish to ${packet.topic}`;
   }
 
-  private refused(why: string): string {
-    this.stats.refusedPublishes++;
+  private refused<T extends string | null>(why: T): T {
+    if (why !== null) this.stats.refusedPublishes++;
     return why;
+  }
+
+  private rate(client: Client): number {
+    if (this.opts.ratePerSecond !== undefined) return this.opts.ratePerSecond;
+    if (!this.opts.credentials) return 0;
+    return this.sessions.get(client)?.cred.role === 'worker' ? 0 : DEFAULT_RATE;
   }
 
   private maySubscribe(client: Client, sub: Subscription): boolean {
@@ -372,8 +472,7 @@ export class Access {
     }
   }
 
-  private take(client: Client): boolean {
-    const rate = this.opts.ratePerSecond!;
+  private take(client: Client, rate: number): boolean {
     const burst = this.opts.burst ?? 2 * rate;
     const now = Date.now();
     const b = this.buckets.get(client) ?? { tokens: burst, at: now };
@@ -404,11 +503,20 @@ function ownClientId(user: string, cred: Credential, presented: string): string 
 }
 
 /** The will of a client being authenticated (Aedes keeps it in `_will` until then). */
-function pendingWill(client: Client): { topic: string } | null {
+function pendingWill(client: Client): PublishPacket | null {
   const will: unknown = Reflect.get(client, '_will');
   if (!will || typeof will !== 'object') return null;
-  const topic: unknown = Reflect.get(will, 'topic');
-  return { topic: typeof topic === 'string' ? topic : '' };
+  const [topic, payload, retain]: unknown[] = ['topic', 'payload', 'retain'].map((k) =>
+    Reflect.get(will, k),
+  );
+  return {
+    cmd: 'publish',
+    topic: typeof topic === 'string' ? topic : '',
+    payload: Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload ?? '')),
+    retain: retain === true,
+    qos: 0,
+    dup: false,
+  };
 }
 
 /** Compared against when the user is unknown, so that case takes as long as a wrong password. */

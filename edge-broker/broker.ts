@@ -2,8 +2,9 @@
  * The embedded MQTT broker: Aedes on TCP, and on WebSocket for browsers.
  */
 import type { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
@@ -118,21 +119,33 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
   // every TCP/TLS packet's declared size is checked before its payload is read
   const maxPacket = access.maxPayloadBytes + 4096;
-  const refuse = (e: Error) => {
+  const maxFilters = access.limit('maxFiltersPerSubscribe');
+  // logged once a minute per address and kind, however often a sender repeats it
+  const refuse = (from: string) => (e: Error) => {
     if (e instanceof ProtocolViolation) {
       access.stats.violations++;
-      log.warn({ err: e.message }, 'connection closed: MQTT 3.1.1 violation');
+      access.log.warn(
+        `violation:${from}`,
+        { from, err: e.message },
+        'connection closed: refused packet',
+      );
       return;
     }
     access.stats.oversized++;
-    log.warn({ err: e.message }, 'connection closed: packet too large');
+    access.log.warn(
+      `oversized:${from}`,
+      { from, err: e.message },
+      'connection closed: packet too large',
+    );
   };
-  const tcp = createServer({ noDelay: true }, (sock) => handle(guarded(sock, maxPacket, refuse)));
+  const guard = (sock: Socket | Duplex, from = '?') =>
+    guarded(sock, maxPacket, refuse(from), maxFilters);
+  const tcp = createServer({ noDelay: true }, (sock) => handle(guard(sock, sock.remoteAddress)));
   let http: HttpServer | null = null;
   const tlsServer = opts.tls
     ? createTlsServer({ key: opts.tls.key, cert: opts.tls.cert, ca: opts.tls.ca }, (sock) => {
         sock.setNoDelay(true);
-        handle(guarded(sock, maxPacket, refuse));
+        handle(guard(sock, sock.remoteAddress));
       })
     : null;
   // a failed TLS handshake is the client's problem, never the broker's
@@ -167,7 +180,8 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
-        handle(stream, req);
+        // the same checks as TCP: packet sizes, MQTT rules, filters per SUBSCRIBE
+        handle(guard(stream, req.socket.remoteAddress), req);
       });
       const wsPort = await listen(http, opts.wsPort ?? 9001, host);
       wsUrl = `ws://${shown}:${wsPort}`;

@@ -12,6 +12,7 @@
  *   [MQTT-3.1.2-22]   no password flag without the user name flag
  *   [MQTT-3.1.3-8]    an empty client id needs cleanSession = 1 (else CONNACK 0x02)
  *   [MQTT-3.3.2-2]    topic names (PUBLISH, will topic) hold no wildcards
+ * and one limit of this broker: at most N topic filters in one SUBSCRIBE or UNSUBSCRIBE.
  */
 
 export class ProtocolViolation extends Error {
@@ -107,10 +108,15 @@ export function checkPublishTopic(body: Buffer): void {
   topicName(t, 'topic name');
 }
 
-/** SUBSCRIBE (with QoS bytes) and UNSUBSCRIBE bodies: every filter well-formed. */
-export function checkFilters(body: Buffer, withQos: boolean): void {
+/** SUBSCRIBE (with QoS bytes) and UNSUBSCRIBE bodies: every filter well-formed, and at
+ * most `maxFilters` of them (a policy of this broker: the check stops at the first one
+ * over, so a packet of 100,000 filters costs no more than one of `maxFilters`). */
+export function checkFilters(body: Buffer, withQos: boolean, maxFilters = Infinity): void {
   let at = 2; // packet id
-  while (at < body.length) {
+  for (let n = 1; at < body.length; n++) {
+    if (n > maxFilters) {
+      throw new ProtocolViolation(`over ${maxFilters} topic filters in one packet`);
+    }
     at = readString(body, at, 'topic filter').next + (withQos ? 1 : 0);
   }
   if (at > body.length) throw new ProtocolViolation('SUBSCRIBE: truncated');

@@ -4,7 +4,8 @@
  * remaining length over the limit, before its payload is read (the parser would
  * otherwise buffer it whole). It also reads the bytes of CONNECT, SUBSCRIBE and
  * UNSUBSCRIBE packets and the topic of each PUBLISH and checks them against the MQTT
- * 3.1.1 rules in compliance.ts; a packet that breaks one never reaches the broker. Bytes
+ * 3.1.1 rules in compliance.ts, and the number of filters in a SUBSCRIBE or UNSUBSCRIBE
+ * against the broker's cap; a packet that breaks one never reaches the broker. Bytes
  * pass through unchanged.
  */
 import { Duplex, Transform, type TransformCallback } from 'node:stream';
@@ -48,7 +49,11 @@ export class PacketSizeGuard extends Transform {
   private got = 0;
   private need = 0;
 
-  constructor(readonly limit: number) {
+  constructor(
+    readonly limit: number,
+    /** Topic filters allowed in one SUBSCRIBE or UNSUBSCRIBE. */
+    readonly maxFilters = Infinity,
+  ) {
     super();
   }
 
@@ -63,7 +68,7 @@ export class PacketSizeGuard extends Transform {
     this.parts = [];
     if (this.type === CONNECT) checkConnect(body);
     else if (this.type === PUBLISH) checkPublishTopic(body);
-    else checkFilters(body, this.type === SUBSCRIBE);
+    else checkFilters(body, this.type === SUBSCRIBE, this.maxFilters);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -132,7 +137,7 @@ export class PacketSizeGuard extends Transform {
  */
 class GuardedConnection extends Duplex {
   constructor(
-    private readonly socket: Socket,
+    private readonly socket: Socket | Duplex,
     private readonly guard: PacketSizeGuard,
   ) {
     super();
@@ -144,6 +149,11 @@ class GuardedConnection extends Duplex {
 
   override _read(): void {
     this.guard.resume();
+  }
+
+  /** The peer's address (TCP and TLS; undefined over WebSocket, see the request). */
+  get remoteAddress(): string | undefined {
+    return 'remoteAddress' in this.socket ? this.socket.remoteAddress : undefined;
   }
 
   private sent(ok: boolean, cb: (e?: Error | null) => void): void {
@@ -177,8 +187,13 @@ class GuardedConnection extends Duplex {
   }
 }
 
-export function guarded(socket: Socket, limit: number, onRefused: (e: Error) => void): Duplex {
-  const guard = new PacketSizeGuard(limit);
+export function guarded(
+  socket: Socket | Duplex,
+  limit: number,
+  onRefused: (e: Error) => void,
+  maxFilters = Infinity,
+): Duplex {
+  const guard = new PacketSizeGuard(limit, maxFilters);
   guard.on('error', (e: Error) => {
     // only the guard's own verdicts count; a stream torn down with the socket does not
     if (e instanceof PacketSizeError || e instanceof ProtocolViolation) onRefused(e);
