@@ -6,7 +6,19 @@
  */
 import { Ajv, type ErrorObject } from 'ajv';
 import { readFile } from 'node:fs/promises';
-import { isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import {
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  visit,
+  type Document,
+  type Node,
+  type Pair,
+  type YAMLMap,
+} from 'yaml';
 import { FLEET_VERSION, fleetSchema, type FleetFile } from './schema.js';
 import { migrate } from './migrations.js';
 
@@ -48,20 +60,48 @@ export function locate(
   path: Path,
   key = false,
 ): { line: number; col: number } {
-  for (let n = path.length; n >= 0; n--) {
-    const parent =
-      n > 0 ? (doc.getIn(path.slice(0, n - 1), true) as Node | undefined) : doc.contents;
-    if (n > 0 && key && n === path.length && isMap(parent)) {
-      const pair = parent.items.find(
-        (it) => isScalar(it.key) && String(it.key.value) === String(path[n - 1]),
-      );
-      if (pair && isScalar(pair.key) && pair.key.range) return lc.linePos(pair.key.range[0]);
+  return locator(doc, lc)(path, key);
+}
+
+/** `locate` for many paths of one document: each map's keys are indexed once, so finding
+ * the position of every device costs time in proportion to the devices, not its square. */
+export function locator(
+  doc: Document,
+  lc: LineCounter,
+): (path: Path, key?: boolean) => { line: number; col: number } {
+  const indexes = new WeakMap<YAMLMap, Map<string, Pair>>();
+  const pairOf = (map: YAMLMap, k: string | number): Pair | undefined => {
+    let index = indexes.get(map);
+    if (!index) {
+      index = new Map();
+      for (const pair of map.items) {
+        const name = isScalar(pair.key) ? String(pair.key.value) : undefined;
+        if (name !== undefined && !index.has(name)) index.set(name, pair);
+      }
+      indexes.set(map, index);
     }
-    const node = (n > 0 ? doc.getIn(path.slice(0, n), true) : doc.contents) as
-      Node | null | undefined;
-    if (node && node.range) return lc.linePos(node.range[0]);
-  }
-  return { line: 1, col: 1 };
+    return index.get(String(k));
+  };
+  return (path, key = false) => {
+    // walk down as far as the path exists; the deepest node found (or the key asked for)
+    let node: unknown = doc.contents;
+    let best: Node | null = isNode(node) && node.range ? node : null;
+    for (let i = 0; i < path.length; i++) {
+      const k = path[i]!;
+      if (isMap(node)) {
+        const pair = pairOf(node, k);
+        if (!pair) break;
+        if (key && i === path.length - 1 && isScalar(pair.key) && pair.key.range)
+          return lc.linePos(pair.key.range[0]);
+        node = pair.value;
+      } else if (isSeq(node) && /^[0-9]+$/.test(String(k))) {
+        node = node.items[Number(k)];
+      } else break;
+      if (!isNode(node)) break;
+      if (node.range) best = node;
+    }
+    return best?.range ? lc.linePos(best.range[0]) : { line: 1, col: 1 };
+  };
 }
 
 export function schemaProblem(e: ErrorObject): { path: Path; key: boolean; message: string } {
@@ -102,14 +142,30 @@ export function readYaml(
   at: (path: Path, message: string, key?: boolean) => void;
 } {
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  // keys are checked for repeats below, once per map (the parser's own check scans every
+  // earlier key of a map for each key: quadratic in the devices)
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: false });
   const problems: FleetProblem[] = [];
+  const where = locator(doc, lc);
   const at = (path: Path, message: string, key = false) =>
-    problems.push({ file, ...locate(doc, lc, path, key), path: path.join('.'), message });
+    problems.push({ file, ...where(path, key), path: path.join('.'), message });
   for (const e of doc.errors) {
     const pos = lc.linePos(e.pos[0]);
     problems.push({ file, ...pos, path: '', message: `YAML: ${e.message.split('\n')[0]}` });
   }
+  visit(doc, {
+    Map(_, map) {
+      const seen = new Set<unknown>();
+      for (const { key } of map.items) {
+        if (!isScalar(key)) continue;
+        if (seen.has(key.value)) {
+          const pos = key.range ? lc.linePos(key.range[0]) : { line: 1, col: 1 };
+          problems.push({ file, ...pos, path: '', message: 'YAML: Map keys must be unique' });
+        }
+        seen.add(key.value);
+      }
+    },
+  });
   const raw: unknown = problems.length > 0 ? undefined : doc.toJS({ maxAliasCount: 100 });
   return { raw, problems, at };
 }
@@ -154,30 +210,25 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
       obj(s),
     ]),
   ];
+  const groups = listed(Object.keys(fleet.groups));
+  const codecs = ctx.codecs && new Set(ctx.codecs);
+  const models = ctx.models && new Set(ctx.models);
+  const codecList = ctx.codecs && listed(ctx.codecs);
+  const modelList = ctx.models && listed(ctx.models);
   for (const [path, s] of sections) {
-    if (typeof s.group === 'string' && !(s.group in fleet.groups)) {
-      const known = Object.keys(fleet.groups);
-      at(
-        [...path, 'group'],
-        `unknown group ${JSON.stringify(s.group)}; groups: ${known.join(', ') || 'none'}`,
-      );
+    if (typeof s.group === 'string' && !Object.hasOwn(fleet.groups, s.group)) {
+      at([...path, 'group'], `unknown group ${JSON.stringify(s.group)}; groups: ${groups}`);
     }
-    if (ctx.codecs && typeof s.codec === 'string' && !ctx.codecs.includes(s.codec)) {
-      at(
-        [...path, 'codec'],
-        `unknown codec ${JSON.stringify(s.codec)}; known: ${ctx.codecs.join(', ')}`,
-      );
+    if (codecs && typeof s.codec === 'string' && !codecs.has(s.codec)) {
+      at([...path, 'codec'], `unknown codec ${JSON.stringify(s.codec)}; known: ${codecList}`);
     }
     if (
-      ctx.models &&
+      models &&
       typeof s.model === 'string' &&
-      !ctx.models.includes(s.model) &&
-      !ctx.models.includes(s.model.split('@')[0]!)
+      !models.has(s.model) &&
+      !models.has(s.model.split('@')[0]!)
     ) {
-      at(
-        [...path, 'model'],
-        `unknown model ${JSON.stringify(s.model)}; the zoo has ${ctx.models.join(', ')}`,
-      );
+      at([...path, 'model'], `unknown model ${JSON.stringify(s.model)}; the zoo has ${modelList}`);
     }
   }
   if (problems.length > 0) {
@@ -185,6 +236,13 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
     throw new FleetConfigError(problems);
   }
   return fleet;
+}
+
+/** Names for a message: the first 20, then how many more. */
+function listed(names: readonly string[]): string {
+  if (names.length === 0) return 'none';
+  const shown = names.slice(0, 20).join(', ');
+  return names.length > 20 ? `${shown} and ${names.length - 20} more` : shown;
 }
 
 export async function loadFleet(file: string, ctx: FleetContext = {}): Promise<FleetFile> {
