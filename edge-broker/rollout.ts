@@ -133,6 +133,7 @@ export class RolloutManager {
   private cancel = new Set<string>();
   private closed = false;
   private saving: Promise<void> = Promise.resolve();
+  private readonly deployedSets = new WeakMap<RolloutJob, Set<string>>();
 
   constructor(
     private readonly host: RolloutHost,
@@ -205,9 +206,20 @@ export class RolloutManager {
         j.state === 'SUCCEEDED' ||
         j.state === 'IN_PROGRESS' ||
         (j.state === 'FAILED' && j.deployed.length > 0);
-      if (live && j.deployed.includes(device)) return this.pin(j);
+      if (live && this.deployedSet(j).has(device)) return this.pin(j);
     }
     return undefined;
+  }
+
+  /** A job's deployed devices as a set (one lookup per device, not a scan per device:
+   * the edge asks for every device of the fleet at each publish). */
+  private deployedSet(j: RolloutJob): Set<string> {
+    let s = this.deployedSets.get(j);
+    if (!s || s.size !== j.deployed.length) {
+      s = new Set(j.deployed);
+      this.deployedSets.set(j, s);
+    }
+    return s;
   }
 
   /** The edge saw a result (or an error) of a device. */

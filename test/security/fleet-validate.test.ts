@@ -1,7 +1,9 @@
 /**
  * Checking a fleet file costs time in proportion to its devices (the edge checks it again
  * at every edit), valid or with a problem on every device, and the edge can check it on
- * a worker thread with the same result while its event loop keeps running.
+ * a worker thread with the same result while its event loop keeps running. Publishing
+ * every device's config after such an edit looks up each device's rollout pin: that is
+ * linear too.
  */
 import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -14,6 +16,9 @@ import {
   type FleetContext,
 } from '../../fleet-config/load.js';
 import { loadFleetInWorker } from '../../fleet-config/load-worker.js';
+import { ModelRegistry } from '../../edge-broker/registry.js';
+import { RolloutManager } from '../../edge-broker/rollout.js';
+import { shippedModel } from '../helpers/model.js';
 
 const CTX: FleetContext = {
   codecs: ['split-q', 'split-fp16', 'jpeg'],
@@ -137,5 +142,43 @@ test.serial(
       instanceOf: FleetConfigError,
     });
     t.regex(c.message, /cannot read/);
+  },
+);
+
+test.serial(
+  'the pins of a rollout to every device are found in time linear in the devices',
+  async (t) => {
+    const bundle = await shippedModel();
+    const ref = `${bundle.manifest.name}@${bundle.manifest.version}`;
+    /** CPU ms to look up the pin of each of `n` devices, all deployed by one job. */
+    const pinsOf = async (n: number): Promise<number> => {
+      const devices = Array.from({ length: n }, (_, i) => `cam-${i}`);
+      const stateFile = join(dir, `jobs-${n}.json`);
+      const job = { jobId: 'job-1', state: 'SUCCEEDED', spec: { model: ref }, deployed: devices };
+      await writeFile(stateFile, JSON.stringify({ jobs: [job] }));
+      const rollouts = new RolloutManager(
+        {
+          fleet: () => null,
+          registry: new ModelRegistry([bundle]),
+          republish: () => Promise.resolve(),
+          configState: () => undefined,
+          changed: () => undefined,
+        },
+        { stateFile },
+      );
+      await rollouts.load();
+      const t0 = process.cpuUsage();
+      let pinned = 0;
+      for (const d of devices) if (rollouts.overrideFor(d)?.model === ref) pinned++;
+      const { user, system } = process.cpuUsage(t0);
+      await rollouts.close();
+      t.is(pinned, n);
+      return (user + system) / 1000;
+    };
+    await pinsOf(1_000);
+    const small = await pinsOf(20_000);
+    const large = await pinsOf(80_000);
+    t.log(`20k devices: ${small.toFixed(0)} ms, 80k devices: ${large.toFixed(0)} ms`);
+    t.true(large < 8 * small + 500, `80k took ${large} ms, 20k took ${small} ms`);
   },
 );
