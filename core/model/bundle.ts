@@ -144,6 +144,19 @@ export function checkBundleRef(ref: unknown): {
   return { name, version, manifestSha256 };
 }
 
+/** Whether `ref` is a bundle ref by the registry's rule (checkBundleRef, without the
+ * reason): for parsers of messages that name a bundle. */
+export function isBundleRef(
+  ref: unknown,
+): ref is { name: string; version: number; manifestSha256: string } {
+  try {
+    checkBundleRef(ref);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A value for an error message: JSON, at most 80 characters. */
 function clip(v: unknown): string {
   const s = JSON.stringify(v) ?? String(v);

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { BundleUpdater } from '../../device-agent/updater.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import { checkBundleRef, isBundleName } from '../../core/model/bundle.js';
+import { checkBundleRef, isBundleName, isBundleRef } from '../../core/model/bundle.js';
 import {
   decodeChunk,
   OTA_VERSION,
@@ -72,6 +72,11 @@ test('the rule: a name of [a-z0-9.-], 1..64, starting with a letter or digit', (
     version: 2,
     manifestSha256: SHA,
   });
+});
+
+test('every bad ref fails the rule that message parsers use', (t) => {
+  for (const [what, ref] of BAD_REFS) t.false(isBundleRef(ref), what);
+  t.true(isBundleRef({ name: 'x', version: 1, manifestSha256: SHA }));
 });
 
 for (const [what, ref] of BAD_REFS) {
