@@ -1,0 +1,126 @@
+/**
+ * Login cost: password checks (scrypt) run a few at a time, a few per address, and an
+ * address with repeated failures is refused at once, without a check, for a while that
+ * grows; so a flood of wrong logins from one address barely slows a good login from
+ * another. Refused logins are counted and logged, once a minute per address.
+ * (Linux routes all of 127.0.0.0/8 to loopback: 127.0.0.2 is a second address.)
+ */
+import test from 'ava';
+import { connect as tcp } from 'node:net';
+import { Writable } from 'node:stream';
+import { connectAsync } from 'mqtt';
+import mqttPacket from 'mqtt-packet';
+import { pino } from 'pino';
+import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
+import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
+import { deviceClientId } from '../../core/protocol/topics.js';
+import { RateLimitedLog } from '../../core/util/log.js';
+
+const PW = 'pw-secret';
+let broker: EdgeBroker;
+const logged: string[] = [];
+
+test.before(async () => {
+  const hash = await hashPassword(PW);
+  const credentials: CredentialFile = {
+    version: 1,
+    users: {
+      cam1: { role: 'device', fleet: 'f', hash },
+      cam2: { role: 'device', fleet: 'f', hash },
+    },
+  };
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logged.push(...chunk.toString().split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  broker = await startBroker({
+    port: 0,
+    wsPort: null,
+    host: '0.0.0.0',
+    access: { credentials, log: new RateLimitedLog(60_000, 10_000, Date.now, pino(sink)) },
+  });
+});
+test.after.always(() => broker?.close());
+
+/** A raw CONNECT from `from`; resolves with the CONNACK return code (or -1: closed). */
+function rawLogin(from: string, user: string, password: string): Promise<number> {
+  return new Promise((resolve) => {
+    const sock = tcp({
+      port: Number(new URL(broker.url).port),
+      host: '127.0.0.1',
+      localAddress: from,
+    });
+    sock.on('error', () => undefined);
+    sock.once('data', (d: Buffer) => {
+      resolve(d[3] ?? -1);
+      sock.destroy();
+    });
+    sock.on('close', () => resolve(-1));
+    sock.write(
+      mqttPacket.generate({
+        cmd: 'connect',
+        protocolId: 'MQTT',
+        protocolVersion: 4,
+        clean: true,
+        keepalive: 30,
+        clientId: deviceClientId('f', user),
+        username: user,
+        password: Buffer.from(password),
+      }),
+    );
+  });
+}
+
+async function goodLogin(): Promise<number> {
+  const t0 = performance.now();
+  const c = await connectAsync(broker.url, {
+    username: 'cam2',
+    password: PW,
+    clientId: deviceClientId('f', 'cam2'),
+    reconnectPeriod: 0,
+    connectTimeout: 20_000,
+  });
+  const ms = performance.now() - t0;
+  c.end(true);
+  return ms;
+}
+
+test.serial('a flood of wrong logins from one address barely slows a good one', async (t) => {
+  let alone = Infinity;
+  for (let i = 0; i < 3; i++) alone = Math.min(alone, await goodLogin());
+  const before = broker.access.stats.refusedConnects;
+  const flood = Array.from({ length: 60 }, () => rawLogin('127.0.0.2', 'cam1', 'wrong'));
+  await new Promise((r) => setTimeout(r, 20)); // the flood is in
+  const during = await goodLogin();
+  const codes = await Promise.all(flood);
+  t.log(`good login alone ${alone.toFixed(0)} ms, during the flood ${during.toFixed(0)} ms`);
+  t.true(during < Math.max(4 * alone, alone + 400), `${during.toFixed(0)} ms`);
+  t.true(
+    codes.every((c) => c === 3 || c === 4),
+    codes.join(','),
+  );
+  t.true(codes.filter((c) => c === 3).length > 0, 'some refused at once');
+  t.is(broker.access.stats.refusedConnects - before, 60);
+  t.true(
+    logged.filter((l) => l.includes('127.0.0.2')).length <= 3,
+    `${logged.length} lines logged`,
+  );
+  t.true(
+    logged.some((l) => l.includes('127.0.0.2')),
+    'refused logins are logged',
+  );
+});
+
+test.serial(
+  'after repeated failures an address is refused at once, even with the right password',
+  async (t) => {
+    for (let i = 0; i < 6; i++) await rawLogin('127.0.0.3', 'cam1', 'wrong');
+    const t0 = performance.now();
+    t.is(await rawLogin('127.0.0.3', 'cam1', PW), 3);
+    t.true(performance.now() - t0 < 200, 'no password check');
+    // other addresses are not affected
+    t.is(await rawLogin('127.0.0.4', 'cam1', PW), 0);
+  },
+);
