@@ -4,6 +4,7 @@
  */
 import { writeSecretFile } from '../core/util/secret-file.js';
 import { background } from '../core/util/log.js';
+import { loadFleetInWorker } from '../fleet-config/load-worker.js';
 import { stopOnSignal } from './signals.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { watchFile } from 'node:fs';
@@ -258,9 +259,13 @@ program
     );
     if (o.fleetFile) {
       const file = o.fleetFile as string;
-      const load = async () => {
+      // each edit is re-checked on a worker thread (a large fleet file never stalls the
+      // broker), one reload at a time, in the order of the edits
+      let reloads: Promise<void> = Promise.resolve();
+      const load = () => (reloads = reloads.then(reload));
+      const reload = async () => {
         try {
-          await edge.applyFleet(await loadFleet(file, await fleetContext()));
+          await edge.applyFleet(await loadFleetInWorker(file, await fleetContext()));
           process.stdout.write(`fleet file ${file} published\n`);
         } catch (e) {
           // a broken edit never replaces the configs in force

@@ -37,7 +37,7 @@ import {
 import { background, limitedLog, log } from '../core/util/log.js';
 import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
-import { ModelRegistry, serveRegistry, type OtaStats } from './registry.js';
+import { ModelRegistry, namedInConfig, serveRegistry, type OtaStats } from './registry.js';
 import { bundleRefString } from '../core/protocol/ota.js';
 import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
 import {
@@ -188,7 +188,19 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
 
   // models over the air and rollouts (their callbacks run only once the edge is up)
   const registry = new ModelRegistry(opts.bundles, opts.staged);
-  const ota = await serveRegistry(broker, registry, { fleet, base });
+  // fleet configs, published retained and acknowledged on response/config (below)
+  const configStates = new Map<string, DeviceConfigState>();
+  let fleetOf: FleetFile | null = null;
+  const ota = await serveRegistry(broker, registry, {
+    fleet,
+    base,
+    // a staged bundle goes only to a device whose config (with its rollout pin) names it
+    mayFetchStaged: namedInConfig(
+      () => fleetOf,
+      registry,
+      (d) => rollouts.overrideFor(d),
+    ),
+  });
   const jobsTopic = edgeTopic(statusFleet, edgeId, 'jobs', base);
   const rollouts = new RolloutManager(
     {
@@ -302,9 +314,6 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     aedes.subscribe(deviceFilter('features', fleet, base), onFeatures, r),
   );
 
-  // fleet configs: published retained, acknowledged on response/config
-  const configStates = new Map<string, DeviceConfigState>();
-  let fleetOf: FleetFile | null = null;
   const onConfigAck = (packet: AedesPublishPacket, cb: () => void) => {
     handBack(cb);
     const [, fl, , dev] = packet.topic.split('/');

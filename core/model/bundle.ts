@@ -17,6 +17,20 @@ import type { FeatureCodec } from '../codec/types.js';
 import type { ModelFormat } from '../engine/engine.js';
 import type { Preprocessing } from '../image/image.js';
 import { ZOO_DIR } from '../paths.js';
+import {
+  BUNDLE_NAME_PATTERN,
+  bundleRefProblem,
+  MAX_BUNDLE_VERSION,
+  type BundleRef,
+} from './ref.js';
+
+export {
+  BUNDLE_NAME_PATTERN,
+  isBundleName,
+  isBundleRef,
+  isBundleVersion,
+  MAX_BUNDLE_VERSION,
+} from './ref.js';
 
 /** Current manifest format; format 1 (backbones only, no `kind`) is migrated on load. */
 export const MANIFEST_FORMAT = 2;
@@ -100,67 +114,13 @@ export interface CodecManifest extends ManifestBase {
 
 export type Manifest = BackboneManifest | CodecManifest;
 
-/** A bundle's name: one path segment of [a-z0-9.-], never `.` or `..`, at most 64 long.
- * The registry and the device both hold bundles in folders named `<name>-v<version>`. */
-export const BUNDLE_NAME_PATTERN = '^[a-z0-9][a-z0-9.-]{0,63}$';
-export const MAX_BUNDLE_VERSION = 65535;
-const BUNDLE_NAME_RE = new RegExp(BUNDLE_NAME_PATTERN);
-const SHA256_RE = /^[0-9a-f]{64}$/;
-
-/** Whether `name` is a bundle name by the registry's rule. */
-export function isBundleName(name: unknown): name is string {
-  return typeof name === 'string' && BUNDLE_NAME_RE.test(name);
-}
-
-/** Whether `version` is a bundle version (an integer 1..65535). */
-export function isBundleVersion(version: unknown): version is number {
-  return (
-    typeof version === 'number' &&
-    Number.isInteger(version) &&
-    version >= 1 &&
-    version <= MAX_BUNDLE_VERSION
-  );
-}
-
 /** A bundle named by a message (`{name, version, manifestSha256}`), checked by the
- * registry's rule before anything uses it in a path; throws BundleError saying which
- * field is wrong. */
-export function checkBundleRef(ref: unknown): {
-  name: string;
-  version: number;
-  manifestSha256: string;
-} {
-  if (typeof ref !== 'object' || ref === null) throw new BundleError('bundle ref is not an object');
-  const { name, version, manifestSha256 } = ref as Record<string, unknown>;
-  if (!isBundleName(name)) {
-    throw new BundleError(
-      `bundle name ${clip(name)} is not 1..64 of [a-z0-9.-] starting with a letter or digit`,
-    );
-  }
-  if (!isBundleVersion(version))
-    throw new BundleError(`bundle version ${clip(version)} is not an integer 1..65535`);
-  if (typeof manifestSha256 !== 'string' || !SHA256_RE.test(manifestSha256))
-    throw new BundleError(`bundle manifest sha256 ${clip(manifestSha256)} is not 64 hex digits`);
-  return { name, version, manifestSha256 };
-}
-
-/** Whether `ref` is a bundle ref by the registry's rule (checkBundleRef, without the
- * reason): for parsers of messages that name a bundle. */
-export function isBundleRef(
-  ref: unknown,
-): ref is { name: string; version: number; manifestSha256: string } {
-  try {
-    checkBundleRef(ref);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** A value for an error message: JSON, at most 80 characters. */
-function clip(v: unknown): string {
-  const s = JSON.stringify(v) ?? String(v);
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+ * registry's rule (ref.ts) before anything uses it in a path; throws BundleError saying
+ * which field is wrong. */
+export function checkBundleRef(ref: unknown): BundleRef {
+  const why = bundleRefProblem(ref);
+  if (why) throw new BundleError(why);
+  return ref as BundleRef;
 }
 
 const intArray = { type: 'array', items: { type: 'integer' } } as const;

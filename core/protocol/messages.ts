@@ -2,6 +2,7 @@
  * JSON messages any MQTT client can read: results, errors and presence.
  */
 import type { BundleRef } from './ota.js';
+import { isBundleRef } from '../model/ref.js';
 
 export const RESULT_VERSION = 1;
 
@@ -216,6 +217,10 @@ export interface ConfigAck {
   refused: string | null;
 }
 
+/** A model as a config names it: `name` or `name@version` (the fleet file's rule; never a
+ * path, so a config cannot make a device read a folder of its choice). */
+const MODEL_RE = /^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,6})?$/;
+
 export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
   const v = jsonOf(payload);
   return isObj(v) &&
@@ -224,6 +229,8 @@ export function parseConfig(payload: Uint8Array | string): ConfigMessage | undef
     isObj(v.settings) &&
     typeof v.settings.codec === 'string' &&
     typeof v.settings.model === 'string' &&
+    MODEL_RE.test(v.settings.model) &&
+    (v.bundle === undefined || isBundleRef(v.bundle)) &&
     typeof v.settings.point === 'number' &&
     typeof v.settings.fps === 'number'
     ? (v as unknown as ConfigMessage)

@@ -21,6 +21,7 @@ import {
   type FetchRequest,
 } from '../../core/protocol/ota.js';
 import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
+import { CONFIG_VERSION, parseConfig } from '../../core/protocol/messages.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { bundleVersion } from '../helpers/bundles.js';
 import { testEdge } from '../helpers/edge.js';
@@ -190,3 +191,24 @@ devices:
     t.true('error' in (await other.fetch(ref)), 'other is still refused');
   },
 );
+
+test('a config naming a bundle or a model that breaks the rule is refused by the parser', (t) => {
+  const config = (settings: Record<string, unknown>, bundle?: unknown) =>
+    JSON.stringify({
+      v: CONFIG_VERSION,
+      configId: 'c1',
+      fleet: 'f',
+      device: 'cam',
+      group: null,
+      settings: { model: 'resnet9w05-cifar10', codec: 'split-q', point: 0, fps: 5, ...settings },
+      ...(bundle === undefined ? {} : { bundle }),
+      ts: 1,
+    });
+  t.truthy(parseConfig(config({})));
+  t.truthy(
+    parseConfig(config({}, { name: 'resnet9w05-cifar10', version: 2, manifestSha256: SHA })),
+  );
+  t.is(parseConfig(config({}, { name: '../../../x', version: 1, manifestSha256: SHA })), undefined);
+  t.is(parseConfig(config({ model: '/etc' })), undefined);
+  t.is(parseConfig(config({ model: '../models/x' })), undefined);
+});
