@@ -19,7 +19,14 @@
  * password); a refused SUBSCRIBE gets SUBACK 0x80 for that topic; a refused PUBLISH
  * closes the connection (MQTT 3.1.1 has no other answer, MQTT-3.3.5-2) and is logged and
  * counted. Limits apply to every client: a PUBLISH payload over `maxPayloadBytes`, or
- * over `ratePerSecond` (token bucket of `burst`), is refused the same way.
+ * over `ratePerSecond` (token bucket of `burst`; DEFAULT_RATE with credentials), is
+ * refused the same way; so is a retained one off the retained topics (device status and
+ * config, the edge's status, devices and jobs), over 64 KiB, or past its login's budget.
+ * A will must be one its login may publish: at CONNECT (else CONNACK 5) and when a stored
+ * will is published after its client is gone. At most 64 filters per SUBSCRIBE (guard.ts)
+ * and 256 subscriptions per client. Password checks go through a LoginGate (a few at a
+ * time, address by address, backoff after failures; CONNACK 3 when refused there).
+ * Refusals are logged once a minute per client (or address) and kind.
  */
 import { Ajv } from 'ajv';
 import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
@@ -508,7 +515,7 @@ export class Access {
   private refuseRetain(login: string, p: PublishPacket, commit: boolean): string | null {
     const size = p.payload?.length ?? 0;
     if (!p.retain || size === 0) {
-      if (p.retain && commit) this.account(login, p.topic, 0);
+      if (p.retain && commit && this.opts.credentials) this.account(login, p.topic, 0);
       return null;
     }
     if (this.opts.credentials && !this.retainedFilters().some((f) => filterWithin(p.topic, f)))
