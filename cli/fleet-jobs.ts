@@ -10,7 +10,7 @@ import { Command } from 'commander';
 import { int, list, positive, share } from './args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
 import type { OpResponse } from '../core/protocol/messages.js';
-import { edgeOpTopic } from '../core/protocol/topics.js';
+import { edgeOpTopic, loginClientId } from '../core/protocol/topics.js';
 import type { RolloutJob, RolloutSpec } from '../edge-broker/rollout.js';
 import type { RegistryListing } from '../edge-broker/registry.js';
 
@@ -34,6 +34,8 @@ export async function connectEdge(o: ConnectFlags): Promise<MqttClient> {
   return connectAsync(o.url, {
     reconnectPeriod: 0,
     connectTimeout: 10_000,
+    // a login's client id is `<user>:<suffix>` (the broker binds ids to logins)
+    clientId: o.username ? loginClientId(o.username, `cli-${randomUUID().slice(0, 8)}`) : undefined,
     username: o.username,
     password: o.password ?? process.env.SPLITFLEET_PASSWORD,
     ca: o.ca ? await readFile(o.ca) : undefined,

@@ -28,10 +28,9 @@
  * time, address by address, backoff after failures; CONNACK 3 when refused there).
  * Refusals are logged once a minute per client (or address) and kind.
  */
-import { Ajv } from 'ajv';
 import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { DUMMY_HASH, verifyPassword, type Credential, type CredentialFile } from './credentials.js';
+import { LoginGate, type LoginLimits } from './logins.js';
 import {
   clientIdLogin,
   DEFAULT_BASE,
@@ -39,111 +38,21 @@ import {
   deviceFilter,
   edgeTopic,
   filterWithin,
-  ID_PATTERN,
 } from '../core/protocol/topics.js';
 import { limitedLog, log, RateLimitedLog } from '../core/util/log.js';
 
-export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
-export type Role = (typeof ROLES)[number];
-
-export interface Credential {
-  role: Role;
-  /** The fleet this user belongs to; null: every fleet (not allowed for devices). */
-  fleet: string | null;
-  /** `scrypt$<N>$<r>$<p>$<salt b64>$<key b64>` */
-  hash: string;
-}
-
-export interface CredentialFile {
-  version: 1;
-  users: Record<string, Credential>;
-}
-
-const credentialSchema = {
-  type: 'object',
-  additionalProperties: false,
-  required: ['version', 'users'],
-  properties: {
-    version: { const: 1 },
-    users: {
-      type: 'object',
-      propertyNames: { pattern: ID_PATTERN },
-      additionalProperties: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['role', 'fleet', 'hash'],
-        properties: {
-          role: { enum: [...ROLES] },
-          fleet: { type: ['string', 'null'], pattern: ID_PATTERN },
-          hash: {
-            type: 'string',
-            pattern: '^scrypt\\$\\d+\\$\\d+\\$\\d+\\$[A-Za-z0-9+/=]+\\$[A-Za-z0-9+/=]+$',
-          },
-        },
-      },
-    },
-  },
-} as const;
-const validateCredentials = new Ajv({ allErrors: true }).compile<CredentialFile>(credentialSchema);
-
-/** scrypt cost: N = 2^14, r = 8, p = 1 (16 MiB, tens of ms per check). */
-const SCRYPT = { N: 16384, r: 8, p: 1 } as const;
-const KEY_BYTES = 32;
-
-function scryptAsync(password: string, salt: Buffer, opts: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scrypt(password, salt, KEY_BYTES, { ...opts, maxmem: 64 * 1024 * 1024 }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    ),
-  );
-}
-
-export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16);
-  const key = await scryptAsync(password, salt, SCRYPT);
-  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64')}$${key.toString('base64')}`;
-}
-
-export async function verifyPassword(password: string, encoded: string): Promise<boolean> {
-  const [scheme, n, r, p, salt, key] = encoded.split('$');
-  if (scheme !== 'scrypt' || !salt || !key) return false;
-  const want = Buffer.from(key, 'base64');
-  const got = await scryptAsync(password, Buffer.from(salt, 'base64'), {
-    N: Number(n),
-    r: Number(r),
-    p: Number(p),
-  });
-  return got.length === want.length && timingSafeEqual(got, want);
-}
-
-/** A new random password (24 characters of base64url). */
-export function newPassword(): string {
-  return randomBytes(18).toString('base64url');
-}
-
-export function parseCredentials(text: string, file = '<credentials>'): CredentialFile {
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (e) {
-    throw new Error(`${file}: not JSON: ${(e as Error).message}`);
-  }
-  if (!validateCredentials(data)) {
-    const why = (validateCredentials.errors ?? []).map(
-      (e) => `${e.instancePath || '/'} ${e.message}`,
-    );
-    throw new Error(`${file}: invalid credential file: ${why.join('; ')}`);
-  }
-  for (const [user, c] of Object.entries(data.users)) {
-    if (c.role === 'device' && c.fleet === null)
-      throw new Error(`${file}: device ${user} needs a fleet`);
-  }
-  return data;
-}
-
-export async function loadCredentials(file: string): Promise<CredentialFile> {
-  return parseCredentials(await readFile(file, 'utf8'), file);
-}
+export {
+  hashPassword,
+  loadCredentials,
+  newPassword,
+  parseCredentials,
+  ROLES,
+  verifyPassword,
+  type Credential,
+  type CredentialFile,
+  type Role,
+} from './credentials.js';
+export { LoginGate, type LoginLimits } from './logins.js';
 
 export interface AccessOptions {
   /** Users and roles; omit for an open broker (the offline demo). */
@@ -170,111 +79,6 @@ export interface AccessOptions {
   log?: RateLimitedLog;
   /** Password checks (see LoginGate). */
   logins?: Partial<LoginLimits>;
-}
-
-export interface LoginLimits {
-  /** Password checks (scrypt, ~16 MiB and tens of ms each) running at once. */
-  concurrent: number;
-  /** Logins waiting for a check, in all; past that, CONNACK 3 (server unavailable). */
-  queue: number;
-  /** Logins from one address waiting at once; past that, CONNACK 3. */
-  perAddress: number;
-  /** Failures from one address within a minute that start a backoff (0: never). */
-  failures: number;
-  /** The first backoff; each one after doubles it, up to 15 minutes. */
-  backoffMs: number;
-}
-const LOGIN_DEFAULTS: LoginLimits = {
-  concurrent: 4,
-  queue: 256,
-  perAddress: 32,
-  failures: 5,
-  backoffMs: 10_000,
-};
-
-/**
- * Admission of password checks: at most `concurrent` at once; the logins waiting are
- * served one address after the other, so a flood from one address delays a login from
- * another by a check or two, not by the flood. After `failures` failed logins within a
- * minute, an address is refused at once (no check) for `backoffMs`, doubled at each new
- * backoff. Devices behind one NAT address share these limits.
- */
-export class LoginGate {
-  private running = 0;
-  private queued = 0;
-  /** Waiting logins per address, addresses in the order they are served. */
-  private readonly waiting = new Map<string, (() => void)[]>();
-  private readonly failed = new Map<string, { times: number[]; until: number; next: number }>();
-  private readonly o: LoginLimits;
-
-  constructor(limits: Partial<LoginLimits> = {}) {
-    this.o = { ...LOGIN_DEFAULTS, ...limits };
-  }
-
-  /** Run `check` (true: right password) for a login from `from`, or say why not. */
-  async run(from: string, check: () => Promise<boolean>): Promise<boolean | string> {
-    const q = this.waiting.get(from) ?? [];
-    const busy = this.running >= this.o.concurrent;
-    const why =
-      this.backedOff(from) ??
-      (busy && q.length >= this.o.perAddress
-        ? `over ${this.o.perAddress} logins waiting from ${from}`
-        : null) ??
-      (busy && this.queued >= this.o.queue ? 'too many logins waiting' : null);
-    if (why) return why;
-    if (!busy) this.running++;
-    else {
-      this.queued++;
-      if (!this.waiting.has(from)) this.waiting.set(from, q);
-      await new Promise<void>((r) => q.push(r));
-    }
-    try {
-      // failures from this address may have come in while this one waited
-      const late = this.backedOff(from);
-      if (late) return late;
-      const ok = await check();
-      if (!ok) this.fail(from);
-      return ok;
-    } finally {
-      this.release();
-    }
-  }
-
-  /** Hand the slot to the first waiting login of the next address, which goes last. */
-  private release(): void {
-    const first = this.waiting.entries().next();
-    if (first.done) {
-      this.running--;
-      return;
-    }
-    const [from, q] = first.value;
-    const next = q.shift();
-    this.waiting.delete(from);
-    if (q.length) this.waiting.set(from, q);
-    this.queued--;
-    next?.();
-  }
-
-  private backedOff(from: string): string | null {
-    const f = this.failed.get(from);
-    const ms = f ? f.until - Date.now() : 0;
-    return ms > 0 ? `${from} backs off for ${Math.ceil(ms / 1000)} s after failed logins` : null;
-  }
-
-  private fail(from: string): void {
-    if (!this.o.failures) return;
-    const now = Date.now();
-    const f = this.failed.get(from) ?? { times: [], until: 0, next: this.o.backoffMs };
-    this.failed.delete(from); // re-insert: the map stays in order of last failure
-    if (this.failed.size >= 10_000) this.failed.delete(this.failed.keys().next().value!);
-    this.failed.set(from, f);
-    f.times = f.times.filter((t) => now - t < 60_000);
-    f.times.push(now);
-    if (f.times.length < this.o.failures) return;
-    f.times = [];
-    f.until = now + f.next;
-    f.next = Math.min(2 * f.next, 15 * 60_000);
-  }
 }
 
 /** Messages per second per client with credentials on: a 30 fps camera sends 30 frames
@@ -648,6 +452,3 @@ function pendingWill(client: Client): PublishPacket | null {
     dup: false,
   };
 }
-
-/** Compared against when the user is unknown, so that case takes as long as a wrong password. */
-const DUMMY_HASH = `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(KEY_BYTES).toString('base64')}`;

@@ -13,7 +13,13 @@ import { onnxEngine } from '../core/engine/onnx.js';
 import type { Engine } from '../core/engine/engine.js';
 import type { Bundle } from '../core/model/bundle.js';
 import { errorMessage } from '../core/protocol/messages.js';
-import { DEFAULT_BASE, deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
+import {
+  DEFAULT_BASE,
+  deviceFilter,
+  deviceTopic,
+  loginClientId,
+  parseTopic,
+} from '../core/protocol/topics.js';
 import { log } from '../core/util/log.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 
@@ -58,7 +64,10 @@ export class ShareWorker {
     });
     const options: IClientOptions = {
       protocolVersion: 5,
-      clientId: `sf-worker-${o.workerId}`.slice(0, 64),
+      // a login's client id is `<user>:<suffix>` (the splitfleet edge binds ids to logins)
+      clientId: o.username
+        ? loginClientId(o.username, o.workerId)
+        : `sf-worker-${o.workerId}`.slice(0, 64),
       clean: true,
       reconnectPeriod: 1000,
       connectTimeout: 10_000,
