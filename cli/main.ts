@@ -41,6 +41,7 @@ import {
 import { fleetSchema } from '../fleet-config/schema.js';
 import { ENGINE_NAMES, type EngineName } from '../core/engine/engine.js';
 import {
+  DEFAULT_RATE,
   hashPassword,
   loadCredentials,
   newPassword,
@@ -130,7 +131,11 @@ program
     '--credentials <file>',
     'credential file (splitfleet fleet credentials add): refuse unknown clients, enforce ACLs',
   )
-  .option('--rate <n>', 'messages per second per client (0: no limit)', int(0), 0)
+  .option(
+    '--rate <n>',
+    `messages per second per client, bursts of twice that (0: no limit); default with --credentials: ${DEFAULT_RATE} for every role but workers, none without`,
+    int(0),
+  )
   .option(
     '--metrics-port <n>',
     'HTTP port of /metrics (Prometheus) and /devices',
@@ -200,7 +205,7 @@ program
       tls,
       metricsPort: o.metrics ? (o.metricsPort as number) : null,
       httpHost: o.httpHost as string,
-      access: { credentials, ratePerSecond: o.rate as number },
+      access: { credentials, ratePerSecond: o.rate as number | undefined },
       host: o.host,
       port: o.port,
       wsPort: o.ws ? o.wsPort : null,
