@@ -262,6 +262,28 @@ program
         .map(([name, host, p]) => `  ${name.padEnd(9)} ${host}:${p} (${reach(host)})\n`)
         .join('')}`,
     );
+    if (o.credentials) {
+      // rotation: an edited credential file replaces the users at once; a client whose
+      // login changed or went is disconnected (a broken edit keeps the users in force)
+      const file = o.credentials as string;
+      watchFile(file, { interval: 1000 }, () =>
+        background(
+          loadCredentials(file).then(
+            (next) => {
+              const { disconnected } = edge.broker.access.setCredentials(next);
+              process.stdout.write(
+                `credential file ${file} reloaded: ${Object.keys(next.users).length} users, ${disconnected} clients disconnected\n`,
+              );
+            },
+            (e: unknown) =>
+              process.stderr.write(
+                `credential file ${file} not reloaded, the users in force stay:\n${e instanceof Error ? e.message : String(e)}\n`,
+              ),
+          ),
+          'credential file reload',
+        ),
+      );
+    }
     if (o.fleetFile) {
       const file = o.fleetFile as string;
       // each edit is re-checked on a worker thread (a large fleet file never stalls the

@@ -146,8 +146,34 @@ export class Access {
     return this.opts.maxPayloadBytes;
   }
 
+  /**
+   * Replace the users (a credential file edited: a password rotated, a user added or
+   * removed). Every client whose login is gone, or whose hash, role or fleet changed, is
+   * disconnected and must log in again. An open broker stays open (restart to close it).
+   */
+  setCredentials(next: CredentialFile): { disconnected: number } {
+    if (!this.opts.credentials) throw new Error('an open broker cannot take credentials live');
+    this.opts.credentials = next;
+    this.deviceIds = undefined;
+    let disconnected = 0;
+    for (const client of connectedClients(this.aedes)) {
+      const s = this.sessions.get(client);
+      if (!s) continue;
+      const now = next.users[s.user];
+      if (now && now.hash === s.cred.hash && now.role === s.cred.role && now.fleet === s.cred.fleet)
+        continue;
+      this.sessions.delete(client);
+      client.close();
+      disconnected++;
+    }
+    return { disconnected };
+  }
+
+  private aedes: Aedes | undefined;
+
   /** Install the hooks on an Aedes broker. */
   install(aedes: Aedes): void {
+    this.aedes = aedes;
     aedes.authenticate = (client, username, password, cb) => {
       this.authenticate(client, username, password).then(
         (code) => {
@@ -451,4 +477,11 @@ function pendingWill(client: Client): PublishPacket | null {
     qos: 0,
     dup: false,
   };
+}
+
+/** The clients connected to an Aedes broker now (its `clients` table, which its types do
+ * not declare). */
+function connectedClients(aedes: Aedes | undefined): Client[] {
+  const table: unknown = aedes && (aedes as unknown as { clients?: unknown }).clients;
+  return table && typeof table === 'object' ? (Object.values(table) as Client[]) : [];
 }
