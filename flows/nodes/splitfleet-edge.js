@@ -48,9 +48,11 @@ module.exports = function (RED) {
     const connect = () => {
       if (client) return client;
       const creds = node.credentials || {};
+      // with a login, the edge takes only client ids of the form `<user>:<suffix>`
+      const suffix = `nodered-sf-${randomUUID().slice(0, 8)}`;
       /** @type {mqtt.IClientOptions} */
       const opts = {
-        clientId: `nodered-sf-${randomUUID().slice(0, 8)}`,
+        clientId: creds.username ? `${creds.username}:${suffix}` : suffix,
         reconnectPeriod: 2000,
         connectTimeout: 10_000,
         protocolVersion: 4,
