@@ -2,9 +2,10 @@
  * Node-RED embedded next to a real edge (edge-broker/node-red.ts), with the splitfleet
  * package and simulated devices:
  * - a flow receives a device's results and sends it a command that the device answers;
- * - in a real browser (Debian's chromium, playwright-core): the editor shows the
- *   splitfleet nodes in its palette, the dashboard example is imported and deployed
- *   through the editor, and the dashboard shows live values that change.
+ * - in a real browser (Debian's chromium, playwright-core): after the operator's login,
+ *   the editor shows the splitfleet nodes in its palette, the dashboard example is
+ *   imported and deployed through the editor, and the dashboard, opened with a dashboard
+ *   user's login, shows live values that change.
  * Screenshots go to .artifacts/browser/.
  */
 import test, { type ExecutionContext } from 'ava';
@@ -15,6 +16,7 @@ import { connectAsync } from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
+import { hashPassword } from '../../edge-broker/auth.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { testEdge } from '../helpers/edge.js';
@@ -23,6 +25,10 @@ import { waitFor } from '../helpers/wait.js';
 
 const ARTIFACTS = join(PROJECT_ROOT, '.artifacts', 'browser');
 const CHROMIUM = '/usr/bin/chromium';
+
+/** The editor's and the dashboard's logins (users of the edge's credential file). */
+const OPERATOR = { username: 'op', password: 'operator-password' };
+const VIEWER = { username: 'viewer', password: 'viewer-password' };
 
 let edge: Edge;
 let nodeRed: EmbeddedNodeRed;
@@ -142,7 +148,27 @@ test.before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sf-nr-'));
   const port = Number(new URL(edge.url).port);
   await writeFile(join(dir, 'flows.json'), JSON.stringify(integrationFlow(port)));
-  nodeRed = await startNodeRed({ port: 0, host: '127.0.0.1', userDir: dir, edgeUrl: edge.url });
+  nodeRed = await startNodeRed({
+    port: 0,
+    host: '127.0.0.1',
+    userDir: dir,
+    edgeUrl: edge.url,
+    credentials: {
+      version: 1,
+      users: {
+        [OPERATOR.username]: {
+          role: 'operator',
+          fleet: null,
+          hash: await hashPassword(OPERATOR.password),
+        },
+        [VIEWER.username]: {
+          role: 'dashboard',
+          fleet: null,
+          hash: await hashPassword(VIEWER.password),
+        },
+      },
+    },
+  });
   await mkdir(ARTIFACTS, { recursive: true });
 });
 
@@ -185,6 +211,11 @@ test.serial(
     try {
       const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
       await page.goto(`${nodeRed.url}/`);
+      // the editor asks for a login first
+      await page.waitForSelector('#node-dialog-login-username', { timeout: 60_000 });
+      await page.fill('#node-dialog-login-username', OPERATOR.username);
+      await page.fill('#node-dialog-login-password', OPERATOR.password);
+      await page.click('#node-dialog-login-submit');
       for (const type of [
         'splitfleet-result',
         'splitfleet-device',
@@ -232,7 +263,10 @@ test.serial(
       // devices come online and send frames; the dashboard follows them
       await startAgent('cam-1');
       await startAgent('cam-2');
-      const dash = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+      const dash = await browser.newPage({
+        viewport: { width: 1400, height: 1000 },
+        httpCredentials: VIEWER,
+      });
       await dash.goto(`${nodeRed.dashboardUrl}/fleet`);
       await dash.waitForSelector('text=/[23] online/', { timeout: 60_000 });
       await dash.waitForSelector('.sf-latest tbody tr', { timeout: 60_000 });
