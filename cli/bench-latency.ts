@@ -34,6 +34,7 @@ import { PROJECT_ROOT } from '../core/paths.js';
 import { percentile, round } from '../core/util/stats.js';
 import { startEdgeProcess } from './bench-connections.js';
 import { specToSvg } from './plot.js';
+import { background } from '../core/util/log.js';
 
 export interface LinkProfile {
   name: string;
@@ -725,7 +726,11 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
   let offload: ChildProcess | null = null;
   let edgeUrl = '';
   const rows: LatencyRow[] = [];
-  const onSignal = () => void cleanup().then(() => process.exit(130));
+  const onSignal = () =>
+    background(
+      cleanup().then(() => process.exit(130)),
+      'latency bench cleanup',
+    );
   let closing = false;
   const cleanup = async () => {
     closing = true;

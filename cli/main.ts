@@ -225,6 +225,7 @@ program
       ? await startNodeRed({
           port: o.nodeRedPort as number,
           host: o.httpHost as string,
+          credentials,
           userDir:
             (o.nodeRedDir as string | undefined) ??
             join((o.stateDir as string | undefined) ?? '.splitfleet', 'node-red'),
@@ -237,6 +238,12 @@ program
       process.stdout.write(
         `Node-RED editor on ${nodeRed.url}/, dashboard on ${nodeRed.dashboardUrl}\n`,
       );
+      if (nodeRed.generatedLogin) {
+        const { username, password } = nodeRed.generatedLogin;
+        process.stdout.write(
+          `Node-RED login (shown only now; only its hash is kept, in .splitfleet-admin.json of the Node-RED folder: delete it for a new password): user ${username}, password ${password}\n`,
+        );
+      }
     }
     process.stdout.write(
       `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}\n`,
@@ -271,6 +278,7 @@ program
           loadCredentials(file).then(
             (next) => {
               const { disconnected } = edge.broker.access.setCredentials(next);
+              nodeRed?.setCredentials(next);
               process.stdout.write(
                 `credential file ${file} reloaded: ${Object.keys(next.users).length} users, ${disconnected} clients disconnected\n`,
               );

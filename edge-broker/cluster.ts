@@ -131,7 +131,11 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
     const emit = emitter.emit.bind(emitter);
     emitter.emit = (msg, done) => {
       if (open) emit(msg, done);
-      else void ready.then(() => emit(msg, done));
+      else
+        ready.then(
+          () => emit(msg, done),
+          (e: Error) => done?.(e),
+        );
     };
     (emitter as unknown as { state: { on(e: 'error', fn: (e: Error) => void): void } }).state.on(
       'error',

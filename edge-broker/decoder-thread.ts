@@ -29,7 +29,10 @@ try {
     }
     if (crash && m.type === 'batch') throw new Error('decoder thread crash drill');
     if (m.type === 'close') {
-      void decoder.close().then(() => port.close());
+      decoder.close().then(
+        () => port.close(),
+        () => port.close(),
+      );
       return;
     }
     void decoder.runBatch(m.jobs).then(

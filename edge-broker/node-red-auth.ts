@@ -69,20 +69,28 @@ const DUMMY_HASH = `scrypt$16384$8$1$${Buffer.alloc(16).toString('base64')}$${Bu
 
 export class Logins {
   private readonly cache = new Map<string, { user: NodeRedUser | null; until: number }>();
-  private readonly sessions = new Map<string, { user: NodeRedUser; until: number }>();
+  private readonly sessions = new Map<string, { user: NodeRedUser; hash: string; until: number }>();
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(private readonly accounts: ReadonlyMap<string, Account>) {}
+  constructor(private accounts: ReadonlyMap<string, Account>) {}
 
   /** The operator ('*') and dashboard ('read') users of a credential file. */
   static fromCredentials(file: CredentialFile): Logins {
-    const accounts = new Map<string, Account>();
-    for (const [name, c] of Object.entries(file.users)) {
-      if (c.role === 'operator') accounts.set(name, { hash: c.hash, permissions: '*' });
-      if (c.role === 'dashboard') accounts.set(name, { hash: c.hash, permissions: 'read' });
+    return new Logins(accountsOf(file));
+  }
+
+  /** Replace the users (the credential file was edited): cached logins are forgotten and
+   * the sessions of users whose password or rights changed, or who are gone, end. */
+  setCredentials(file: CredentialFile): void {
+    const next = accountsOf(file);
+    this.accounts = next;
+    this.cache.clear();
+    for (const [token, s] of this.sessions) {
+      const a = next.get(s.user.username);
+      if (!a || a.permissions !== s.user.permissions || a.hash !== s.hash)
+        this.sessions.delete(token);
     }
-    return new Logins(accounts);
   }
 
   /** True when at least one user may deploy. */
@@ -146,7 +154,8 @@ export class Logins {
       if (oldest !== undefined) this.sessions.delete(oldest);
     }
     const token = randomBytes(32).toString('base64url');
-    this.sessions.set(token, { user, until: Date.now() + SESSION_MS });
+    const hash = this.accounts.get(user.username)?.hash ?? '';
+    this.sessions.set(token, { user, hash, until: Date.now() + SESSION_MS });
     return token;
   }
 
@@ -228,4 +237,13 @@ function storedHash(text: string): string | null {
   if (typeof data !== 'object' || data === null) return null;
   const hash: unknown = (data as Record<string, unknown>).hash;
   return typeof hash === 'string' && hash.startsWith('scrypt$') ? hash : null;
+}
+
+function accountsOf(file: CredentialFile): Map<string, Account> {
+  const accounts = new Map<string, Account>();
+  for (const [name, c] of Object.entries(file.users)) {
+    if (c.role === 'operator') accounts.set(name, { hash: c.hash, permissions: '*' });
+    if (c.role === 'dashboard') accounts.set(name, { hash: c.hash, permissions: 'read' });
+  }
+  return accounts;
 }

@@ -49,6 +49,8 @@ export interface EmbeddedNodeRed {
   /** The editor's generated login, on the first start without credentials only: show it
    * to the user once, it is stored only hashed. */
   generatedLogin?: { username: string; password: string };
+  /** Replace the users of the credential file (an edit): see Logins.setCredentials. */
+  setCredentials(file: CredentialFile): void;
   close(): Promise<void>;
 }
 
@@ -364,6 +366,10 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
     url,
     dashboardUrl: `${url}/dashboard`,
     ...(login.created ? { generatedLogin: login.created } : {}),
+    setCredentials(file) {
+      if (!o.credentials) throw new Error('Node-RED was started without a credential file');
+      login.logins.setCredentials(file);
+    },
     async close() {
       await RED.stop();
       const closed = new Promise<void>((r) => server.close(() => r()));

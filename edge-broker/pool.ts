@@ -14,7 +14,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Bundle } from '../core/model/bundle.js';
 import type { ErrorCode, ResultMessage } from '../core/protocol/messages.js';
-import { log } from '../core/util/log.js';
+import { background, log } from '../core/util/log.js';
 import { DecodeFailure, type DecodeJob } from './decoder.js';
 
 /** What a decoder thread is started with. */
@@ -179,7 +179,7 @@ export class DecoderPool {
           this.pump();
         } else if (m.type === 'init-error') {
           reject(new Error(`decoder thread ${index}: ${m.message}`));
-          void worker.terminate();
+          background(worker.terminate(), 'decoder thread stop');
         } else if (slot.batch?.id === m.id) {
           const items = slot.batch.items;
           slot.batch = null;

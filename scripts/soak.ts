@@ -12,6 +12,7 @@
 import { percentile, round } from '../core/util/stats.js';
 import { rssMiB, startEdgeProcess } from '../cli/bench-connections.js';
 import { sampleFrames, SimDevices } from '../cli/sim-devices.js';
+import { background } from '../core/util/log.js';
 
 const [devices = 1000, fps = 10, seconds = 600] = process.argv.slice(2).map(Number);
 const SAMPLE_MS = 10_000;
@@ -43,7 +44,7 @@ const sample = async () => {
     `t=${s.t}s edge RSS ${s.rssMiB} MiB, sent ${s.sent}, results ${s.results}, errors ${s.errors} (overloaded ${c.overloaded}), unanswered ${sims.pending.size}`,
   );
 };
-const sampler = setInterval(() => void sample(), SAMPLE_MS);
+const sampler = setInterval(() => background(sample(), 'soak sample'), SAMPLE_MS);
 await new Promise((r) => setTimeout(r, seconds * 1000));
 sims.stop();
 // every frame sent gets its answer (or the run fails)

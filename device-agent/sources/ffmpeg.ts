@@ -18,7 +18,7 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type { Sample } from '../../core/data/cifar.js';
-import { log } from '../../core/util/log.js';
+import { background, log } from '../../core/util/log.js';
 import { DropOldestQueue } from './queue.js';
 import { splitImages } from './split.js';
 
@@ -145,7 +145,8 @@ export async function* ffmpegSource(opts: FfmpegSourceOptions): AsyncGenerator<S
       return;
     }
     const q = new DropOldestQueue<Sample>(opts.keep ?? 1);
-    void (async () => {
+    // the reader ends the queue with the failure, if any: nothing is left to reject
+    const read = async () => {
       try {
         for await (const img of splitImages(child.stdout)) {
           if (img.rgb) q.push({ name: name(), label: undefined, rgb: img.rgb });
@@ -154,7 +155,8 @@ export async function* ffmpegSource(opts: FfmpegSourceOptions): AsyncGenerator<S
       } catch (e) {
         q.end((await failure()) ?? (e as Error));
       }
-    })();
+    };
+    background(read(), 'camera reader');
     let lastDropped = 0;
     for (;;) {
       const s = await q.take();

@@ -234,7 +234,7 @@ test('agent: images published on an MQTT topic are encoded; a bad payload is ski
     const payloads = [jpeg, Buffer.from('not an image'), png, big, jpeg];
     let i = 0;
     const timer = setInterval(() => {
-      void camera.publishAsync(`site/cams/c${i % 3}/image`, payloads[i % payloads.length]!, {
+      camera.publish(`site/cams/c${i % 3}/image`, payloads[i % payloads.length]!, {
         qos: 0,
       });
       i++;

@@ -105,13 +105,14 @@ test.serial(
         outbox,
       });
       await first.agent.start();
-      void first.agent.run();
+      const running = first.agent.run();
       await waitFor(() => first.agent.stats.results >= 10);
       relay.cut();
       await new Promise((r) => setTimeout(r, 1000)); // its in-flight window fills
       // the process dies with frames unanswered: its socket goes at once, no goodbye
       (first.agent as unknown as { client: MqttClient }).client.end(true);
       await first.agent.stop(true);
+      await running;
       const f = first.agent.stats;
       const unanswered = f.sent - f.results - f.errors;
       t.true(unanswered >= 1);

@@ -47,9 +47,10 @@ test.serial(
       // no edge yet: the agent accepts frames into its outbox, then is stopped
       const a = await offlineAgent(url, dir, 6);
       await a.start();
-      void a.run();
+      const running = a.run();
       await waitFor(() => a.stats.sent === 6);
       await a.stop(true);
+      await running;
       t.is(a.stats.lost, 0);
       const kept = await idsIn(dir);
       t.is(kept.length, 6);
@@ -94,9 +95,10 @@ test.serial('a full outbox drops its oldest unsent frames and counts each drop',
   try {
     const a = await offlineAgent(`mqtt://127.0.0.1:${await freePort()}`, dir, 5, 3);
     await a.start();
-    void a.run();
+    const running = a.run();
     await waitFor(() => a.stats.sent + a.stats.dropped >= 5 && a.stats.sent === 5);
     await a.stop(true);
+    await running;
     t.is(a.stats.dropped, 2);
     const kept = await idsIn(dir);
     t.is(kept.length, 3);

@@ -60,14 +60,14 @@ const subscribe = (filter: Buffer | string) =>
 
 /** Send packets; resolve with what came back and whether the broker closed within 1.5 s. */
 function exchange(...packets: Buffer[]): Promise<{ bytes: Buffer; closed: boolean }> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     const sock: Socket = connect(port, '127.0.0.1');
     const got: Buffer[] = [];
     let closed = false;
     sock.on('data', (d) => got.push(d));
     sock.on('error', () => undefined);
     sock.on('close', () => (closed = true));
-    sock.on('connect', async () => {
+    const send = async () => {
       for (const [k, p] of packets.entries()) {
         sock.write(p);
         // after the CONNECT, wait for the broker's answer (bounded) before the next packet
@@ -80,7 +80,8 @@ function exchange(...packets: Buffer[]): Promise<{ bytes: Buffer; closed: boolea
         sock.destroy();
         resolve({ bytes: Buffer.concat(got), closed });
       }, 1500);
-    });
+    };
+    sock.on('connect', () => void send().catch(reject));
   });
 }
 

@@ -260,6 +260,34 @@ test.serial('a malformed URL gets 400 and the server keeps serving', async (t) =
   t.is((await fetch(`${nodeRed.url}/auth/login`)).status, 200);
 });
 
+test.serial('a rotated password ends its sessions; the old one is refused', async (t) => {
+  const op = await token(nodeRed.url, 'op', PASSWORDS.op);
+  t.is(op.status, 200);
+  const flows = () => fetch(`${nodeRed.url}/flows`, { headers: bearer(op.token) });
+  t.is((await flows()).status, 200);
+  const rotated: CredentialFile = {
+    version: 1,
+    users: {
+      op: { role: 'operator', fleet: null, hash: await hashPassword('rotated-secret') },
+      viewer: { role: 'dashboard', fleet: null, hash: await hashPassword(PASSWORDS.viewer) },
+    },
+  };
+  nodeRed.setCredentials(rotated);
+  t.is((await flows()).status, 401);
+  t.not((await token(nodeRed.url, 'op', PASSWORDS.op)).status, 200);
+  t.is((await token(nodeRed.url, 'op', 'rotated-secret')).status, 200);
+  // the old password no longer opens the dashboard either
+  t.is((await rawGet(nodeRed.url, '/dashboard/', basic('op', PASSWORDS.op))).status, 401);
+  nodeRed.setCredentials({
+    version: 1,
+    users: {
+      op: { role: 'operator', fleet: null, hash: await hashPassword(PASSWORDS.op) },
+      viewer: { role: 'dashboard', fleet: null, hash: await hashPassword(PASSWORDS.viewer) },
+      cam: { role: 'device', fleet: 'f', hash: await hashPassword(PASSWORDS.cam) },
+    },
+  });
+});
+
 /** Node-RED without a credential file, in a child process; its first line of output. */
 async function startAlone(userDir: string): Promise<{
   child: ChildProcess;
