@@ -5,8 +5,8 @@
  * the session it aimed at stays with its owner.
  */
 import test from 'ava';
+import { credentialsFor } from '../helpers/credentials.js';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
 import { deviceClientId } from '../../core/protocol/topics.js';
 
@@ -15,17 +15,10 @@ let broker: EdgeBroker;
 const open: MqttClient[] = [];
 
 test.before(async () => {
-  const hash = await hashPassword(PW);
-  const credentials: CredentialFile = {
-    version: 1,
-    users: {
-      cam1: { role: 'device', fleet: 'f', hash },
-      cam2: { role: 'device', fleet: 'f', hash },
-      dash: { role: 'dashboard', fleet: 'f', hash },
-      work: { role: 'worker', fleet: 'f', hash },
-      ops: { role: 'operator', fleet: null, hash },
-    },
-  };
+  const credentials = await credentialsFor(
+    { cam1: 'device', cam2: 'device', dash: 'dashboard', work: 'worker', ops: 'operator' },
+    PW,
+  );
   broker = await startBroker({ port: 0, wsPort: null, access: { credentials } });
 });
 test.after.always(async () => {

@@ -6,40 +6,26 @@
  * (Linux routes all of 127.0.0.0/8 to loopback: 127.0.0.2 is a second address.)
  */
 import test from 'ava';
+import { capturedLog, credentialsFor } from '../helpers/credentials.js';
 import { connect as tcp } from 'node:net';
-import { Writable } from 'node:stream';
 import { connectAsync } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import { pino } from 'pino';
-import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
 import { deviceClientId } from '../../core/protocol/topics.js';
-import { RateLimitedLog } from '../../core/util/log.js';
 
 const PW = 'pw-secret';
 let broker: EdgeBroker;
-const logged: string[] = [];
+let logged: string[] = [];
 
 test.before(async () => {
-  const hash = await hashPassword(PW);
-  const credentials: CredentialFile = {
-    version: 1,
-    users: {
-      cam1: { role: 'device', fleet: 'f', hash },
-      cam2: { role: 'device', fleet: 'f', hash },
-    },
-  };
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      logged.push(...chunk.toString().split('\n').filter(Boolean));
-      cb();
-    },
-  });
+  const credentials = await credentialsFor({ cam1: 'device', cam2: 'device' }, PW);
+  const captured = capturedLog();
+  logged = captured.lines;
   broker = await startBroker({
     port: 0,
     wsPort: null,
     host: '0.0.0.0',
-    access: { credentials, log: new RateLimitedLog(60_000, 10_000, Date.now, pino(sink)) },
+    access: { credentials, log: captured.log },
   });
 });
 test.after.always(() => broker?.close());

@@ -5,47 +5,34 @@
  * packet) and 256 subscriptions per client; refusals logged once per client per minute.
  */
 import test from 'ava';
+import { capturedLog, credentialsFor } from '../helpers/credentials.js';
 import { connect as tcp, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
-import { pino } from 'pino';
-import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
 import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
-import { RateLimitedLog } from '../../core/util/log.js';
 import { waitFor } from '../helpers/wait.js';
 
 const PW = 'pw-secret';
 let broker: EdgeBroker;
-let lines = 0;
+let logLines: string[] = [];
 const clients: MqttClient[] = [];
 
 test.before(async () => {
-  const hash = await hashPassword(PW);
-  const credentials: CredentialFile = {
-    version: 1,
-    users: {
-      cam1: { role: 'device', fleet: 'f', hash },
-      cam2: { role: 'device', fleet: 'f', hash },
-      cam3: { role: 'device', fleet: 'f', hash },
-      ops: { role: 'operator', fleet: null, hash },
-    },
-  };
+  const credentials = await credentialsFor(
+    { cam1: 'device', cam2: 'device', cam3: 'device', ops: 'operator' },
+    PW,
+  );
   // every refusal line the broker writes is counted here
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      lines += chunk.toString().split('\n').filter(Boolean).length;
-      cb();
-    },
-  });
+  const captured = capturedLog();
+  logLines = captured.lines;
   broker = await startBroker({
     port: 0,
     wsPort: null,
     access: {
       credentials,
       retainedBytesPerLogin: 200_000,
-      log: new RateLimitedLog(60_000, 10_000, Date.now, pino(sink)),
+      log: captured.log,
     },
   });
 });
@@ -164,7 +151,7 @@ async function raw(user: string): Promise<{ sock: Socket; closed: Promise<void> 
 
 test.serial('one SUBSCRIBE with 100,000 filters is cut at once, with one log line', async (t) => {
   const before = { ...broker.access.stats };
-  lines = 0;
+  logLines.length = 0;
   const { sock, closed } = await raw('cam1');
   const subscriptions = Array.from({ length: 100_000 }, (_, i) => ({
     topic: `x/${i}`,
@@ -176,11 +163,11 @@ test.serial('one SUBSCRIBE with 100,000 filters is cut at once, with one log lin
   t.log(`closed after ${Date.now() - t0} ms`);
   t.true(broker.access.stats.refusedSubscribes - before.refusedSubscribes < 100);
   t.true(broker.access.stats.violations > before.violations);
-  t.true(lines <= 2, `${lines} log lines`);
+  t.true(logLines.length <= 2, `${logLines.length} log lines`);
 });
 
 test.serial('refused filters are logged once per client per minute, not per filter', async (t) => {
-  lines = 0;
+  logLines.length = 0;
   const { sock } = await raw('cam2');
   for (let k = 0; k < 10; k++) {
     const subscriptions = Array.from({ length: 64 }, (_, i) => ({
@@ -190,7 +177,7 @@ test.serial('refused filters are logged once per client per minute, not per filt
     sock.write(mqttPacket.generate({ cmd: 'subscribe', messageId: k + 1, subscriptions }));
   }
   await waitFor(() => broker.access.stats.refusedSubscribes >= 640);
-  t.true(lines <= 1, `${lines} log lines`);
+  t.true(logLines.length <= 1, `${logLines.length} log lines`);
   sock.destroy();
 });
 
