@@ -8,7 +8,7 @@ import { Agent } from '../device-agent/agent.js';
 import { startEdge, type Edge } from '../edge-broker/edge.js';
 import { codecByName } from '../core/codec/registry.js';
 import { describeSplit, splitTensorBytes, type Bundle } from '../core/model/bundle.js';
-import { deviceFilter } from '../core/protocol/topics.js';
+import { deviceFilter } from '../core/wire/topics.js';
 import { percentile, round } from '../core/util/stats.js';
 
 export interface DemoOptions {

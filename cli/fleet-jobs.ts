@@ -9,10 +9,10 @@ import Table from 'cli-table3';
 import { Command } from 'commander';
 import { int, list, positive, share } from './args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
-import type { OpResponse } from '../core/protocol/messages.js';
-import { edgeOpTopic, loginClientId } from '../core/protocol/topics.js';
-import type { RolloutJob, RolloutSpec } from '../edge-broker/rollout.js';
-import type { RegistryListing } from '../edge-broker/registry.js';
+import type { OpResponse } from '../core/wire/messages.js';
+import { edgeOpTopic, loginClientId } from '../core/wire/topics.js';
+import type { RolloutJob, RolloutSpec } from '../edge-broker/fleet/rollout.js';
+import type { RegistryListing } from '../edge-broker/fleet/registry.js';
 
 export interface ConnectFlags {
   url: string;

@@ -22,7 +22,7 @@ import {
   type Bundle,
 } from '../core/model/bundle.js';
 import { percentile, round } from '../core/util/stats.js';
-import { benchConnections } from './bench-connections.js';
+import { benchConnections } from '../bench/connections.js';
 import { effectiveConfig } from '../fleet-config/effective.js';
 import Table from 'cli-table3';
 import { mkdir } from 'node:fs/promises';
@@ -30,8 +30,8 @@ import { join } from 'node:path';
 import { int, num } from './args.js';
 import { applyAgentConfig } from './agent-config.js';
 import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './fleet-jobs.js';
-import { edgeTopic } from '../core/protocol/topics.js';
-import type { DeviceView } from '../edge-broker/monitor.js';
+import { edgeTopic } from '../core/wire/topics.js';
+import type { DeviceView } from '../edge-broker/fleet/monitor.js';
 import {
   FleetConfigError,
   formatProblem,
@@ -61,16 +61,16 @@ const startNodeRed: Lazy<typeof import('../edge-broker/node-red.js').startNodeRe
   (await import('../edge-broker/node-red.js')).startNodeRed(...a);
 const ShareWorker = {
   start: (async (...a) =>
-    (await import('../edge-broker/share-worker.js')).ShareWorker.start(...a)) as Lazy<
-    typeof import('../edge-broker/share-worker.js').ShareWorker.start
+    (await import('../edge-broker/decode/share-worker.js')).ShareWorker.start(...a)) as Lazy<
+    typeof import('../edge-broker/decode/share-worker.js').ShareWorker.start
   >,
 };
 const runDemo: Lazy<typeof import('./demo.js').runDemo> = async (...a) =>
   (await import('./demo.js')).runDemo(...a);
-const readRateReport: Lazy<typeof import('./plot.js').readRateReport> = async (...a) =>
-  (await import('./plot.js')).readRateReport(...a);
-const writePlot: Lazy<typeof import('./plot.js').writePlot> = async (...a) =>
-  (await import('./plot.js')).writePlot(...a);
+const readRateReport: Lazy<typeof import('../bench/plot.js').readRateReport> = async (...a) =>
+  (await import('../bench/plot.js')).readRateReport(...a);
+const writePlot: Lazy<typeof import('../bench/plot.js').writePlot> = async (...a) =>
+  (await import('../bench/plot.js')).writePlot(...a);
 
 async function model(ref: string): Promise<Bundle> {
   return ref.includes('/') ? loadBundle(ref) : resolveModel(ref);
@@ -496,7 +496,7 @@ bench
   .option('--compare <n>', 'images whose head outputs are compared with onnx', int(1, 500), 50)
   .option('--json', 'print one JSON object on the last line')
   .action(async (o) => {
-    const { benchEngines, enginesTable } = await import('./bench-engines.js');
+    const { benchEngines, enginesTable } = await import('../bench/engines.js');
     const r = await benchEngines({
       model: o.model as string,
       codec: o.codec as string,
@@ -532,7 +532,7 @@ bench
   ])
   .option('--json', 'print one JSON object on the last line')
   .action(async (o) => {
-    const { benchThroughput, throughputTable } = await import('./bench-throughput.js');
+    const { benchThroughput, throughputTable } = await import('../bench/throughput.js');
     const r = await benchThroughput({
       devices: o.devices as number,
       seconds: o.seconds as number,
@@ -602,7 +602,7 @@ bench
               .map((m) => resolveModel(`${m.name}@${m.version}`)),
           )
         : await Promise.all(names.map(model));
-    const { benchRate, rateMarkdown, rateTable } = await import('./bench-rate.js');
+    const { benchRate, rateMarkdown, rateTable } = await import('../bench/rate.js');
     const r = await benchRate({
       data: o.data,
       bundle: await model(o.model),
@@ -665,7 +665,7 @@ bench
   .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
   .action(async (o) => {
     const { benchLatency, DEFAULT_METHODS, latencyTable, parseProfile, writeLatencyPlot } =
-      await import('./bench-latency.js');
+      await import('../bench/latency.js');
     const names = o.methods as string[] | undefined;
     const methods = names
       ? DEFAULT_METHODS.filter(

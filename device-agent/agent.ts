@@ -22,7 +22,7 @@ import {
   type DeviceStatus,
   type ErrorMessage,
   type ResultMessage,
-} from '../core/protocol/messages.js';
+} from '../core/wire/messages.js';
 import {
   DEFAULT_BASE,
   deviceClientId,
@@ -30,7 +30,7 @@ import {
   deviceTopic,
   parseOpTopic,
   type OpTopic,
-} from '../core/protocol/topics.js';
+} from '../core/wire/topics.js';
 import { limitedLog, log } from '../core/util/log.js';
 import { pushBounded } from '../core/util/stats.js';
 import { parseEngineName, selectEngine, type EngineName } from '../core/engine/select.js';
@@ -39,8 +39,8 @@ import { frameSource, type SourceOptions } from './source.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
 import { BundleUpdater, type UpdaterOptions } from './updater.js';
 import { RateController, type RateDecision, type RatePoint } from './rate.js';
-import { bundleRefString } from '../core/protocol/ota.js';
-import { encodeFrame } from '../core/protocol/frame.js';
+import { bundleRefString } from '../core/wire/ota.js';
+import { encodeFrame } from '../core/wire/frame.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 

@@ -13,7 +13,7 @@ import { onnxEngine } from '../core/engine/onnx.js';
 import { loadNetwork } from '../core/engine/select.js';
 import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
 import type { Bundle } from '../core/model/bundle.js';
-import { encodeFrame } from '../core/protocol/frame.js';
+import { encodeFrame } from '../core/wire/frame.js';
 
 export interface Encoded {
   frame: Uint8Array;

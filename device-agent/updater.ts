@@ -1,6 +1,6 @@
 /**
  * Models over the air, device side: a local store of bundles (device parts only) and a
- * resumable, verified chunked download from the edge's registry (core/protocol/ota.ts).
+ * resumable, verified chunked download from the edge's registry (core/wire/ota.ts).
  *
  *   <dir>/<name>-v<version>/            verified bundles, ready to load
  *   <dir>/.staging/<name>-v<version>-<sha12>/<file>.part   a download in progress
@@ -33,7 +33,7 @@ import {
   type BundleRef,
   type Chunk,
   type FetchRequest,
-} from '../core/protocol/ota.js';
+} from '../core/wire/ota.js';
 import { log } from '../core/util/log.js';
 
 export interface UpdaterOptions {

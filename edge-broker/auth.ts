@@ -38,7 +38,7 @@ import {
   deviceFilter,
   edgeTopic,
   filterWithin,
-} from '../core/protocol/topics.js';
+} from '../core/wire/topics.js';
 import { limitedLog, log, RateLimitedLog } from '../core/util/log.js';
 
 export {

@@ -8,7 +8,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import { MAX_FRAME_BYTES } from '../core/protocol/frame.js';
+import { MAX_FRAME_BYTES } from '../core/wire/frame.js';
 import { log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';

@@ -6,7 +6,7 @@
 import { Ajv } from 'ajv';
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { ID_PATTERN } from '../core/protocol/topics.js';
+import { ID_PATTERN } from '../core/wire/topics.js';
 
 export const ROLES = ['device', 'worker', 'dashboard', 'operator'] as const;
 export type Role = (typeof ROLES)[number];

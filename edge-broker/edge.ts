@@ -21,7 +21,7 @@ import {
   type ErrorCode,
   type OpResponse,
   type ResultMessage,
-} from '../core/protocol/messages.js';
+} from '../core/wire/messages.js';
 import {
   DEFAULT_BASE,
   deviceFilter,
@@ -33,20 +33,20 @@ import {
   parseOpTopic,
   parseTopic,
   type OpTopic,
-} from '../core/protocol/topics.js';
+} from '../core/wire/topics.js';
 import { background, limitedLog, log } from '../core/util/log.js';
 import { configIdWithBundle, effectiveConfig } from '../fleet-config/effective.js';
 import { join } from 'node:path';
-import { ModelRegistry, namedInConfig, serveRegistry, type OtaStats } from './registry.js';
-import { bundleRefString } from '../core/protocol/ota.js';
-import { RolloutError, RolloutManager, type RolloutSpec } from './rollout.js';
+import { ModelRegistry, namedInConfig, serveRegistry, type OtaStats } from './fleet/registry.js';
+import { bundleRefString } from '../core/wire/ota.js';
+import { RolloutError, RolloutManager, type RolloutSpec } from './fleet/rollout.js';
 import {
   createServer as createHttpServer,
   type IncomingMessage,
   type Server as HttpServer,
   type ServerResponse,
 } from 'node:http';
-import { FleetMonitor, type DeviceView } from './monitor.js';
+import { FleetMonitor, type DeviceView } from './fleet/monitor.js';
 import type { FleetFile } from '../fleet-config/schema.js';
 import {
   handBack,
@@ -56,8 +56,8 @@ import {
   type BrokerOptions,
   type EdgeBroker,
 } from './broker.js';
-import { DecodeFailure, FrameChecker } from './decoder.js';
-import { DecoderPool } from './pool.js';
+import { DecodeFailure, FrameChecker } from './decode/decoder.js';
+import { DecoderPool } from './decode/pool.js';
 import { AnswerCache } from './answers.js';
 import { fromThisNode } from './cluster.js';
 

@@ -16,11 +16,11 @@ import { onnxEngine } from '../core/engine/onnx.js';
 import type { Session } from '../core/engine/engine.js';
 import { preprocess } from '../core/image/image.js';
 import type { Bundle } from '../core/model/bundle.js';
-import { decodeFrame, FrameError } from '../core/protocol/frame.js';
-import { errorMessage, type ResultMessage } from '../core/protocol/messages.js';
-import { DEFAULT_BASE, deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
+import { decodeFrame, FrameError } from '../core/wire/frame.js';
+import { errorMessage, type ResultMessage } from '../core/wire/messages.js';
+import { DEFAULT_BASE, deviceFilter, deviceTopic, parseTopic } from '../core/wire/topics.js';
 import { log } from '../core/util/log.js';
-import { DecodeFailure, modelKey, resultMessage } from './decoder.js';
+import { DecodeFailure, modelKey, resultMessage } from './decode/decoder.js';
 
 export interface ImageOffloadOptions {
   url: string;

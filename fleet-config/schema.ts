@@ -8,8 +8,8 @@
  * `groups` (named partial settings) and `devices` (per device: a group and overrides).
  * A device's effective settings are defaults <- its group <- its own (effective.ts).
  */
-import type { DeviceSettings as ProtocolDeviceSettings } from '../core/protocol/messages.js';
-import { ID_PATTERN } from '../core/protocol/topics.js';
+import type { DeviceSettings as ProtocolDeviceSettings } from '../core/wire/messages.js';
+import { ID_PATTERN } from '../core/wire/topics.js';
 import { ENGINE_NAMES } from '../core/engine/engine.js';
 
 /** The version this code reads and writes; older files are migrated (migrations.ts). */

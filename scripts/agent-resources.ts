@@ -16,9 +16,9 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import Table from 'cli-table3';
 import { connectAsync } from 'mqtt';
-import { rssMiB, startEdgeProcess } from '../cli/bench-connections.js';
+import { rssMiB, startEdgeProcess } from '../bench/connections.js';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { deviceTopic } from '../core/protocol/topics.js';
+import { deviceTopic } from '../core/wire/topics.js';
 import { round } from '../core/util/stats.js';
 
 const [seconds = 30, fps = 10] = process.argv.slice(2, 4).map(Number);

@@ -1,7 +1,7 @@
 /**
  * One edge node vs two Aedes nodes over Redis vs mosquitto with `$share` decoder workers,
  * under the same load (`npm run scale-bench -- [devices] [fps] [seconds]`, default 40 10
- * 20): simulated devices (cli/sim-devices.ts) replay real SplitFleet frames at QoS 1.
+ * 20): simulated devices (bench/sim-devices.ts) replay real SplitFleet frames at QoS 1.
  * Each setup gets two decoder threads in all. Prints per setup results/s and the
  * device-side latency p50/p99; for the cluster also the p50 seen by a subscriber on node
  * B for devices on node A (results crossing nodes) and on node B (local). JSON last.
@@ -12,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { deviceFilter } from '../core/protocol/topics.js';
+import { deviceFilter } from '../core/wire/topics.js';
 import { percentile, round } from '../core/util/stats.js';
-import { rawClient, startEdgeProcess } from '../cli/bench-connections.js';
+import { rawClient, startEdgeProcess } from '../bench/connections.js';
 import { startMosquitto } from '../cli/mosquitto.js';
-import { sampleFrames, SimDevices } from '../cli/sim-devices.js';
+import { sampleFrames, SimDevices } from '../bench/sim-devices.js';
 import { startRedis } from '../test/helpers/redis.js';
 
 const [devices = 40, fps = 10, seconds = 20] = process.argv.slice(2).map(Number);

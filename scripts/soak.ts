@@ -1,7 +1,7 @@
 /**
  * Soak: N simulated devices at F frames/s for S seconds against one edge process, the
  * edge's memory sampled every 10 s (`npm run soak -- [devices] [fps] [seconds]`, default
- * 1000 10 600). The devices (cli/sim-devices.ts) replay real frames of the shipped
+ * 1000 10 600). The devices (bench/sim-devices.ts) replay real frames of the shipped
  * SplitFleet codec with new frame ids, as agents would send them, and count their
  * answers: results, and explicit errors (an overloaded edge refuses frames with
  * `overloaded`; nothing may go unanswered). Prints one line per sample and a JSON
@@ -10,8 +10,8 @@
  * SOAK_EDGE_NODE_ARGS: node flags for the edge (e.g. --cpu-prof).
  */
 import { percentile, round } from '../core/util/stats.js';
-import { rssMiB, startEdgeProcess } from '../cli/bench-connections.js';
-import { sampleFrames, SimDevices } from '../cli/sim-devices.js';
+import { rssMiB, startEdgeProcess } from '../bench/connections.js';
+import { sampleFrames, SimDevices } from '../bench/sim-devices.js';
 import { background } from '../core/util/log.js';
 
 const [devices = 1000, fps = 10, seconds = 600] = process.argv.slice(2).map(Number);

@@ -8,7 +8,7 @@
  */
 'use strict';
 
-const { parseTopic } = require('../lib/core/protocol/topics.js');
+const { parseTopic } = require('../lib/core/wire/topics.js');
 const { edgeOf } = require('./edge-of.js');
 
 /** @param {import('node-red').NodeAPI} RED */

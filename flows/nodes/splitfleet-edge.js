@@ -11,7 +11,7 @@
 const { randomUUID } = require('node:crypto');
 const { readFileSync } = require('node:fs');
 const mqtt = require('mqtt');
-const { filterWithin, parseTopic } = require('../lib/core/protocol/topics.js');
+const { filterWithin, parseTopic } = require('../lib/core/wire/topics.js');
 
 /** @typedef {(topic: string, payload: Buffer) => void} Handler */
 /** @typedef {{ fill: 'green' | 'yellow' | 'red' | 'grey', shape: 'dot' | 'ring', text: string }} Status */

@@ -7,7 +7,7 @@
  */
 'use strict';
 
-const { decodeFrame } = require('../lib/core/protocol/frame.js');
+const { decodeFrame } = require('../lib/core/wire/frame.js');
 const { codecById, LEARNED_CODEC_IDS } = require('../lib/core/codec/registry.js');
 
 /** @param {number} id */

@@ -8,8 +8,8 @@
 
 const { edgeOf } = require('./edge-of.js');
 
-const { parseResult } = require('../lib/core/protocol/messages.js');
-const { parseTopic } = require('../lib/core/protocol/topics.js');
+const { parseResult } = require('../lib/core/wire/messages.js');
+const { parseTopic } = require('../lib/core/wire/topics.js');
 
 /** @param {import('node-red').NodeAPI} RED */
 module.exports = function (RED) {

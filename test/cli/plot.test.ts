@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import type { RateReport, RateRow } from '../../cli/bench-rate.js';
-import { readRateReport, renderSvg, writePlot } from '../../cli/plot.js';
+import type { RateReport, RateRow } from '../../bench/rate.js';
+import { readRateReport, renderSvg, writePlot } from '../../bench/plot.js';
 
 const row = (method: string, point: string, bytes: number, accuracy: number): RateRow => ({
   method,

@@ -9,8 +9,8 @@ import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
 import { testEdge } from '../helpers/edge.js';
 import { parseFleet } from '../../fleet-config/load.js';
-import type { DeviceStatus, OpResponse } from '../../core/protocol/messages.js';
-import { deviceOpTopic, deviceTopic } from '../../core/protocol/topics.js';
+import type { DeviceStatus, OpResponse } from '../../core/wire/messages.js';
+import { deviceOpTopic, deviceTopic } from '../../core/wire/topics.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 

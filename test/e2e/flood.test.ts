@@ -8,7 +8,7 @@ import test from 'ava';
 import { connect } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { connectAsync } from 'mqtt';
-import { deviceTopic } from '../../core/protocol/topics.js';
+import { deviceTopic } from '../../core/wire/topics.js';
 import { testEdge } from '../helpers/edge.js';
 import { waitFor } from '../helpers/wait.js';
 

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
 import { bundleFor, deviceRoles, type Bundle } from '../../core/model/bundle.js';
-import { decodeChunk, encodeChunk } from '../../core/protocol/ota.js';
+import { decodeChunk, encodeChunk } from '../../core/wire/ota.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { bundleVersion, interceptForward } from '../helpers/bundles.js';
 import { testEdge } from '../helpers/edge.js';

@@ -3,8 +3,8 @@ import { connectAsync } from 'mqtt';
 import { HeadPipeline } from '../../device-agent/pipeline.js';
 import { frameSource } from '../../device-agent/source.js';
 import { testEdge } from '../helpers/edge.js';
-import { parseError, parseResult } from '../../core/protocol/messages.js';
-import { deviceTopic } from '../../core/protocol/topics.js';
+import { parseError, parseResult } from '../../core/wire/messages.js';
+import { deviceTopic } from '../../core/wire/topics.js';
 import { shippedModel } from '../helpers/model.js';
 
 test('a full decoder queue answers "overloaded" for each refused frame: none is dropped silently', async (t) => {

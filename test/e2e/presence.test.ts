@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { startEdge, type Edge } from '../../edge-broker/edge.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
-import { deviceTopic } from '../../core/protocol/topics.js';
-import type { DeviceStatus } from '../../core/protocol/messages.js';
+import { deviceTopic } from '../../core/wire/topics.js';
+import type { DeviceStatus } from '../../core/wire/messages.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 

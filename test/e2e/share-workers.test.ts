@@ -10,9 +10,9 @@ import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { startMosquitto } from '../../cli/mosquitto.js';
 import { Agent } from '../../device-agent/agent.js';
-import { ShareWorker } from '../../edge-broker/share-worker.js';
-import { deviceTopic } from '../../core/protocol/topics.js';
-import type { ResultMessage } from '../../core/protocol/messages.js';
+import { ShareWorker } from '../../edge-broker/decode/share-worker.js';
+import { deviceTopic } from '../../core/wire/topics.js';
+import type { ResultMessage } from '../../core/wire/messages.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 

@@ -8,14 +8,14 @@ import { Agent } from '../../device-agent/agent.js';
 import { HeadPipeline } from '../../device-agent/pipeline.js';
 import { frameSource } from '../../device-agent/source.js';
 import { startEdge, type Edge } from '../../edge-broker/edge.js';
-import { decodeFrame, encodeFrame } from '../../core/protocol/frame.js';
+import { decodeFrame, encodeFrame } from '../../core/wire/frame.js';
 import {
   parseError,
   parseResult,
   type ErrorMessage,
   type ResultMessage,
-} from '../../core/protocol/messages.js';
-import { deviceFilter, deviceTopic, parseTopic } from '../../core/protocol/topics.js';
+} from '../../core/wire/messages.js';
+import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 import { hashPassword } from '../../edge-broker/auth.js';

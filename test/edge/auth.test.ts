@@ -16,7 +16,7 @@ import {
   type CredentialFile,
 } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
+import { deviceClientId, deviceTopic } from '../../core/wire/topics.js';
 
 const PW = { cam1: 'cam1-secret', cam2: 'cam2-secret', ops: 'ops-secret', dash: 'dash-secret' };
 

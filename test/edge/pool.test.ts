@@ -1,5 +1,5 @@
 /**
- * The edge's decoder pool (edge-broker/pool.ts): real decoder threads with the shipped
+ * The edge's decoder pool (edge-broker/decode/pool.ts): real decoder threads with the shipped
  * model. Batching, a bounded queue, a thread killed mid-batch, a thread that cannot load.
  */
 import test from 'ava';
@@ -7,11 +7,11 @@ import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadBundle, type Bundle } from '../../core/model/bundle.js';
-import type { Frame } from '../../core/protocol/frame.js';
-import type { ResultMessage } from '../../core/protocol/messages.js';
-import { DecodeFailure } from '../../edge-broker/decoder.js';
-import { DecoderPool, type PoolOptions } from '../../edge-broker/pool.js';
-import { sampleFrames } from '../../cli/sim-devices.js';
+import type { Frame } from '../../core/wire/frame.js';
+import type { ResultMessage } from '../../core/wire/messages.js';
+import { DecodeFailure } from '../../edge-broker/decode/decoder.js';
+import { DecoderPool, type PoolOptions } from '../../edge-broker/decode/pool.js';
+import { sampleFrames } from '../../bench/sim-devices.js';
 import { MODEL, shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 

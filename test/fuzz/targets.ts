@@ -9,10 +9,10 @@ import { codecByName } from '../../core/codec/registry.js';
 import { ransDecode } from '../../core/codec/rans.js';
 import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
 import { bundleFor, type Bundle } from '../../core/model/bundle.js';
-import { decodeFrame, encodeFrame, FrameError } from '../../core/protocol/frame.js';
-import { MAX_REASON_BYTES } from '../../core/protocol/messages.js';
-import { checkMsgpack, decodeMsgpack, MsgpackError } from '../../core/protocol/msgpack.js';
-import { decodeChunk, OtaError, parseFetch } from '../../core/protocol/ota.js';
+import { decodeFrame, encodeFrame, FrameError } from '../../core/wire/frame.js';
+import { MAX_REASON_BYTES } from '../../core/wire/messages.js';
+import { checkMsgpack, decodeMsgpack, MsgpackError } from '../../core/wire/msgpack.js';
+import { decodeChunk, OtaError, parseFetch } from '../../core/wire/ota.js';
 import {
   checkConnect,
   checkFilters,

@@ -4,8 +4,8 @@
 import { connectAsync, type MqttClient } from 'mqtt';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
 import type { Edge, EdgeOptions } from '../../edge-broker/edge.js';
-import { parseError, parseResult } from '../../core/protocol/messages.js';
-import { deviceFilter } from '../../core/protocol/topics.js';
+import { parseError, parseResult } from '../../core/wire/messages.js';
+import { deviceFilter } from '../../core/wire/topics.js';
 import { testEdge } from './edge.js';
 import { shippedModel } from './model.js';
 import type { RedisServer } from './redis.js';

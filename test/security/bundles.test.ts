@@ -19,9 +19,9 @@ import {
   type Chunk,
   type ChunkError,
   type FetchRequest,
-} from '../../core/protocol/ota.js';
-import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
-import { CONFIG_VERSION, parseConfig } from '../../core/protocol/messages.js';
+} from '../../core/wire/ota.js';
+import { deviceClientId, deviceTopic } from '../../core/wire/topics.js';
+import { CONFIG_VERSION, parseConfig } from '../../core/wire/messages.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { bundleVersion } from '../helpers/bundles.js';
 import { testEdge } from '../helpers/edge.js';

@@ -8,7 +8,7 @@ import test from 'ava';
 import { credentialsFor } from '../helpers/credentials.js';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId } from '../../core/protocol/topics.js';
+import { deviceClientId } from '../../core/wire/topics.js';
 
 const PW = 'pw-secret';
 let broker: EdgeBroker;

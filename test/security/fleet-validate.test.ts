@@ -16,8 +16,8 @@ import {
   type FleetContext,
 } from '../../fleet-config/load.js';
 import { loadFleetInWorker } from '../../fleet-config/load-worker.js';
-import { ModelRegistry } from '../../edge-broker/registry.js';
-import { RolloutManager } from '../../edge-broker/rollout.js';
+import { ModelRegistry } from '../../edge-broker/fleet/registry.js';
+import { RolloutManager } from '../../edge-broker/fleet/rollout.js';
 import { shippedModel } from '../helpers/model.js';
 
 const CTX: FleetContext = {

@@ -11,7 +11,7 @@ import { connect as tcp } from 'node:net';
 import { connectAsync } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId } from '../../core/protocol/topics.js';
+import { deviceClientId } from '../../core/wire/topics.js';
 
 const PW = 'pw-secret';
 let broker: EdgeBroker;

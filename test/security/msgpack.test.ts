@@ -7,10 +7,10 @@
  */
 import test from 'ava';
 import { connectAsync, type MqttClient } from 'mqtt';
-import { decodeFrame, FrameError } from '../../core/protocol/frame.js';
-import { errorMessage } from '../../core/protocol/messages.js';
-import { decodeChunk, OtaError } from '../../core/protocol/ota.js';
-import { DecodeFailure } from '../../edge-broker/decoder.js';
+import { decodeFrame, FrameError } from '../../core/wire/frame.js';
+import { errorMessage } from '../../core/wire/messages.js';
+import { decodeChunk, OtaError } from '../../core/wire/ota.js';
+import { DecodeFailure } from '../../edge-broker/decode/decoder.js';
 import type { Edge } from '../../edge-broker/edge.js';
 import { testEdge } from '../helpers/edge.js';
 import { waitFor } from '../helpers/wait.js';

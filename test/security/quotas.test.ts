@@ -10,7 +10,7 @@ import { connect as tcp, type Socket } from 'node:net';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
+import { deviceClientId, deviceTopic } from '../../core/wire/topics.js';
 import { waitFor } from '../helpers/wait.js';
 
 const PW = 'pw-secret';

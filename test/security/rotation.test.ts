@@ -7,7 +7,7 @@ import test from 'ava';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId } from '../../core/protocol/topics.js';
+import { deviceClientId } from '../../core/wire/topics.js';
 import { waitFor } from '../helpers/wait.js';
 
 let broker: EdgeBroker;

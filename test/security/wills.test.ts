@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceClientId, deviceTopic } from '../../core/protocol/topics.js';
+import { deviceClientId, deviceTopic } from '../../core/wire/topics.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { waitFor } from '../helpers/wait.js';
 

@@ -4,8 +4,8 @@
  * answers each with one result or one failure per frame, in order.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { onnxEngine } from '../core/engine/onnx.js';
-import { loadBundle } from '../core/model/bundle.js';
+import { onnxEngine } from '../../core/engine/onnx.js';
+import { loadBundle } from '../../core/model/bundle.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import type { ThreadAnswer, ThreadInit, ThreadRequest } from './pool.js';
 

@@ -15,8 +15,8 @@ import { onnxEngine } from '../core/engine/onnx.js';
 import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
 import type { Session } from '../core/engine/engine.js';
 import type { Bundle, Manifest } from '../core/model/bundle.js';
-import { decodeFrame, encodeFrame } from '../core/protocol/frame.js';
-import { deviceTopic } from '../core/protocol/topics.js';
+import { decodeFrame, encodeFrame } from '../core/wire/frame.js';
+import { deviceTopic } from '../core/wire/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
 import { percentile, round } from '../core/util/stats.js';
 

@@ -9,18 +9,18 @@
  * adding or removing workers under load loses no frame.
  */
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
-import { onnxEngine } from '../core/engine/onnx.js';
-import type { Engine } from '../core/engine/engine.js';
-import type { Bundle } from '../core/model/bundle.js';
-import { errorMessage } from '../core/protocol/messages.js';
+import { onnxEngine } from '../../core/engine/onnx.js';
+import type { Engine } from '../../core/engine/engine.js';
+import type { Bundle } from '../../core/model/bundle.js';
+import { errorMessage } from '../../core/wire/messages.js';
 import {
   DEFAULT_BASE,
   deviceFilter,
   deviceTopic,
   loginClientId,
   parseTopic,
-} from '../core/protocol/topics.js';
-import { log } from '../core/util/log.js';
+} from '../../core/wire/topics.js';
+import { log } from '../../core/util/log.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 
 export interface ShareWorkerOptions {

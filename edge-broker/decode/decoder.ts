@@ -3,19 +3,19 @@
  *   frame check (on receipt) -> codec decode -> tail inference (batched) -> result.
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
-import { codecById } from '../core/codec/registry.js';
-import { checkPoint, CodecError, type FeatureCodec } from '../core/codec/types.js';
-import type { Engine, Session } from '../core/engine/engine.js';
-import type { Bundle, Manifest } from '../core/model/bundle.js';
-import { decodeFrame, FrameError, type Frame } from '../core/protocol/frame.js';
+import { codecById } from '../../core/codec/registry.js';
+import { checkPoint, CodecError, type FeatureCodec } from '../../core/codec/types.js';
+import type { Engine, Session } from '../../core/engine/engine.js';
+import type { Bundle, Manifest } from '../../core/model/bundle.js';
+import { decodeFrame, FrameError, type Frame } from '../../core/wire/frame.js';
 import {
   boundReason,
   RESULT_VERSION,
   softmaxTopK,
   type ErrorCode,
   type ResultMessage,
-} from '../core/protocol/messages.js';
-import { numel } from '../core/tensor.js';
+} from '../../core/wire/messages.js';
+import { numel } from '../../core/tensor.js';
 
 /** A frame's failure, as the device is told it: a code and a reason of at most 1 KiB. */
 export class DecodeFailure extends Error {

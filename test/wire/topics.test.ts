@@ -1,10 +1,5 @@
 import test from 'ava';
-import {
-  deviceFilter,
-  deviceTopic,
-  edgeStatusTopic,
-  parseTopic,
-} from '../../core/protocol/topics.js';
+import { deviceFilter, deviceTopic, edgeStatusTopic, parseTopic } from '../../core/wire/topics.js';
 
 test('device topics round trip through the parser', (t) => {
   for (const ch of ['features', 'result', 'error', 'status', 'config'] as const) {

@@ -5,7 +5,7 @@
  * same as Prometheus metrics (prom-client) for scraping.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DeviceStatus, ErrorCode } from '../core/protocol/messages.js';
+import type { DeviceStatus, ErrorCode } from '../../core/wire/messages.js';
 
 /** Rates are over this window. */
 const WINDOW_MS = 10_000;

@@ -2,12 +2,12 @@
  * The edge's model registry: the bundles it decodes are the bundles it serves to devices
  * over the air. A device fetches the device part of a bundle (manifest.json, head
  * networks, codec tables; never the edge's tail) in chunks on `.../fetch` -> `.../chunk`
- * (core/protocol/ota.ts). Files are read from disk per chunk, so a file damaged after
+ * (core/wire/ota.ts). Files are read from disk per chunk, so a file damaged after
  * the edge started is caught by the device's sha256 check, never activated.
  */
 import type { AedesPublishPacket } from 'aedes';
-import { handBack, type EdgeBroker } from './broker.js';
-import { fromThisNode } from './cluster.js';
+import { handBack, type EdgeBroker } from '../broker.js';
+import { fromThisNode } from '../cluster.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -16,7 +16,7 @@ import {
   pickManifest,
   sha256,
   type Bundle,
-} from '../core/model/bundle.js';
+} from '../../core/model/bundle.js';
 import {
   bundleRefString,
   encodeChunk,
@@ -27,11 +27,11 @@ import {
   type Chunk,
   type ChunkError,
   type FetchRequest,
-} from '../core/protocol/ota.js';
-import { deviceFilter, deviceTopic, parseTopic } from '../core/protocol/topics.js';
-import { effectiveConfig } from '../fleet-config/effective.js';
-import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
-import { background, limitedLog } from '../core/util/log.js';
+} from '../../core/wire/ota.js';
+import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
+import { effectiveConfig } from '../../fleet-config/effective.js';
+import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
+import { background, limitedLog } from '../../core/util/log.js';
 
 export interface RegistryEntry {
   ref: string;

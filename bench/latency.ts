@@ -32,7 +32,7 @@ import { decodeImage, preprocess } from '../core/image/image.js';
 import type { Bundle } from '../core/model/bundle.js';
 import { PROJECT_ROOT } from '../core/paths.js';
 import { percentile, round } from '../core/util/stats.js';
-import { startEdgeProcess } from './bench-connections.js';
+import { startEdgeProcess } from './connections.js';
 import { specToSvg } from './plot.js';
 import { background } from '../core/util/log.js';
 

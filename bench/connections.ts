@@ -13,7 +13,7 @@ import { connect as tcpConnect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { deviceTopic } from '../core/protocol/topics.js';
+import { deviceTopic } from '../core/wire/topics.js';
 import { round } from '../core/util/stats.js';
 
 export interface ConnectionsOptions {

@@ -20,9 +20,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { open, readFile, rename } from 'node:fs/promises';
 import { Gauge, type Registry } from 'prom-client';
-import type { DeviceSettings, FleetFile } from '../fleet-config/schema.js';
-import { log } from '../core/util/log.js';
-import { percentile, pushBounded, round } from '../core/util/stats.js';
+import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
+import { log } from '../../core/util/log.js';
+import { percentile, pushBounded, round } from '../../core/util/stats.js';
 import type { ModelRegistry } from './registry.js';
 
 export const JOB_STATES = ['QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'ROLLED_BACK'] as const;

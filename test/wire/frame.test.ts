@@ -9,7 +9,7 @@ import {
   ts32,
   unwrapTs32,
   type Frame,
-} from '../../core/protocol/frame.js';
+} from '../../core/wire/frame.js';
 
 const now = Date.UTC(2026, 10, 23, 12, 0, 0);
 const base = (over: Partial<Frame> = {}): Frame => ({

@@ -12,9 +12,9 @@
  *   an `inference-failed` error. Every submitted frame is answered exactly once.
  */
 import { Worker } from 'node:worker_threads';
-import type { Bundle } from '../core/model/bundle.js';
-import type { ErrorCode, ResultMessage } from '../core/protocol/messages.js';
-import { background, log } from '../core/util/log.js';
+import type { Bundle } from '../../core/model/bundle.js';
+import type { ErrorCode, ResultMessage } from '../../core/wire/messages.js';
+import { background, log } from '../../core/util/log.js';
 import { DecodeFailure, type DecodeJob } from './decoder.js';
 
 /** What a decoder thread is started with. */
@@ -80,10 +80,7 @@ interface Slot {
 // the thread's module beside this one: built .js, or .ts when run from source under tsx
 // (tests), whose loader hooks a worker thread does not inherit: it registers them first
 const FROM_SOURCE = import.meta.url.endsWith('.ts');
-const THREAD_URL = new URL(
-  FROM_SOURCE ? './decoder-thread.ts' : './decoder-thread.js',
-  import.meta.url,
-).href;
+const THREAD_URL = new URL(FROM_SOURCE ? './thread.ts' : './thread.js', import.meta.url).href;
 const THREAD_CODE = FROM_SOURCE
   ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(THREAD_URL)}); })`
   : `import(${JSON.stringify(THREAD_URL)})`;

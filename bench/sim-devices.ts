@@ -10,12 +10,12 @@
 import type { Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
 import { bundleFor } from '../core/model/bundle.js';
-import { decodeFrame, encodeFrame, type Frame } from '../core/protocol/frame.js';
-import { deviceTopic } from '../core/protocol/topics.js';
+import { decodeFrame, encodeFrame, type Frame } from '../core/wire/frame.js';
+import { deviceTopic } from '../core/wire/topics.js';
 import { pushBounded } from '../core/util/stats.js';
 import { HeadPipeline } from '../device-agent/pipeline.js';
 import { frameSource } from '../device-agent/source.js';
-import { rawClient } from './bench-connections.js';
+import { rawClient } from './connections.js';
 
 /** Real frames: `count` shipped sample images through the model's head and codec. */
 export async function sampleFrames(

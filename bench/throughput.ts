@@ -17,12 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
 import { bundleFor } from '../core/model/bundle.js';
-import { encodeFrame, type Frame } from '../core/protocol/frame.js';
-import { deviceFilter, deviceTopic } from '../core/protocol/topics.js';
+import { encodeFrame, type Frame } from '../core/wire/frame.js';
+import { deviceFilter, deviceTopic } from '../core/wire/topics.js';
 import { percentile, round } from '../core/util/stats.js';
-import { DecoderPool } from '../edge-broker/pool.js';
-import { rawClient, rssMiB, startEdgeProcess } from './bench-connections.js';
-import { startMosquitto } from './mosquitto.js';
+import { DecoderPool } from '../edge-broker/decode/pool.js';
+import { rawClient, rssMiB, startEdgeProcess } from './connections.js';
+import { startMosquitto } from '../cli/mosquitto.js';
 import { sampleFrames, SimDevices } from './sim-devices.js';
 
 export interface ThroughputOptions {

@@ -8,7 +8,7 @@ import { extname } from 'node:path';
 import sharp from 'sharp';
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import type { RateReport } from './bench-rate.js';
+import type { RateReport } from './rate.js';
 
 export function rateSpec(r: RateReport): TopLevelSpec {
   const rows = r.rows
