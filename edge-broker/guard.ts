@@ -13,6 +13,8 @@ import type { Socket } from 'node:net';
 import {
   checkConnect,
   checkFilters,
+  checkFixedHeader,
+  checkPublishId,
   checkPublishTopic,
   ProtocolViolation,
   publishTopicBytes,
@@ -44,10 +46,13 @@ export class PacketSizeGuard extends Transform {
   private lengthBytes = 0;
   private left = 0;
   private type = 0;
+  private flags = 0;
   /** Bytes of the packet body being collected for a check, and how many are needed. */
   private parts: Buffer[] = [];
   private got = 0;
   private need = 0;
+  /** A PUBLISH's topic bytes (with their length prefix), once read; 0 before. */
+  private topicBytes = 0;
 
   constructor(
     readonly limit: number,
@@ -60,22 +65,30 @@ export class PacketSizeGuard extends Transform {
   /** The collected body is complete: check it (a PUBLISH first learns its topic size). */
   private check(): void {
     const body = Buffer.concat(this.parts, this.got);
-    if (this.type === PUBLISH && this.need === 2) {
-      this.need = Math.min(this.length, publishTopicBytes(body));
+    if (this.type === PUBLISH && this.topicBytes === 0) {
+      if (body.length < 2) throw new ProtocolViolation('PUBLISH: truncated topic');
+      // a PUBLISH learns its topic's size first; at QoS 1 and 2 the packet id follows it
+      this.topicBytes = publishTopicBytes(body);
+      const withId = (this.flags & 0x06) !== 0 ? 2 : 0;
+      this.need = Math.min(this.length, this.topicBytes + withId);
       if (this.need > this.got) return;
     }
     this.need = 0;
     this.parts = [];
     if (this.type === CONNECT) checkConnect(body);
-    else if (this.type === PUBLISH) checkPublishTopic(body);
-    else checkFilters(body, this.type === SUBSCRIBE, this.maxFilters);
+    else if (this.type === PUBLISH) {
+      checkPublishTopic(body);
+      if (this.flags & 0x06) checkPublishId(body, this.topicBytes);
+    } else checkFilters(body, this.type === SUBSCRIBE, this.maxFilters);
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     let i = 0;
     while (i < chunk.length) {
       if (this.state === 'type') {
-        this.type = chunk[i++]! >> 4;
+        const first = chunk[i++]!;
+        this.type = first >> 4;
+        this.flags = first & 0x0f;
         this.state = 'length';
         this.length = 0;
         this.multiplier = 1;
@@ -90,10 +103,16 @@ export class PacketSizeGuard extends Transform {
           continue;
         }
         if (this.length > this.limit) return cb(new PacketSizeError(this.length, this.limit));
+        try {
+          checkFixedHeader(this.type, this.flags, this.length);
+        } catch (e) {
+          return cb(e as Error);
+        }
         this.left = this.length;
         this.state = this.left > 0 ? 'body' : 'type';
         this.got = 0;
         this.parts = [];
+        this.topicBytes = 0;
         const t = this.type;
         this.need =
           t === CONNECT || t === SUBSCRIBE || t === UNSUBSCRIBE
