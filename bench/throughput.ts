@@ -22,7 +22,7 @@ import { deviceFilter, deviceTopic } from '../core/wire/topics.js';
 import { percentile, round } from '../core/util/stats.js';
 import { DecoderPool } from '../edge-broker/decode/pool.js';
 import { rawClient, rssMiB, startEdgeProcess } from './connections.js';
-import { startMosquitto } from '../cli/mosquitto.js';
+import { startMosquitto } from './mosquitto.js';
 import { sampleFrames, SimDevices } from './sim-devices.js';
 
 export interface ThroughputOptions {

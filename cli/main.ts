@@ -29,7 +29,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { int, num } from './args.js';
 import { applyAgentConfig } from './agent-config.js';
-import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './fleet-jobs.js';
+import { addJobCommands, connectEdge, withConnection, type ConnectFlags } from './commands/fleet-jobs.js';
 import { edgeTopic } from '../core/wire/topics.js';
 import type { DeviceView } from '../edge-broker/fleet/monitor.js';
 import {
@@ -665,7 +665,7 @@ bench
   .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
   .action(async (o) => {
     const { benchLatency, DEFAULT_METHODS, latencyTable, parseProfile, writeLatencyPlot } =
-      await import('../bench/latency.js');
+      await import('../bench/latency/run.js');
     const names = o.methods as string[] | undefined;
     const methods = names
       ? DEFAULT_METHODS.filter(

@@ -15,7 +15,7 @@ import { PROJECT_ROOT } from '../core/paths.js';
 import { deviceFilter } from '../core/wire/topics.js';
 import { percentile, round } from '../core/util/stats.js';
 import { rawClient, startEdgeProcess } from '../bench/connections.js';
-import { startMosquitto } from '../cli/mosquitto.js';
+import { startMosquitto } from '../bench/mosquitto.js';
 import { sampleFrames, SimDevices } from '../bench/sim-devices.js';
 import { startRedis } from '../test/helpers/redis.js';
 

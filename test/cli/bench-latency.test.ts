@@ -17,7 +17,7 @@ import {
   namespacesUnavailable,
   parseProfile,
   writeLatencyPlot,
-} from '../../bench/latency.js';
+} from '../../bench/latency/run.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 
 const built = existsSync(join(PROJECT_ROOT, 'dist', 'cli', 'main.js'));

@@ -16,7 +16,7 @@ import { bundleFor } from '../../core/model/bundle.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import type { ConfigMessage } from '../../core/wire/messages.js';
 import { deviceFilter } from '../../core/wire/topics.js';
-import { edgeRequest } from '../../cli/fleet-jobs.js';
+import { edgeRequest } from '../../cli/commands/fleet-jobs.js';
 import { bundleVersion } from '../helpers/bundles.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';

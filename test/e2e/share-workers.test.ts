@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
-import { startMosquitto } from '../../cli/mosquitto.js';
+import { startMosquitto } from '../../bench/mosquitto.js';
 import { Agent } from '../../device-agent/agent.js';
 import { ShareWorker } from '../../edge-broker/decode/share-worker.js';
 import { deviceTopic } from '../../core/wire/topics.js';

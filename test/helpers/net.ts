@@ -4,7 +4,7 @@
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
-export { freePort } from '../../cli/mosquitto.js';
+export { freePort } from '../../bench/mosquitto.js';
 
 interface Pair {
   down: Socket;

@@ -26,15 +26,15 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import Table from 'cli-table3';
 import type { TopLevelSpec } from 'vega-lite';
-import { readSamples, type Sample } from '../core/data/cifar.js';
-import { onnxEngine } from '../core/engine/onnx.js';
-import { decodeImage, preprocess } from '../core/image/image.js';
-import type { Bundle } from '../core/model/bundle.js';
-import { PROJECT_ROOT } from '../core/paths.js';
-import { percentile, round } from '../core/util/stats.js';
-import { startEdgeProcess } from './connections.js';
-import { specToSvg } from './plot.js';
-import { background } from '../core/util/log.js';
+import { readSamples, type Sample } from '../../core/data/cifar.js';
+import { onnxEngine } from '../../core/engine/onnx.js';
+import { decodeImage, preprocess } from '../../core/image/image.js';
+import type { Bundle } from '../../core/model/bundle.js';
+import { PROJECT_ROOT } from '../../core/paths.js';
+import { percentile, round } from '../../core/util/stats.js';
+import { startEdgeProcess } from '../connections.js';
+import { specToSvg } from '../plot.js';
+import { background } from '../../core/util/log.js';
 
 export interface LinkProfile {
   name: string;
@@ -718,7 +718,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
   const probes = o.probes ?? (o.quick ? 1 : 3);
   const maxFps = o.maxFps ?? 150;
   const source = o.source ?? join(PROJECT_ROOT, 'models', 'samples', 'cifar10-test-sample');
-  const { resolveModel } = await import('../core/model/bundle.js');
+  const { resolveModel } = await import('../../core/model/bundle.js');
   const devNs = `sf-lat-dev-${process.pid}`;
   const edgeNs = `sf-lat-edge-${process.pid}`;
   let link: Link | null = null;

@@ -7,12 +7,12 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
 import { Command } from 'commander';
-import { int, list, positive, share } from './args.js';
+import { int, list, positive, share } from '../args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
-import type { OpResponse } from '../core/wire/messages.js';
-import { edgeOpTopic, loginClientId } from '../core/wire/topics.js';
-import type { RolloutJob, RolloutSpec } from '../edge-broker/fleet/rollout.js';
-import type { RegistryListing } from '../edge-broker/fleet/registry.js';
+import type { OpResponse } from '../../core/wire/messages.js';
+import { edgeOpTopic, loginClientId } from '../../core/wire/topics.js';
+import type { RolloutJob, RolloutSpec } from '../../edge-broker/fleet/rollout.js';
+import type { RegistryListing } from '../../edge-broker/fleet/registry.js';
 
 export interface ConnectFlags {
   url: string;
