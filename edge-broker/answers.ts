@@ -57,3 +57,8 @@ export class AnswerCache {
     }
   }
 }
+
+/** The cache key of a frame: one device of one fleet, one frame id. */
+export function frameKey(fleet: string, deviceId: string, frameId: number): string {
+  return `${fleet}/${deviceId}/${frameId}`;
+}

@@ -6,10 +6,10 @@ import type { Duplex } from 'node:stream';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
-import { Aedes, type AedesOptions } from 'aedes';
+import { Aedes, type AedesOptions, type AedesPublishPacket } from 'aedes';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '../core/wire/frame.js';
-import { log } from '../core/util/log.js';
+import { limitedLog, log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';
 import { ProtocolViolation } from './compliance.js';
@@ -68,6 +68,55 @@ export function handBack(cb: () => void): void {
   } finally {
     handBackDepth--;
   }
+}
+
+/** A packet's payload as bytes (Aedes gives a Buffer, or a string for some packets the
+ * broker builds itself): the one way the edge reads a payload. */
+export function payloadOf(packet: Pick<AedesPublishPacket, 'payload'>): Buffer {
+  const p: Buffer | string = packet.payload;
+  return typeof p === 'string' ? Buffer.from(p, 'utf8') : p;
+}
+
+/** Publish a JSON body from the edge itself (QoS 1); never rejects. */
+export function publishJson(
+  broker: Pick<EdgeBroker, 'publish'>,
+  topic: string,
+  body: unknown,
+  retain = false,
+): Promise<void> {
+  return broker.publish(topic, Buffer.from(JSON.stringify(body)), retain);
+}
+
+/** What a subscription of the edge is given: the packet, its topic and payload bytes. */
+export type OnPacket = (packet: AedesPublishPacket, payload: Buffer) => void;
+
+/**
+ * Subscribe the edge itself to `filter`; resolves, once the subscription is in force, with
+ * the function that ends it. Each packet is handed back to Aedes at once (our queues are
+ * the buffer), then given to `fn`; a handler that throws is logged, never rethrown into
+ * the broker.
+ */
+export async function subscribe(
+  broker: Pick<EdgeBroker, 'aedes'>,
+  filter: string,
+  fn: OnPacket,
+): Promise<() => Promise<void>> {
+  const { aedes } = broker;
+  const handler = (packet: AedesPublishPacket, cb: () => void) => {
+    handBack(cb);
+    try {
+      fn(packet, payloadOf(packet));
+    } catch (e) {
+      limitedLog.warn(`subscription:${filter}`, { filter, err: String(e) }, 'handler failed');
+    }
+  };
+  await new Promise<void>((r) => aedes.subscribe(filter, handler, r));
+  let ended = false;
+  return async () => {
+    if (ended) return;
+    ended = true;
+    await new Promise<void>((r) => aedes.unsubscribe(filter, handler, r));
+  };
 }
 
 /** Listen on `port` (0: any free one) and resolve with the port taken. */

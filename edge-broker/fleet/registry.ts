@@ -6,7 +6,8 @@
  * the edge started is caught by the device's sha256 check, never activated.
  */
 import type { AedesPublishPacket } from 'aedes';
-import { handBack, type EdgeBroker } from '../broker.js';
+import { subscribe, type EdgeBroker } from '../broker.js';
+import type { Part } from '../bus.js';
 import { fromThisNode } from '../cluster.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -171,8 +172,8 @@ export async function serveRegistry(
   broker: EdgeBroker,
   registry: ModelRegistry,
   opts: ServeOptions,
+  stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 },
 ): Promise<{ stats: OtaStats; stop: () => Promise<void> }> {
-  const stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
   const allowed = (fleet: string, device: string, ref: string): boolean => {
     try {
       return opts.mayFetchStaged?.(fleet, device, ref) ?? false;
@@ -186,21 +187,25 @@ export async function serveRegistry(
     }
   };
   const reading = new Map<string, number>();
-  const { aedes } = broker;
   const reply = (topic: string, body: Chunk | ChunkError) =>
     broker.publish(topic, encodeChunk(body));
   /** The refusal of a request, as the device reads it. */
   const refusal = (req: Pick<FetchRequest, 'id' | 'bundle' | 'file'>, error: string) =>
-    ({ v: OTA_VERSION, id: req.id, bundle: req.bundle, file: req.file, error }) as ChunkError;
-  const onFetch = (packet: AedesPublishPacket, cb: () => void) => {
-    handBack(cb);
+    ({
+      v: OTA_VERSION,
+      id: req.id,
+      bundle: req.bundle,
+      file: req.file,
+      error,
+    }) satisfies ChunkError;
+  const onFetch = (packet: AedesPublishPacket, payload: Buffer) => {
     if (!fromThisNode(broker.aedes, packet)) return; // a cluster: the device's node answers
     const t = parseTopic(packet.topic, opts.base);
     if (!t || t.kind !== 'device') return;
     const to = deviceTopic(t.fleet, t.deviceId, 'chunk', opts.base);
     let req: FetchRequest;
     try {
-      req = parseFetch(packet.payload as Buffer);
+      req = parseFetch(payload);
     } catch (e) {
       stats.refused++;
       // a request without a usable id still gets an answer the device can log
@@ -254,10 +259,29 @@ export async function serveRegistry(
       );
     background(served, 'ota reply');
   };
-  const filter = deviceFilter('fetch', opts.fleet, opts.base);
-  await new Promise<void>((r) => aedes.subscribe(filter, onFetch, r));
-  return {
-    stats,
-    stop: () => new Promise<void>((r) => aedes.unsubscribe(filter, onFetch, r)),
-  };
+  const stop = await subscribe(broker, deviceFilter('fetch', opts.fleet, opts.base), onFetch);
+  return { stats, stop };
+}
+
+/** The registry served over the air, as a part of the edge. */
+export class OtaService implements Part {
+  readonly name = 'ota';
+  readonly stats: OtaStats = { chunks: 0, bytes: 0, refused: 0 };
+  private end: (() => Promise<void>) | null = null;
+
+  constructor(
+    private readonly broker: EdgeBroker,
+    private readonly registry: ModelRegistry,
+    private readonly opts: ServeOptions,
+  ) {}
+
+  async start(): Promise<void> {
+    const served = await serveRegistry(this.broker, this.registry, this.opts, this.stats);
+    this.end = served.stop;
+  }
+
+  async stop(): Promise<void> {
+    await this.end?.();
+    this.end = null;
+  }
 }

@@ -24,50 +24,30 @@ import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { log } from '../../core/util/log.js';
 import { percentile, pushBounded, round } from '../../core/util/stats.js';
 import type { ModelRegistry } from './registry.js';
+import {
+  gateProblems,
+  parseRolloutSpec,
+  ROLLOUT_DEFAULTS,
+  RolloutError,
+  settingsOf,
+  waveSizes,
+  type HealthGates,
+  type RolloutSpec,
+  type WaveHealth,
+} from './rollout-spec.js';
+
+export {
+  parseRolloutSpec,
+  ROLLOUT_DEFAULTS,
+  RolloutError,
+  waveSizes,
+  type HealthGates,
+  type RolloutSpec,
+  type WaveHealth,
+};
 
 export const JOB_STATES = ['QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'ROLLED_BACK'] as const;
 export type JobState = (typeof JOB_STATES)[number];
-
-export interface HealthGates {
-  /** Errors / (results + errors) on the new model, at most. */
-  maxErrorRate: number;
-  /** p95 of the edge latency (receive -> result), ms, at most; null: not checked. */
-  maxLatencyMs: number | null;
-  /** Mean top-1 score on the new model, at least; null: not checked. */
-  minConfidence: number | null;
-  /** Drop of the mean top-1 score against the same devices before the job, at most. */
-  maxConfidenceDrop: number | null;
-}
-
-export interface RolloutSpec {
-  /** `name@version` of a bundle in the edge's registry. */
-  model: string;
-  devices?: string[];
-  groups?: string[];
-  /** Percent of the devices named (of the whole fleet when none are), picked by a hash. */
-  percent?: number;
-  /** Waves as cumulative sizes: a device count (1) or a share ("50%"); the last wave
-   * always covers every target. Default: one canary device, then all. */
-  waves?: (number | string)[];
-  gates?: Partial<HealthGates>;
-  /** Outcomes (results + errors) each wave device needs before its gates are read. */
-  minFrames?: number;
-  /** Longest wait for those outcomes, ms; a device with none by then fails the wave. */
-  soakMs?: number;
-  /** Longest wait for the wave's devices to apply the new config, ms. */
-  applyTimeoutMs?: number;
-  /** Roll back by itself when a gate fails (default true). */
-  autoRollback?: boolean;
-}
-
-export interface WaveHealth {
-  device: string;
-  frames: number;
-  errors: number;
-  errorRate: number;
-  latencyMsP95: number | null;
-  confidence: number | null;
-}
 
 export interface RolloutJob {
   jobId: string;
@@ -106,12 +86,6 @@ export interface RolloutHost {
   changed(jobs: RolloutJob[]): void;
 }
 
-const DEFAULT_GATES: HealthGates = {
-  maxErrorRate: 0.05,
-  maxLatencyMs: null,
-  minConfidence: null,
-  maxConfidenceDrop: 0.15,
-};
 const EVENTS_PER_DEVICE = 400;
 const TICK_MS = 200;
 
@@ -120,10 +94,6 @@ interface Outcome {
   model: string | null;
   score: number | null;
   edgeMs: number | null;
-}
-
-export class RolloutError extends Error {
-  override name = 'RolloutError';
 }
 
 export class RolloutManager {
@@ -231,7 +201,8 @@ export class RolloutManager {
   }
 
   /** Check and queue a job; throws RolloutError with what is wrong. */
-  create(spec: RolloutSpec): RolloutJob {
+  create(asked: RolloutSpec): RolloutJob {
+    const spec = parseRolloutSpec(asked);
     const f = this.host.fleet();
     if (!f) throw new RolloutError('this edge has no fleet file: start it with --fleet-file');
     const entry = this.host.registry.get(spec.model);
@@ -247,11 +218,7 @@ export class RolloutManager {
       if (!(d in f.devices)) throw new RolloutError(`device ${d} is not in fleet ${f.fleet}`);
     for (const g of spec.groups ?? [])
       if (!(g in f.groups)) throw new RolloutError(`group ${g} is not in fleet ${f.fleet}`);
-    if (spec.percent !== undefined && !(spec.percent > 0 && spec.percent <= 100))
-      throw new RolloutError('percent must be in (0, 100]');
-    const gates = { ...DEFAULT_GATES, ...spec.gates };
-    if (!(gates.maxErrorRate >= 0 && gates.maxErrorRate <= 1))
-      throw new RolloutError('maxErrorRate must be in [0, 1]');
+    const { gates } = settingsOf(spec);
     const jobId = `job-${new Date().toISOString().slice(0, 10)}-${randomUUID().slice(0, 8)}`;
     const named = new Set(spec.devices ?? []);
     for (const [d, s] of Object.entries(f.devices))
@@ -272,7 +239,7 @@ export class RolloutManager {
       spec,
       gates,
       targets,
-      waves: waveSizes(spec.waves ?? [1, '100%'], targets.length),
+      waves: waveSizes(spec.waves ?? ROLLOUT_DEFAULTS.waves, targets.length),
       wave: -1,
       deployed: [],
       baselineConfidence: null,
@@ -366,7 +333,7 @@ export class RolloutManager {
       if (failure) {
         if (this.cancel.has(j.jobId)) {
           await this.revert(j, `rolled back by an operator during wave ${w + 1}`);
-        } else if (j.spec.autoRollback === false) {
+        } else if (!settingsOf(j.spec).autoRollback) {
           this.finish(j, 'FAILED', `wave ${w + 1}: ${failure}; left as it is (autoRollback off)`);
         } else {
           await this.revert(j, `wave ${w + 1}: ${failure}`);
@@ -380,7 +347,8 @@ export class RolloutManager {
 
   /** Wait until every device of the wave runs the pinned config; the failure, or null. */
   private async applied(j: RolloutJob, wave: string[]): Promise<string | null> {
-    const deadline = Date.now() + (j.spec.applyTimeoutMs ?? 120_000);
+    const { applyTimeoutMs } = settingsOf(j.spec);
+    const deadline = Date.now() + applyTimeoutMs;
     for (;;) {
       if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
       let all = true;
@@ -397,7 +365,7 @@ export class RolloutManager {
           const s = this.host.configState(d);
           return s?.applied !== s?.wanted;
         });
-        return `${late.join(', ')} did not apply the new config within ${j.spec.applyTimeoutMs ?? 120_000} ms`;
+        return `${late.join(', ')} did not apply the new config within ${applyTimeoutMs} ms`;
       }
       await sleep(TICK_MS);
     }
@@ -406,8 +374,8 @@ export class RolloutManager {
   /** Soak the wave and read its gates; the failure, or null. */
   private async healthy(j: RolloutJob, wave: string[]): Promise<string | null> {
     const since = Date.now();
-    const need = j.spec.minFrames ?? 20;
-    const deadline = since + (j.spec.soakMs ?? 60_000);
+    const { minFrames: need, soakMs } = settingsOf(j.spec);
+    const deadline = since + soakMs;
     for (;;) {
       if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
       const counts = wave.map((d) => this.window(d, since, j.spec.model).length);
@@ -415,48 +383,32 @@ export class RolloutManager {
       if (Date.now() > deadline) {
         const quiet = wave.filter((_, i) => counts[i] === 0);
         if (quiet.length)
-          return `no frames from ${quiet.join(', ')} on the new model within ${j.spec.soakMs ?? 60_000} ms`;
+          return `no frames from ${quiet.join(', ')} on the new model within ${soakMs} ms`;
         break; // some frames from every device: read the gates on what there is
       }
       await sleep(TICK_MS);
     }
-    const g = j.gates;
-    const problems: string[] = [];
-    j.health = wave.map((d) => {
-      const ev = this.window(d, since, j.spec.model);
-      const errors = ev.filter((e) => e.model === null).length;
-      const ok = ev.filter((e) => e.model !== null);
-      const lat = ok.map((e) => e.edgeMs!);
-      return {
-        device: d,
-        frames: ev.length,
-        errors,
-        errorRate: ev.length ? round(errors / ev.length, 4) : 0,
-        latencyMsP95: lat.length ? round(percentile(lat, 95), 2) : null,
-        confidence: ok.length ? round(ok.reduce((a, e) => a + e.score!, 0) / ok.length, 4) : null,
-      };
-    });
+    j.health = wave.map((d) => this.health(d, since, j.spec.model));
     this.touch(j);
-    const frames = j.health.reduce((a, h) => a + h.frames, 0);
-    const errors = j.health.reduce((a, h) => a + h.errors, 0);
-    const rate = frames ? errors / frames : 0;
-    if (rate > g.maxErrorRate) problems.push(`error rate ${round(rate, 3)} > ${g.maxErrorRate}`);
-    const lats = j.health.flatMap((h) => (h.latencyMsP95 === null ? [] : [h.latencyMsP95]));
-    if (g.maxLatencyMs !== null && lats.some((l) => l > g.maxLatencyMs!))
-      problems.push(`p95 edge latency ${Math.max(...lats)} ms > ${g.maxLatencyMs} ms`);
     const conf = this.confidence(wave, since, j.spec.model);
-    if (g.minConfidence !== null && (conf === null || conf < g.minConfidence))
-      problems.push(`mean confidence ${conf ?? 'n/a'} < ${g.minConfidence}`);
-    if (
-      g.maxConfidenceDrop !== null &&
-      conf !== null &&
-      j.baselineConfidence !== null &&
-      j.baselineConfidence - conf > g.maxConfidenceDrop
-    )
-      problems.push(
-        `confidence fell from ${j.baselineConfidence} to ${conf} (more than ${g.maxConfidenceDrop})`,
-      );
+    const problems = gateProblems(j.gates, j.health, conf, j.baselineConfidence);
     return problems.length ? problems.join('; ') : null;
+  }
+
+  /** A wave device's health on `model` since `since`. */
+  private health(device: string, since: number, model: string): WaveHealth {
+    const ev = this.window(device, since, model);
+    const errors = ev.filter((e) => e.model === null).length;
+    const ok = ev.filter((e) => e.model !== null);
+    const lat = ok.map((e) => e.edgeMs!);
+    return {
+      device,
+      frames: ev.length,
+      errors,
+      errorRate: ev.length ? round(errors / ev.length, 4) : 0,
+      latencyMsP95: lat.length ? round(percentile(lat, 95), 2) : null,
+      confidence: ok.length ? round(ok.reduce((a, e) => a + e.score!, 0) / ok.length, 4) : null,
+    };
   }
 
   /** A device's outcomes since `since` that belong to `model` (errors count for it). */
@@ -483,7 +435,7 @@ export class RolloutManager {
     this.touch(j);
     log.warn({ job: j.jobId, reason, devices }, 'rolling back');
     await this.host.republish(devices);
-    const deadline = Date.now() + (j.spec.applyTimeoutMs ?? 120_000);
+    const deadline = Date.now() + settingsOf(j.spec).applyTimeoutMs;
     while (!this.closed && Date.now() < deadline) {
       if (
         devices.every((d) => {
@@ -525,21 +477,6 @@ export class RolloutManager {
       })
       .catch((e: unknown) => log.error({ file, err: String(e) }, 'rollout state not saved'));
   }
-}
-
-/** Cumulative wave sizes for `n` targets from counts (3) and shares ("50%"). */
-export function waveSizes(waves: readonly (number | string)[], n: number): number[] {
-  const out: number[] = [];
-  for (const w of waves) {
-    const m = /^(\d+(?:\.\d+)?)%$/.exec(String(w));
-    const size = m ? Math.ceil((Number(m[1]) / 100) * n) : Number(w);
-    if (!Number.isFinite(size) || size < 1)
-      throw new RolloutError(`bad wave ${JSON.stringify(w)}: a count >= 1 or a share like "50%"`);
-    const c = Math.min(n, size);
-    if (c > (out[out.length - 1] ?? 0)) out.push(c);
-  }
-  if ((out[out.length - 1] ?? 0) < n) out.push(n);
-  return out;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,232 @@
+/**
+ * The fleet's configs: the fleet file in force, the rollout jobs' pins on top of it
+ * (rollout.ts), the effective config of each device published retained on
+ * `.../device/<id>/config`, and what each device answers on `.../response/config`:
+ * the config it runs, or the one it refused and why.
+ *
+ * The one owner of the fleet file in force, the config states and the rollout jobs.
+ */
+import type { Registry } from 'prom-client';
+import { join } from 'node:path';
+import { background, limitedLog, log } from '../../core/util/log.js';
+import { bundleRefString } from '../../core/wire/ota.js';
+import { CONFIG_VERSION, type ConfigAck, type ConfigMessage } from '../../core/wire/messages.js';
+import { parseOpResponse } from '../../core/wire/rpc.js';
+import { deviceOpTopic, deviceTopic, edgeTopic, parseOpTopic } from '../../core/wire/topics.js';
+import { configIdWithBundle, effectiveConfig } from '../../fleet-config/effective.js';
+import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
+import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
+import type { EdgeBus, Part } from '../bus.js';
+import type { ModelRegistry } from './registry.js';
+import { RolloutManager } from './rollout.js';
+
+/** What the edge wants a device to run and what the device says it runs. */
+export interface DeviceConfigState {
+  wanted: string;
+  applied: string | null;
+  /** The reason of the device's last refusal, if its last answer was one. */
+  refused: string | null;
+  /** The config id it refused last (null: its last answer was no refusal). */
+  refusedId: string | null;
+}
+
+export interface FleetConfigsOptions {
+  broker: EdgeBroker;
+  bus: EdgeBus;
+  registry: ModelRegistry;
+  base: string;
+  /** The fleet the edge serves; '+': any (a fleet file then says which). */
+  fleet: string;
+  edgeId: string;
+  /** The fleet the edge's own topics (its job list) are published under. */
+  statusFleet: string;
+  /** Folder of the rollout jobs' state (`jobs.json`); null: kept in memory. */
+  stateDir: string | null;
+  /** Where the rollout metrics are registered. */
+  metrics: Registry;
+  /** A fleet file to put in force at start. */
+  fleetFile?: FleetFile;
+}
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The data of a config answer: what the device runs and what it refused; undefined
+ * when it is not one. */
+export function parseConfigAck(data: unknown): ConfigAck | undefined {
+  if (data === null || data === undefined) return { configId: null, refused: null };
+  if (!isObj(data)) return undefined;
+  const d = data;
+  const text = (v: unknown) => v === undefined || v === null || typeof v === 'string';
+  if (!text(d.configId) || !text(d.refused)) return undefined;
+  return {
+    configId: typeof d.configId === 'string' ? d.configId : null,
+    refused: typeof d.refused === 'string' ? d.refused : null,
+  };
+}
+
+export class FleetConfigs implements Part {
+  readonly name = 'fleet configs';
+  /** The rollout jobs (their pins are part of each device's config). */
+  readonly rollouts: RolloutManager;
+  private fleetOf: FleetFile | null = null;
+  private readonly states = new Map<string, DeviceConfigState>();
+  private readonly offBus: (() => void)[] = [];
+  private unsubscribe: (() => Promise<void>) | null = null;
+
+  constructor(private readonly o: FleetConfigsOptions) {
+    const jobsTopic = edgeTopic(o.statusFleet, o.edgeId, 'jobs', o.base);
+    this.rollouts = new RolloutManager(
+      {
+        fleet: () => this.fleetOf,
+        registry: o.registry,
+        republish: (devices) =>
+          this.fleetOf ? this.publish(this.fleetOf, devices) : Promise.resolve(),
+        configState: (d) => this.states.get(d),
+        changed: (jobs) =>
+          background(
+            publishJson(o.broker, jobsTopic, { edgeId: o.edgeId, ts: Date.now(), jobs }, true),
+            'jobs report',
+          ),
+      },
+      { stateFile: o.stateDir ? join(o.stateDir, 'jobs.json') : null, metrics: o.metrics },
+    );
+  }
+
+  /** The fleet file in force, or null. */
+  get fleetFile(): FleetFile | null {
+    return this.fleetOf;
+  }
+
+  /** The settings a rollout pins on a device, or undefined. */
+  pinOf(device: string): Partial<DeviceSettings> | undefined {
+    return this.rollouts.overrideFor(device);
+  }
+
+  /** A copy of every device's config state. */
+  snapshot(): Map<string, DeviceConfigState> {
+    return new Map([...this.states].map(([k, v]) => [k, { ...v }]));
+  }
+
+  async start(): Promise<void> {
+    const { o } = this;
+    this.feedRollouts();
+    const acks = deviceOpTopic(o.fleet, '+', 'response', 'config', o.base);
+    this.unsubscribe = await subscribe(o.broker, acks, (p, payload) =>
+      this.onAck(p.topic, payload),
+    );
+    // saved jobs first: their pins belong in the first configs published
+    await this.rollouts.load();
+    if (o.fleetFile) await this.apply(o.fleetFile);
+  }
+
+  async stop(): Promise<void> {
+    for (let off = this.offBus.pop(); off; off = this.offBus.pop()) off();
+    await this.rollouts.close();
+    await this.unsubscribe?.();
+  }
+
+  /** Put a fleet file in force: publish every device's effective config (retained); the
+   * devices no longer in the fleet get their retained config cleared. */
+  async apply(f: FleetFile): Promise<void> {
+    const { o } = this;
+    if (o.fleet !== '+' && f.fleet !== o.fleet) {
+      throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${o.fleet}`);
+    }
+    const before = this.fleetOf;
+    this.fleetOf = f;
+    if (before && before.fleet !== f.fleet) this.states.clear();
+    await this.publish(f, Object.keys(f.devices));
+    for (const device of Object.keys(before?.devices ?? {})) {
+      if (before && !(device in f.devices)) {
+        this.states.delete(device);
+        await o.broker.publish(
+          deviceTopic(before.fleet, device, 'config', o.base),
+          Buffer.alloc(0),
+          true,
+        );
+      }
+    }
+    log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
+    this.rollouts.resume(); // queued jobs wait for a fleet file
+    o.bus.emit('fleetApplied', { fleet: f });
+  }
+
+  /** Publish the effective configs of `devices` (with any rollout pin), each naming the
+   * registry's bundle for it so the device can fetch it over the air. */
+  private async publish(f: FleetFile, devices: readonly string[]): Promise<void> {
+    const { o } = this;
+    for (const device of devices) {
+      if (!(device in f.devices)) continue;
+      const c = effectiveConfig(f, device, this.rollouts.overrideFor(device));
+      const { fleet, device: d, group, configId: settingsId, ...settings } = c;
+      const bundle = o.registry.resolve(settings.model, settings.codec) ?? undefined;
+      // the id names the bundle too: a new bundle for the same settings is a new config
+      const configId = bundle ? configIdWithBundle(settingsId, bundle) : settingsId;
+      const msg: ConfigMessage = {
+        v: CONFIG_VERSION,
+        configId,
+        fleet,
+        device: d,
+        group,
+        settings,
+        ...(bundle ? { bundle } : {}),
+        ts: Date.now(),
+      };
+      const prev = this.states.get(device);
+      const same = prev?.wanted === configId;
+      this.states.set(device, {
+        wanted: configId,
+        applied: prev?.applied ?? null,
+        // a refusal of an earlier config says nothing about this one
+        refused: same ? (prev?.refused ?? null) : null,
+        refusedId: same ? (prev?.refusedId ?? null) : null,
+      });
+      await publishJson(o.broker, deviceTopic(f.fleet, device, 'config', o.base), msg, true);
+    }
+  }
+
+  /** A device's answer to a config. Configs are tracked for the fleet file's fleet only
+   * (a device of another fleet may carry the same id). */
+  private onAck(topic: string, payload: Buffer): void {
+    const t = parseOpTopic(topic, this.o.base);
+    if (!t || t.kind !== 'device' || t.dir !== 'response' || t.op !== 'config') return;
+    const st = t.fleet === this.fleetOf?.fleet ? this.states.get(t.id) : undefined;
+    if (!st) return;
+    const r = parseOpResponse(payload);
+    const ack = r && parseConfigAck(r.data);
+    if (!r || !ack) {
+      limitedLog.warn(`config-ack:${t.fleet}/${t.id}`, { topic }, 'unreadable config answer');
+      return;
+    }
+    const error = r.status === 'error' ? r.error : null;
+    st.applied = ack.configId;
+    st.refused = error;
+    st.refusedId = r.status === 'error' ? ack.refused : null;
+    this.o.bus.emit('configAcked', { fleet: t.fleet, deviceId: t.id, ack, error });
+  }
+
+  /** Rollouts read their health from the results and errors of the fleet file's fleet,
+   * this node's and (in a cluster) the other nodes'. */
+  private feedRollouts(): void {
+    const { bus } = this.o;
+    const ours = (fleet: string) => fleet === this.fleetOf?.fleet;
+    this.offBus.push(
+      bus.on('result', ({ fleet, deviceId, result: r }) => {
+        if (!ours(fleet)) return;
+        const model = bundleRefString({ name: r.model, version: r.modelVersion });
+        this.rollouts.result(deviceId, model, r.score, r.latency.edgeMs);
+      }),
+      bus.on('frameError', ({ fleet, deviceId }) => {
+        if (ours(fleet)) this.rollouts.error(deviceId);
+      }),
+      bus.on('clusterAnswer', ({ fleet, deviceId, result: r }) => {
+        if (!ours(fleet)) return;
+        if (!r) return this.rollouts.error(deviceId);
+        const model = bundleRefString({ name: r.model, version: r.modelVersion });
+        this.rollouts.result(deviceId, model, r.score, r.latency.edgeMs);
+      }),
+    );
+  }
+}

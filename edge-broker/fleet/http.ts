@@ -1,0 +1,89 @@
+/**
+ * The edge's HTTP listener: `/metrics` (Prometheus text) and `/devices` (JSON, every
+ * device seen). It binds 127.0.0.1 unless told otherwise: it shows every device and its
+ * traffic to whoever can reach it. GET and HEAD only; every handler catches, so no request
+ * can end the process.
+ */
+import {
+  createServer,
+  type IncomingMessage,
+  type Server as HttpServer,
+  type ServerResponse,
+} from 'node:http';
+import { limitedLog } from '../../core/util/log.js';
+import { listen, shownHost } from '../broker.js';
+import type { Part } from '../bus.js';
+import type { FleetMonitor } from './monitor.js';
+
+export interface MetricsHttpOptions {
+  monitor: FleetMonitor;
+  edgeId: string;
+  /** Port; 0 picks a free one. */
+  port: number;
+  /** Default 127.0.0.1: this host only. */
+  host?: string;
+}
+
+const text = (res: ServerResponse, code: number, body: string) =>
+  res.writeHead(code, { 'content-type': 'text/plain' }).end(body);
+
+export class MetricsHttp implements Part {
+  readonly name = 'metrics http';
+  private server: HttpServer | null = null;
+  private where: string | null = null;
+
+  constructor(private readonly o: MetricsHttpOptions) {}
+
+  /** `http://host:port` once listening, else null. */
+  get url(): string | null {
+    return this.where;
+  }
+
+  async start(): Promise<void> {
+    const server = createServer((req, res) => {
+      try {
+        this.serve(req, res);
+      } catch (e) {
+        this.failed(res, e);
+      }
+    });
+    this.server = server;
+    const host = this.o.host ?? '127.0.0.1';
+    this.where = `http://${shownHost(host)}:${await listen(server, this.o.port, host)}`;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    this.where = null;
+    if (server?.listening) await new Promise<void>((r) => server.close(() => r()));
+  }
+
+  private serve(req: IncomingMessage, res: ServerResponse): void {
+    const { monitor, edgeId } = this.o;
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      text(res, 405, 'GET only\n');
+    } else if (path === '/metrics') {
+      monitor.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': monitor.registry.contentType }).end(body),
+        (e: unknown) => this.failed(res, e),
+      );
+    } else if (path === '/devices') {
+      const body = JSON.stringify({ edgeId, ts: Date.now(), devices: monitor.snapshot() });
+      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+    } else {
+      text(res, 404, 'splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');
+    }
+  }
+
+  private failed(res: ServerResponse, e: unknown): void {
+    limitedLog.warn('metrics-http', { err: String(e) }, 'metrics request failed');
+    try {
+      if (!res.headersSent) text(res, 500, 'internal error\n');
+      else res.destroy();
+    } catch {
+      res.destroy();
+    }
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * Presence: the devices' retained status (birth, clean death, last will) and their traffic
+ * fed to the fleet monitor (monitor.ts), whose report is published retained on
+ * `.../edge/<id>/devices` every 2 s; and the edge's own retained status, online while it
+ * serves.
+ */
+import { background } from '../../core/util/log.js';
+import { bundleRefString } from '../../core/wire/ota.js';
+import type { DeviceStatus, EdgeStatus } from '../../core/wire/messages.js';
+import { deviceFilter, edgeStatusTopic, edgeTopic, parseTopic } from '../../core/wire/topics.js';
+import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
+import type { EdgeBus, Part } from '../bus.js';
+import type { FleetMonitor } from './monitor.js';
+
+/** How often the devices report is published. */
+const REPORT_MS = 2000;
+
+function isObj(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const optional = (v: unknown, type: 'string' | 'number') => v === undefined || typeof v === type;
+
+/** A device's status message, checked; undefined for an empty (cleared) or foreign one. */
+export function parseDeviceStatus(payload: Uint8Array | string): DeviceStatus | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!isObj(v) || (v.state !== 'online' && v.state !== 'offline')) return undefined;
+  if (typeof v.seq !== 'number' || !Number.isFinite(v.seq)) return undefined;
+  if (v.ts !== undefined && (typeof v.ts !== 'number' || !Number.isFinite(v.ts))) return undefined;
+  if (!optional(v.model, 'string') || !optional(v.codec, 'string')) return undefined;
+  if (!optional(v.point, 'number')) return undefined;
+  if (v.configId !== undefined && v.configId !== null && typeof v.configId !== 'string')
+    return undefined;
+  const s: DeviceStatus = { state: v.state, seq: v.seq, ts: v.ts ?? Date.now() };
+  if (typeof v.model === 'string') s.model = v.model;
+  if (typeof v.codec === 'string') s.codec = v.codec;
+  if (typeof v.point === 'number') s.point = v.point;
+  if (v.configId !== undefined) s.configId = v.configId;
+  return s;
+}
+
+export interface PresenceOptions {
+  broker: EdgeBroker;
+  bus: EdgeBus;
+  monitor: FleetMonitor;
+  base: string;
+  /** The fleet whose devices are tracked; '+': every fleet. */
+  fleet: string;
+  edgeId: string;
+  /** The fleet the devices report is published under. */
+  statusFleet: string;
+}
+
+/** The devices' presence and traffic, in the monitor. */
+export class DevicePresence implements Part {
+  readonly name = 'device presence';
+  private readonly offBus: (() => void)[] = [];
+  private unsubscribe: (() => Promise<void>) | null = null;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: PresenceOptions) {}
+
+  async start(): Promise<void> {
+    const { o } = this;
+    const m = o.monitor;
+    this.offBus.push(
+      o.bus.on('frameReceived', (e) => m.frame(e.fleet, e.deviceId, e.bytes, e.at)),
+      o.bus.on('result', ({ fleet, deviceId, result: r }) => {
+        const model = bundleRefString({ name: r.model, version: r.modelVersion });
+        m.result(fleet, deviceId, model, r.codec, r.latency.edgeMs);
+      }),
+      o.bus.on('frameError', (e) => m.error(e.fleet, e.deviceId, e.code)),
+    );
+    this.unsubscribe = await subscribe(
+      o.broker,
+      deviceFilter('status', o.fleet, o.base),
+      (p, b) => {
+        const t = parseTopic(p.topic, o.base);
+        if (!t || t.kind !== 'device') return;
+        const status = parseDeviceStatus(b);
+        if (!status) return;
+        m.status(t.fleet, t.deviceId, status);
+        o.bus.emit('deviceStatus', { fleet: t.fleet, deviceId: t.deviceId, status });
+      },
+    );
+    const topic = edgeTopic(o.statusFleet, o.edgeId, 'devices', o.base);
+    const report = () =>
+      publishJson(
+        o.broker,
+        topic,
+        { edgeId: o.edgeId, ts: Date.now(), devices: m.snapshot() },
+        true,
+      );
+    this.timer = setInterval(() => background(report(), 'devices report'), REPORT_MS);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    for (let off = this.offBus.pop(); off; off = this.offBus.pop()) off();
+    await this.unsubscribe?.();
+  }
+}
+
+export interface AnnounceOptions {
+  broker: EdgeBroker;
+  base: string;
+  edgeId: string;
+  statusFleet: string;
+  /** The models the edge serves (`name@version`). */
+  models: string[];
+  workers: number;
+}
+
+/** The edge's own retained status: online once every part is up, offline as it stops. */
+export class EdgeAnnouncer implements Part {
+  readonly name = 'edge status';
+  private online = false;
+
+  constructor(private readonly o: AnnounceOptions) {}
+
+  private get topic(): string {
+    return edgeStatusTopic(this.o.statusFleet, this.o.edgeId, this.o.base);
+  }
+
+  async start(): Promise<void> {
+    const { models, workers } = this.o;
+    const body: EdgeStatus = { state: 'online', ts: Date.now(), models, workers };
+    this.online = true;
+    await publishJson(this.o.broker, this.topic, body, true);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.online) return;
+    this.online = false;
+    const body: EdgeStatus = { state: 'offline', ts: Date.now() };
+    await publishJson(this.o.broker, this.topic, body, true);
+  }
+}
