@@ -3,6 +3,7 @@
  */
 import { getFloat16, setFloat16 } from '@petamoriken/float16';
 import { numel, type Tensor } from '../tensor.js';
+import { FEATURE_CODEC_IDS } from './ids.js';
 import { checkPoint, CodecError, type FeatureCodec } from './types.js';
 
 function floatCodec(
@@ -14,6 +15,7 @@ function floatCodec(
 ): FeatureCodec {
   const label = name.replace('split-', '');
   return {
+    kind: 'feature',
     id,
     name,
     version: 1,
@@ -48,7 +50,7 @@ function floatCodec(
 }
 
 export const splitFp32 = floatCodec(
-  1,
+  FEATURE_CODEC_IDS['split-fp32'],
   'split-fp32',
   4,
   (dv, at, v) => dv.setFloat32(at, v, true),
@@ -56,7 +58,7 @@ export const splitFp32 = floatCodec(
 );
 
 export const splitFp16 = floatCodec(
-  2,
+  FEATURE_CODEC_IDS['split-fp16'],
   'split-fp16',
   2,
   (dv, at, v) => setFloat16(dv, at, v, true),

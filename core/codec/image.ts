@@ -3,29 +3,19 @@
  * model. These are the strongest honest baselines the split codecs are measured against
  * (../shared/BENCHMARKS.md): JPEG, JPEG with shared static tables, WebP and PNG.
  *
- * Ids are pinned beside the feature codecs' (core/codec/registry.ts).
+ * Ids are pinned beside the feature codecs' (core/codec/ids.ts).
  */
-import sharp, { type Sharp } from 'sharp';
-import { decodeImage, type RgbImage } from '../image/image.js';
-import { CodecError, type OperatingPoint } from './types.js';
+import type { Sharp } from 'sharp';
+import { decodeImage, loadSharp, type RgbImage } from '../image/image.js';
+import { IMAGE_CODEC_IDS } from './ids.js';
+import { checkPoint, CodecError, type ImageCodec } from './types.js';
 
-export interface ImageCodec {
-  readonly id: number;
-  readonly name: string;
-  readonly version: number;
-  /** `quality` undefined means "send the stored file as it is" (jpeg only). */
-  readonly points: readonly (OperatingPoint & { quality?: number })[];
-  encode(img: RgbImage, point: number, stored?: Uint8Array): Promise<Uint8Array>;
-  decode(bytes: Uint8Array, point: number): Promise<RgbImage>;
-}
+export type { ImageCodec } from './types.js';
 
-function pointOf(c: ImageCodec, point: number) {
-  const p = c.points.find((x) => x.index === point);
-  if (!p) throw new CodecError(`codec ${c.name} has no operating point ${point}`);
-  return p;
-}
+const pointOf = checkPoint;
 
-function raw(img: RgbImage) {
+async function raw(img: RgbImage): Promise<Sharp> {
+  const sharp = await loadSharp();
   return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
 }
 
@@ -41,7 +31,8 @@ const qualities = (method: string, qs: number[], first = 0) =>
   qs.map((q, i) => ({ index: first + i, label: `q${q}`, method, quality: q }));
 
 export const jpegCodec: ImageCodec = {
-  id: 16,
+  kind: 'image',
+  id: IMAGE_CODEC_IDS.jpeg,
   name: 'jpeg',
   version: 1,
   points: [
@@ -55,7 +46,11 @@ export const jpegCodec: ImageCodec = {
       return stored;
     }
     // Optimized Huffman tables per image: the strongest plain-JPEG file.
-    const buf = await raw(img).jpeg({ quality: p.quality, optimiseCoding: true }).toBuffer();
+    const buf = await (
+      await raw(img)
+    )
+      .jpeg({ quality: p.quality, optimiseCoding: true })
+      .toBuffer();
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   },
   async decode(bytes, point) {
@@ -89,7 +84,9 @@ function scanStart(jpg: Uint8Array): number {
 }
 
 async function baselineJpeg(img: RgbImage, quality: number): Promise<Uint8Array> {
-  const buf = await raw(img)
+  const buf = await (
+    await raw(img)
+  )
     .jpeg({ quality, optimiseCoding: false, progressive: false, chromaSubsampling: '4:2:0' })
     .toBuffer();
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -111,7 +108,8 @@ async function sharedHeader(width: number, height: number, quality: number): Pro
 export const JPEG_SCAN_SIZE = { width: 32, height: 32 };
 
 export const jpegScanCodec: ImageCodec = {
-  id: 17,
+  kind: 'image',
+  id: IMAGE_CODEC_IDS['jpeg-scan'],
   name: 'jpeg-scan',
   version: 1,
   points: qualities('jpeg-scan', [90, 75, 50, 25, 10]),
@@ -152,12 +150,13 @@ function fileCodec(
   write: (img: Sharp, quality: number | undefined) => Sharp,
 ): ImageCodec {
   return {
+    kind: 'image',
     id,
     name,
     version: 1,
     points,
     async encode(img, point) {
-      const buf = await write(raw(img), pointOf(this, point).quality).toBuffer();
+      const buf = await write(await raw(img), pointOf(this, point).quality).toBuffer();
       return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     },
     async decode(bytes, point) {
@@ -167,15 +166,23 @@ function fileCodec(
   };
 }
 
-export const webpCodec = fileCodec(18, 'webp', qualities('webp', [90, 75, 50, 25, 10]), (img, q) =>
-  img.webp({ quality: q, effort: 6 }),
+export const webpCodec = fileCodec(
+  IMAGE_CODEC_IDS.webp,
+  'webp',
+  qualities('webp', [90, 75, 50, 25, 10]),
+  (img, q) => img.webp({ quality: q, effort: 6 }),
 );
 
 export const pngCodec = fileCodec(
-  19,
+  IMAGE_CODEC_IDS.png,
   'png',
   [{ index: 0, label: 'lossless', method: 'png' }],
   (img) => img.png({ compressionLevel: 9, adaptiveFiltering: true }),
 );
 
-export const imageCodecs: readonly ImageCodec[] = [jpegCodec, jpegScanCodec, webpCodec, pngCodec];
+export const imageCodecs: readonly ImageCodec[] = Object.freeze([
+  jpegCodec,
+  jpegScanCodec,
+  webpCodec,
+  pngCodec,
+]);

@@ -7,10 +7,10 @@
  *   raw8  the first `keep` channels, one byte per symbol (BottleNet++: no entropy coding)
  *
  * The decoder fills channels the device did not send with -1, which the edge network
- * reads as "absent". The codec is bound to its bundle's tables, so it comes from
- * loadBundle() rather than from the registry; its id is pinned there all the same.
+ * reads as "absent". The codec is bound to its bundle's tables, so a bundle builds it
+ * (core/model/load.ts) from its manifest's codec section and tables files: this module
+ * takes them as data and knows nothing of bundles. Its id is pinned in ids.ts all the same.
  */
-import type { CodecManifest, CodecPoint } from '../model/bundle.js';
 import { numel, type Tensor } from '../tensor.js';
 import { checkTable, ransDecode, ransEncode, type CdfTable } from './rans.js';
 import { checkPoint, CodecError, type FeatureCodec } from './types.js';
@@ -35,12 +35,31 @@ function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return a.length === b.length && a.every((d, i) => d === b[i]);
 }
 
+/** One operating point as the codec needs it: which channels travel, and how. */
+export interface LearnedPoint {
+  index: number;
+  label: string;
+  method: string;
+  /** Role of the CDF tables (rANS coding); null for raw 8-bit symbols. */
+  entropy: string | null;
+  symbolShape: readonly number[];
+  /** Channels sent (the rest arrive as -1). */
+  keep: number;
+}
+
+/** What a learned codec is: a bundle manifest's `codec` section fits it as it is. */
+export interface LearnedCodecSpec {
+  method: string;
+  id: number;
+  version: number;
+  points: readonly LearnedPoint[];
+}
+
 export function learnedCodec(
-  m: CodecManifest,
+  c: LearnedCodecSpec,
   tablesByRole: ReadonlyMap<string, CdfTable[]>,
 ): FeatureCodec {
-  const c = m.codec;
-  const byIndex = new Map<number, { p: CodecPoint; tables: CdfTable[] | null }>();
+  const byIndex = new Map<number, { p: LearnedPoint; tables: CdfTable[] | null }>();
   for (const p of c.points) {
     const tables = p.entropy === null ? null : (tablesByRole.get(p.entropy) ?? null);
     if (p.entropy !== null && (!tables || tables.length < p.keep)) {
@@ -54,6 +73,7 @@ export function learnedCodec(
   };
 
   return {
+    kind: 'feature',
     id: c.id,
     name: c.method,
     version: c.version,

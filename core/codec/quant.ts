@@ -8,6 +8,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { numel, type Tensor } from '../tensor.js';
+import { FEATURE_CODEC_IDS } from './ids.js';
 import { checkPoint, CodecError, type FeatureCodec } from './types.js';
 
 const BITS: Record<number, number> = { 0: 8, 1: 6, 2: 4, 3: 2 };
@@ -20,7 +21,8 @@ function bitsOf(point: number): number {
 }
 
 export const splitQuant: FeatureCodec = {
-  id: 3,
+  kind: 'feature',
+  id: FEATURE_CODEC_IDS['split-q'],
   name: 'split-q',
   version: 1,
   points: Object.entries(BITS).map(([i, b]) => ({

@@ -1,7 +1,14 @@
 /**
  * The codec contract (CompressAI's compress/decompress split, without the training-side
- * forward): a codec turns the split tensor into bytes on the device and back on the edge.
+ * forward): a codec turns what the device sends into bytes and back on the edge. Two
+ * kinds share it, told apart by `kind`:
+ *
+ *   feature  the split tensor (the head's output; a learned codec's integer symbols):
+ *            the edge runs the tail on what decode gives back
+ *   image    the picture itself (input offload): the edge preprocesses what decode gives
+ *            back and runs the whole model, head and tail
  */
+import type { RgbImage } from '../image/image.js';
 import type { Tensor } from '../tensor.js';
 
 export interface OperatingPoint {
@@ -11,25 +18,43 @@ export interface OperatingPoint {
   label: string;
   /** Method name used in benchmark rows, e.g. "split-q8". */
   method: string;
+  /** Image codecs: the encoder's quality; undefined means "send the stored file as it
+   * is" (jpeg only). */
+  quality?: number;
 }
 
 export class CodecError extends Error {
   override name = 'CodecError';
 }
 
-export interface FeatureCodec {
-  /** Pinned numeric id carried in every frame; never derived from registration order. */
+interface CodecBase {
+  /** Pinned numeric id carried in every frame (core/codec/ids.ts). */
   readonly id: number;
   readonly name: string;
   /** Bitstream version: bumped whenever the bytes change meaning. */
   readonly version: number;
   readonly points: readonly OperatingPoint[];
+}
+
+export interface FeatureCodec extends CodecBase {
+  readonly kind: 'feature';
   encode(t: Tensor, point: number): Uint8Array;
   /** Throws CodecError on a payload that does not decode to `shape`. */
   decode(payload: Uint8Array, shape: readonly number[], point: number): Tensor;
 }
 
-export function checkPoint(codec: FeatureCodec, point: number): OperatingPoint {
+export interface ImageCodec extends CodecBase {
+  readonly kind: 'image';
+  /** `stored`: the image file as the source holds it (jpeg's "stored" point sends it). */
+  encode(img: RgbImage, point: number, stored?: Uint8Array): Promise<Uint8Array>;
+  /** Throws CodecError on bytes that are not an image of this codec. */
+  decode(bytes: Uint8Array, point: number): Promise<RgbImage>;
+}
+
+/** Any codec a frame can name. */
+export type Codec = FeatureCodec | ImageCodec;
+
+export function checkPoint(codec: Codec, point: number): OperatingPoint {
   const p = codec.points.find((x) => x.index === point);
   if (!p) {
     throw new CodecError(

@@ -20,7 +20,7 @@ export interface Session {
 }
 
 /** The model file format an engine loads: a bundle's `<role>` file (ONNX) or its
- * `<role>.tfjs` graph model (core/model/bundle.ts modelRole). */
+ * `<role>.tfjs` graph model (core/model/manifest.ts modelRole). */
 export type ModelFormat = 'onnx' | 'tfjs';
 
 export interface Engine {

@@ -11,8 +11,8 @@
  * When the named engine does not run here the next one of its fallback chain is taken
  * and the log says which was asked for, why it is unavailable and which runs instead.
  */
-import type { Bundle } from '../model/bundle.js';
-import { modelRole } from '../model/bundle.js';
+import type { Bundle } from '../model/load.js';
+import { modelRole } from '../model/manifest.js';
 import { log } from '../util/log.js';
 import { ENGINE_NAMES, type EngineName } from './engine.js';
 import type { Engine, EngineOptions, Session } from './engine.js';

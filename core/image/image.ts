@@ -4,7 +4,7 @@
  * Preprocessing is defined by the bundle manifest (the toolkit writes it from
  * models/splitfleet_models/preprocess.py) and applied here, once, for every caller.
  */
-import sharp from 'sharp';
+import type { default as Sharp } from 'sharp';
 import type { Tensor } from '../tensor.js';
 
 /** 8-bit RGB pixels, row-major HWC. */
@@ -25,8 +25,17 @@ export interface Preprocessing {
   resize: 'none';
 }
 
-// One decode at a time per call; sharp's own thread pool is sized to the machine.
-sharp.concurrency(1);
+let sharpLoading: Promise<typeof Sharp> | undefined;
+
+/** sharp (libvips), loaded on first use: a process that never touches an image (the
+ * Node-RED package, a decoder thread with only feature frames) does not load it. */
+export function loadSharp(): Promise<typeof Sharp> {
+  return (sharpLoading ??= import('sharp').then((m) => {
+    // One decode at a time per call; sharp's own thread pool is sized to the machine.
+    m.default.concurrency(1);
+    return m.default;
+  }));
+}
 
 /**
  * Decode JPEG/PNG/WebP bytes to RGB (alpha dropped). Throws on undecodable input.
@@ -34,6 +43,7 @@ sharp.concurrency(1);
  * it would paint grey): the edge uses it for bytes from the network.
  */
 export async function decodeImage(bytes: Uint8Array, strict = false): Promise<RgbImage> {
+  const sharp = await loadSharp();
   const { data, info } = await sharp(bytes, { failOn: strict ? 'warning' : 'error' })
     .removeAlpha()
     .toColourspace('srgb')

@@ -1,6 +1,15 @@
 import test from 'ava';
-import { codecById, codecByName, listCodecs, registerCodec } from '../../core/codec/registry.js';
-import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
+import { PINNED_CODECS } from '../../core/codec/ids.js';
+import * as registry from '../../core/codec/registry.js';
+import {
+  allCodecs,
+  codecById,
+  codecByName,
+  imageCodecByName,
+  listCodecs,
+  lookupCodec,
+} from '../../core/codec/registry.js';
+import { CodecError } from '../../core/codec/types.js';
 import type { Tensor } from '../../core/tensor.js';
 
 /** A split tensor like the real one: non-negative, sparse-ish, with a long tail. */
@@ -30,8 +39,49 @@ test('ids are pinned, not registration order', (t) => {
   t.is(codecById(3), codecByName('split-q'));
   t.throws(() => codecById(99), { instanceOf: CodecError, message: /unknown codec id 99/ });
   t.throws(() => codecByName('nope'), { instanceOf: CodecError });
-  const clash: FeatureCodec = { ...codecById(1), name: 'other' };
-  t.throws(() => registerCodec(clash), { message: /collides/ });
+});
+
+test('the registry holds every pinned id, frozen: no codec can be added or changed', (t) => {
+  t.deepEqual(
+    PINNED_CODECS.map((c) => [c.id, c.name, c.kind]),
+    [
+      [1, 'split-fp32', 'feature'],
+      [2, 'split-fp16', 'feature'],
+      [3, 'split-q', 'feature'],
+      [4, 'bottlenetpp', 'learned'],
+      [5, 'aecnn', 'learned'],
+      [6, 'frankensplit', 'learned'],
+      [7, 'splitfleet', 'learned'],
+      [16, 'jpeg', 'image'],
+      [17, 'jpeg-scan', 'image'],
+      [18, 'webp', 'image'],
+      [19, 'png', 'image'],
+    ],
+  );
+  // every pinned id but the learned ones (their bundles bring them) is in the registry
+  t.deepEqual(
+    allCodecs().map((c) => [c.id, c.name, c.kind]),
+    PINNED_CODECS.filter((c) => c.kind !== 'learned').map((c) => [c.id, c.name, c.kind]),
+  );
+  for (const c of PINNED_CODECS) {
+    if (c.kind === 'learned') {
+      t.throws(() => lookupCodec(c.id), {
+        instanceOf: CodecError,
+        message: /with its model bundle/,
+      });
+    } else {
+      t.is(lookupCodec(c.id), lookupCodec(c.name));
+      t.is(lookupCodec(c.id).id, c.id);
+    }
+  }
+  t.is(imageCodecByName('jpeg')?.id, 16);
+  t.is(imageCodecByName('split-q'), undefined);
+  t.throws(() => codecById(16), { instanceOf: CodecError, message: /image codec/ });
+  t.false('registerCodec' in registry);
+  const c = lookupCodec(3);
+  t.true(Object.isFrozen(c) && Object.isFrozen(c.points) && Object.isFrozen(PINNED_CODECS));
+  t.throws(() => Object.assign(c, { name: 'other' }), { instanceOf: TypeError });
+  t.is(codecById(3).name, 'split-q');
 });
 
 test('split-fp32 is exact', (t) => {

@@ -1,50 +1,25 @@
 import test from 'ava';
-import { learnedCodec, parseTables } from '../../core/codec/learned.js';
+import {
+  learnedCodec,
+  parseTables,
+  type LearnedCodecSpec,
+  type LearnedPoint,
+} from '../../core/codec/learned.js';
 import { CodecError } from '../../core/codec/types.js';
-import type { CodecManifest, CodecPoint } from '../../core/model/bundle.js';
 import { prng, randomTable } from '../helpers/rans-fixtures.js';
 
-const point = (index: number, keep: number, entropy: string | null): CodecPoint => ({
+const point = (index: number, keep: number, entropy: string | null): LearnedPoint => ({
   index,
   label: `k=${keep}`,
   method: 'aecnn',
-  head: 'head',
-  tail: 'tail',
   entropy,
   symbolShape: [4, 3, 3],
   keep,
-  deviceMacs: 1,
-  edgeMacs: 1,
-  top1: 0.5,
-  bitsPerImage: 10,
 });
 
-function manifest(coding: 'rans' | 'raw8', points: CodecPoint[]): CodecManifest {
-  return {
-    format: 2,
-    kind: 'codec',
-    name: 'synthetic',
-    modelId: 9,
-    version: 1,
-    arch: 'test',
-    dataset: 'none',
-    labels: ['a', 'b'],
-    preprocessing: {} as CodecManifest['preprocessing'],
-    files: {},
-    accuracy: { top1: 0.5, split: 'test', samples: 1, source: '', engine: '' },
-    training: {},
-    created: '',
-    codec: {
-      method: 'aecnn',
-      id: 5,
-      version: 1,
-      coding,
-      teacherPoint: 'layer1',
-      teacherShape: [8, 3, 3],
-      teacherMacs: 1,
-      points,
-    },
-  };
+/** A learned codec's description, as a bundle manifest's codec section gives it. */
+function spec(points: LearnedPoint[]): LearnedCodecSpec {
+  return { method: 'aecnn', id: 5, version: 1, points };
 }
 
 const rand = prng(3);
@@ -57,7 +32,7 @@ const symbols = () => {
 
 test('rans points send the first k channels; the rest decode as -1', (t) => {
   const c = learnedCodec(
-    manifest('rans', [point(0, 1, 'entropy'), point(1, 2, 'entropy'), point(2, 4, 'entropy')]),
+    spec([point(0, 1, 'entropy'), point(1, 2, 'entropy'), point(2, 4, 'entropy')]),
     new Map([['entropy', tables]]),
   );
   t.is(c.id, 5);
@@ -78,7 +53,7 @@ test('rans points send the first k channels; the rest decode as -1', (t) => {
 });
 
 test('raw8 points carry one byte per symbol and check the range', (t) => {
-  const c = learnedCodec(manifest('raw8', [point(0, 4, null)]), new Map());
+  const c = learnedCodec(spec([point(0, 4, null)]), new Map());
   const s = symbols();
   const bytes = c.encode(s, 0);
   t.is(bytes.length, 36);
@@ -89,10 +64,7 @@ test('raw8 points carry one byte per symbol and check the range', (t) => {
 });
 
 test('wrong shapes, points, non-integer symbols and corrupt payloads are CodecErrors', (t) => {
-  const c = learnedCodec(
-    manifest('rans', [point(0, 4, 'entropy')]),
-    new Map([['entropy', tables]]),
-  );
+  const c = learnedCodec(spec([point(0, 4, 'entropy')]), new Map([['entropy', tables]]));
   const s = symbols();
   t.throws(() => c.encode({ data: s.data, shape: [36] }, 0), { instanceOf: CodecError });
   t.throws(() => c.encode(s, 7), { instanceOf: CodecError });
@@ -114,7 +86,7 @@ test('tables files are validated', (t) => {
     () => parseTables(JSON.stringify({ probBits: 16, tables: [{ offset: 0, cdf: [0, 70000] }] })),
     { instanceOf: CodecError },
   );
-  t.throws(() => learnedCodec(manifest('rans', [point(0, 4, 'entropy')]), new Map()), {
+  t.throws(() => learnedCodec(spec([point(0, 4, 'entropy')]), new Map()), {
     instanceOf: CodecError,
   });
 });

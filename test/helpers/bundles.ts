@@ -1,6 +1,6 @@
 import { cp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadBundle, sha256, type Bundle } from '../../core/model/bundle.js';
+import { loadBundle, sha256, type Bundle } from '../../core/model/load.js';
 import type { Aedes, AedesPublishPacket } from 'aedes';
 
 /**

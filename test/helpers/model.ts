@@ -1,9 +1,10 @@
-import { resolveModel, type Bundle } from '../../core/model/bundle.js';
+import type { Bundle } from '../../core/model/load.js';
+import { resolveBundle } from '../../core/model/zoo.js';
 
 export const MODEL = 'resnet9w05-cifar10';
 let cached: Promise<Bundle> | undefined;
 
 /** The shipped model bundle (hash-checked once per test file). */
 export function shippedModel(): Promise<Bundle> {
-  return (cached ??= resolveModel(MODEL));
+  return (cached ??= resolveBundle(MODEL));
 }
