@@ -1,11 +1,18 @@
-/** The project logger (pino). LOG_LEVEL sets the level; logs go to stderr. */
+/**
+ * The project logger (pino). LOG_LEVEL sets the level (`debug`, `info`, `warn`, `error`,
+ * `silent`); logs go to stderr, or, where SPLITFLEET_LOG_FILE names a file, are appended
+ * there (the test suite keeps its logs in one file, printed when a test fails).
+ */
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
+const file = process.env.SPLITFLEET_LOG_FILE;
 export const log: Logger = pino(
   { level: process.env.LOG_LEVEL ?? 'info', base: undefined },
-  pino.destination({ dest: 2, sync: true }),
+  pino.destination(
+    file ? { dest: file, sync: true, mkdir: true, append: true } : { dest: 2, sync: true },
+  ),
 );
 
 type Level = 'warn' | 'info' | 'error';

@@ -23,7 +23,8 @@ export function runCli(
       ['--import', 'tsx', join(PROJECT_ROOT, 'cli', 'main.ts'), ...args],
       {
         cwd: PROJECT_ROOT,
-        env: { ...process.env, LOG_LEVEL: opts.logLevel ?? 'warn' },
+        // the CLI's own stderr is part of what tests check: its logs stay there
+        env: { ...process.env, LOG_LEVEL: opts.logLevel ?? 'warn', SPLITFLEET_LOG_FILE: '' },
       },
     );
     let stdout = '';
