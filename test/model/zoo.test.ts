@@ -86,14 +86,16 @@ test('a broken bundle is said to be broken, an unknown one unknown', async (t) =
 
 test('the rule: newest released version, staged only when named with its version', async (t) => {
   const { bundles } = await scanZoo(zoo);
-  const [v2, v3] = bundles as [Candidate, Candidate];
-  const staged = [v2, { ...v3, staged: true }];
-  t.is(pickBundle(staged, DEFAULT_MODEL), staged[0]);
-  t.is(pickBundle(staged, `${DEFAULT_MODEL}@3`), staged[1]);
+  t.is(bundles.length, 2);
+  const released: Candidate = bundles[0]!;
+  const pinned: Candidate = { ...bundles[1]!, staged: true };
+  const staged = [released, pinned];
+  t.is(pickBundle(staged, DEFAULT_MODEL), released);
+  t.is(pickBundle(staged, `${DEFAULT_MODEL}@3`), pinned);
   t.is(pickBundle(staged, `${DEFAULT_MODEL}@4`), null);
   t.is(pickBundle(staged, 'other'), null);
   // a learned codec with the default model: that codec's bundle, none here
   t.is(pickBundle(staged, DEFAULT_MODEL, 'frankensplit'), null);
   // 'toString' is no learned codec
-  t.is(pickBundle(staged, DEFAULT_MODEL, 'toString'), staged[0]);
+  t.is(pickBundle(staged, DEFAULT_MODEL, 'toString'), released);
 });
