@@ -2,16 +2,18 @@
 # Install the splitfleet device agent as a systemd service on Raspberry Pi OS (arm64) or
 # Ubuntu on a Jetson (L4T, arm64); any Debian-like arm64 or x86_64 system works the same.
 #
-#   sudo deploy/install.sh --package ./splitfleet-0.1.0.tgz \
+#   npm run pack:agent        # where the project is built: ./splitfleet-agent-<version>.tgz
+#   sudo deploy/install.sh --package ./splitfleet-agent-0.1.0.tgz \
 #        --device gate-01 --fleet demo --url mqtt://edge.local:1883 --password-stdin <<<"$PW"
 #   deploy/install.sh --dry-run ...     # print the plan, change nothing (no root needed)
 #
 # Steps: check the board and Node.js (20.19+; installed from NodeSource with
 # --install-node, else the script says how), install ffmpeg (camera and video sources),
-# install the package with npm, create the system user `splitfleet` (groups: video),
-# write /etc/splitfleet/agent.yaml (from --config FILE or from the flags) and
-# /etc/splitfleet/agent.env (the MQTT password, mode 0600), install and enable
-# splitfleet-agent.service.
+# install the agent package with npm (splitfleet-agent: the agent without the edge's
+# dependencies; the full splitfleet package works too), create the system user
+# `splitfleet` (groups: video), write /etc/splitfleet/agent.yaml (from --config FILE or
+# from the flags), /etc/splitfleet/ca.pem (--ca) and /etc/splitfleet/agent.env (the MQTT
+# password, mode 0600), install and enable splitfleet-agent.service.
 set -euo pipefail
 
 NODE_MIN_MAJOR=20
@@ -34,18 +36,23 @@ PASSWORD_STDIN=0
 SOURCE="v4l2:/dev/video0"
 MODEL=""
 CODEC=""
+CA=""
 NO_START=0
 
 usage() {
   cat <<'USAGE'
 usage: install.sh [--dry-run] [--install-node] [--package SPEC] [--no-start]
                   (--config FILE | --device ID --url URL [--fleet F] [--username U]
-                   [--source SPEC] [--model M] [--codec C]) [--password-stdin]
-  --package SPEC     what `npm install -g` installs: a tarball from `npm pack`, a folder,
-                     or a registry name (default: the checkout this script is in)
+                   [--source SPEC] [--model M] [--codec C]) [--ca FILE] [--password-stdin]
+  --package SPEC     what `npm install -g` installs: the agent package from
+                     `npm run pack:agent` (splitfleet-agent-<version>.tgz), a folder or
+                     a registry name (default: the newest splitfleet-agent-*.tgz in the
+                     checkout this script is in, else the checkout itself)
   --config FILE      an agent config (see device-agent/agent.example.yaml), copied as is
   --device ID        device id (also the MQTT user name unless --username)
   --url URL          the edge broker, e.g. mqtt://edge.local:1883 or mqtts://edge:8883
+  --ca FILE          PEM certificate(s) to trust for an mqtts:// edge, installed as
+                     /etc/splitfleet/ca.pem (a --config file names it: `ca: <that path>`)
   --password-stdin   read the device's MQTT password from stdin (one line)
   --install-node     install Node.js 20 from NodeSource when it is missing or too old
   --dry-run          print every step, change nothing
@@ -71,6 +78,7 @@ while [ $# -gt 0 ]; do
     --source) SOURCE=${2:?--source needs a value}; shift ;;
     --model) MODEL=${2:?--model needs a value}; shift ;;
     --codec) CODEC=${2:?--codec needs a value}; shift ;;
+    --ca) CA=${2:?--ca needs a file}; shift ;;
     --password-stdin) PASSWORD_STDIN=1 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -87,7 +95,16 @@ if [ -z "$CONFIG" ]; then
 else
   [ -r "$CONFIG" ] || die "cannot read $CONFIG"
 fi
-[ -n "$PACKAGE" ] || PACKAGE=$(cd "$HERE/.." && pwd)
+[ -z "$CA" ] || [ -r "$CA" ] || die "cannot read $CA"
+if [ -z "$PACKAGE" ]; then
+  ROOT=$(cd "$HERE/.." && pwd)
+  PACKAGE=$ROOT
+  for tgz in "$ROOT"/splitfleet-agent-*.tgz; do
+    if [ -f "$tgz" ] && { [ "$PACKAGE" = "$ROOT" ] || [ "$tgz" -nt "$PACKAGE" ]; }; then
+      PACKAGE=$tgz
+    fi
+  done
+fi
 [ -n "$USERNAME" ] || USERNAME=$DEVICE
 
 PASSWORD=""
@@ -196,15 +213,15 @@ else
   run apt-get install -y --no-install-recommends ffmpeg
 fi
 
-step "installing splitfleet from $PACKAGE"
+step "installing the splitfleet agent from $PACKAGE"
 run npm install -g --omit=dev --no-fund --no-audit "$PACKAGE"
 BIN=""
 if [ "$DRY_RUN" = 1 ]; then
-  BIN="$(npm prefix -g 2>/dev/null || echo /usr/local)/bin/splitfleet"
+  BIN="$(npm prefix -g 2>/dev/null || echo /usr/local)/bin/splitfleet-agent"
 else
-  BIN=$(command -v splitfleet) || die "splitfleet is not on PATH after npm install -g"
+  BIN=$(command -v splitfleet-agent) || die "splitfleet-agent is not on PATH after npm install -g"
 fi
-printf '    splitfleet: %s\n' "$BIN"
+printf '    splitfleet-agent: %s\n' "$BIN"
 
 # --- user ------------------------------------------------------------------------------
 step "creating the system user $USER_NAME (groups: video)"
@@ -217,6 +234,10 @@ else
 fi
 
 # --- config ----------------------------------------------------------------------------
+if [ -n "$CA" ]; then
+  step "writing $CONF_DIR/ca.pem (the CA the edge's certificate is checked against)"
+  write_file "$CONF_DIR/ca.pem" 0644 root:root <"$CA"
+fi
 step "writing $CONF_DIR/agent.yaml"
 if [ -n "$CONFIG" ]; then
   write_file "$CONF_DIR/agent.yaml" 0640 "root:$USER_NAME" <"$CONFIG"
@@ -229,6 +250,7 @@ else
     echo "username: $USERNAME"
     [ -z "$MODEL" ] || echo "model: $MODEL"
     [ -z "$CODEC" ] || echo "codec: $CODEC"
+    [ -z "$CA" ] || echo "ca: $CONF_DIR/ca.pem"
     echo "source: '$SOURCE'"
     echo "loop: true"
     echo "fps: 5"
@@ -243,7 +265,7 @@ fi
 
 # --- the service -----------------------------------------------------------------------
 step "installing $UNIT_DIR/$SERVICE.service"
-sed "s#/usr/local/bin/splitfleet#$BIN#" "$HERE/$SERVICE.service" |
+sed "s#/usr/local/bin/splitfleet-agent#$BIN#" "$HERE/$SERVICE.service" |
   write_file "$UNIT_DIR/$SERVICE.service" 0644 root:root
 run systemctl daemon-reload
 if [ "$NO_START" = 1 ]; then

@@ -1,7 +1,8 @@
 /**
  * deploy/: the install script is shellcheck-clean and its --dry-run prints the plan
  * (and changes nothing); the systemd unit passes `systemd-analyze verify` where systemd
- * is installed (else that check is skipped, with the reason in the log).
+ * is installed (else that check is skipped, with the reason in the log). What the agent
+ * package holds: test/device/package.test.ts.
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -36,9 +37,10 @@ test('the unit passes systemd-analyze verify', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sf-unit-'));
   try {
     const unit = (await readFile(UNIT, 'utf8')).replace(
-      '/usr/local/bin/splitfleet',
+      '/usr/local/bin/splitfleet-agent',
       process.execPath,
     );
+    t.regex(unit, /^ExecStart=\S+ --config \/etc\/splitfleet\/agent\.yaml --json$/m);
     t.regex(unit, /^Restart=on-failure$/m);
     t.regex(unit, /^User=splitfleet$/m);
     t.regex(unit, /^EnvironmentFile=-\/etc\/splitfleet\/agent\.env$/m);
@@ -64,19 +66,23 @@ test('the unit passes systemd-analyze verify', async (t) => {
 test('install.sh --dry-run prints the plan and changes nothing', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sf-install-'));
   try {
+    const ca = join(dir, 'ca.pem');
+    await writeFile(ca, '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n');
     const r = spawnSync(
       'bash',
       [
         INSTALL,
         '--dry-run',
         '--package',
-        './splitfleet-0.1.0.tgz',
+        './splitfleet-agent-0.1.0.tgz',
         '--device',
         'gate-01',
         '--fleet',
         'demo',
         '--url',
-        'mqtt://edge.local:1883',
+        'mqtts://edge.local:8883',
+        '--ca',
+        ca,
         '--password-stdin',
       ],
       { encoding: 'utf8', input: 's3cret-pw\n', timeout: 60_000 },
@@ -85,11 +91,14 @@ test('install.sh --dry-run prints the plan and changes nothing', async (t) => {
     const out = r.stdout;
     for (const s of [
       '==> checking Node.js',
-      'would run: npm install -g --omit=dev --no-fund --no-audit ./splitfleet-0.1.0.tgz',
-      'splitfleet',
+      'would run: npm install -g --omit=dev --no-fund --no-audit ./splitfleet-agent-0.1.0.tgz',
+      'bin/splitfleet-agent',
       'would write /etc/splitfleet/agent.yaml (mode 0640, owner root:splitfleet)',
       '| device: gate-01',
-      '| url: mqtt://edge.local:1883',
+      '| url: mqtts://edge.local:8883',
+      'would write /etc/splitfleet/ca.pem (mode 0644, owner root:root)',
+      '| -----BEGIN CERTIFICATE-----',
+      '| ca: /etc/splitfleet/ca.pem',
       'would write /etc/splitfleet/agent.env (mode 0600, owner root:root)',
       'SPLITFLEET_PASSWORD=********',
       'would write /etc/systemd/system/splitfleet-agent.service',
@@ -106,6 +115,13 @@ test('install.sh --dry-run prints the plan and changes nothing', async (t) => {
     });
     t.is(bad.status, 1);
     t.regex(bad.stderr, /--device ID/);
+    const noCa = spawnSync(
+      'bash',
+      [INSTALL, '--dry-run', '--device', 'gate-01', '--url', 'mqtt://x', '--ca', join(dir, 'no')],
+      { encoding: 'utf8' },
+    );
+    t.is(noCa.status, 1);
+    t.regex(noCa.stderr, /cannot read .*no/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
