@@ -12,6 +12,7 @@ import { parseFleet } from '../../fleet-config/load.js';
 import type { DeviceStatus, OpResponse } from '../../core/wire/messages.js';
 import { deviceOpTopic, deviceTopic } from '../../core/wire/topics.js';
 import { shippedModel } from '../helpers/model.js';
+import { freePort } from '../helpers/net.js';
 import { waitFor } from '../helpers/wait.js';
 
 const fleetText = (codec: string, point: number, fps = 50) => `
@@ -140,6 +141,24 @@ test('request/response: ping, get-config, restart-pipeline, and an unknown op', 
   } finally {
     await ops.endAsync();
     await agent.stop(true);
+    await edge.close();
+  }
+});
+
+test('a fleet file for another fleet: the edge does not start and leaves no listener open', async (t) => {
+  const port = await freePort();
+  const metricsPort = await freePort();
+  const other = parseFleet(fleetText('split-q', 0).replace('fleet: cfg', 'fleet: elsewhere'));
+  await t.throwsAsync(
+    testEdge({ fleet: 'cfg', fleetFile: other, port, metricsPort, stateDir: null }),
+    { message: /fleet file is for fleet elsewhere, this edge serves cfg/ },
+  );
+  // every part that started was stopped: the same ports serve a new edge at once
+  const edge = await testEdge({ fleet: 'cfg', port, metricsPort });
+  try {
+    t.is(edge.url, `mqtt://127.0.0.1:${port}`);
+    t.is(edge.metricsUrl, `http://127.0.0.1:${metricsPort}`);
+  } finally {
     await edge.close();
   }
 });

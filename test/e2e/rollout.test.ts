@@ -11,7 +11,11 @@ import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import type { RolloutJob } from '../../edge-broker/fleet/rollout.js';
+import {
+  parseRolloutSpec,
+  ROLLOUT_DEFAULTS,
+  type RolloutJob,
+} from '../../edge-broker/fleet/rollout.js';
 import { bundleFor } from '../../core/model/bundle.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import type { ConfigMessage } from '../../core/wire/messages.js';
@@ -161,6 +165,17 @@ test.serial(
         edgeRequest(op, where, 'rollout', { spec: { model: 'resnet9w05-cifar10@9' } }),
         { message: /not in the edge's registry/ },
       );
+      // a malformed spec is refused before anything is queued, naming the field
+      await t.throwsAsync(
+        edgeRequest(op, where, 'rollout', {
+          spec: { model: 'resnet9w05-cifar10@3', minFrames: 'ten' },
+        }),
+        { message: /minFrames/ },
+      );
+      await t.throwsAsync(edgeRequest(op, where, 'rollback', { jobId: 7 }), {
+        message: /jobId/,
+      });
+      t.deepEqual(edge.rollouts.list(), []);
       const queued = await edgeRequest<RolloutJob>(op, where, 'rollout', {
         spec: {
           model: 'resnet9w05-cifar10@3',
@@ -261,3 +276,49 @@ test.serial(
     }
   },
 );
+
+test('a rollout spec is checked field by field before use', (t) => {
+  const ok = {
+    model: 'resnet9w05-cifar10@3',
+    devices: ['cam-a'],
+    groups: ['yard'],
+    percent: 50,
+    waves: [1, '50%', '100%'],
+    gates: { maxErrorRate: 0.05, maxLatencyMs: null, minConfidence: 0.2, maxConfidenceDrop: 0.15 },
+    minFrames: 20,
+    soakMs: 60_000,
+    applyTimeoutMs: 120_000,
+    autoRollback: false,
+  };
+  t.deepEqual(parseRolloutSpec(ok), ok);
+  t.deepEqual(parseRolloutSpec({ model: 'm@1' }), { model: 'm@1' });
+  const bad: [unknown, RegExp][] = [
+    [null, /spec must be an object/],
+    [[], /spec must be an object/],
+    [{ waves: 'x' }, /model/],
+    [{ model: '../x' }, /model/],
+    [{ ...ok, waves: 'x' }, /waves/],
+    [{ ...ok, waves: [] }, /waves/],
+    [{ ...ok, waves: [0] }, /bad wave 0/],
+    [{ ...ok, waves: ['0%'] }, /bad wave/],
+    [{ ...ok, waves: [{}] }, /bad wave/],
+    [{ ...ok, devices: 'cam-a' }, /devices/],
+    [{ ...ok, devices: ['a/b'] }, /devices/],
+    [{ ...ok, groups: [1] }, /groups/],
+    [{ ...ok, percent: 0 }, /percent/],
+    [{ ...ok, percent: 101 }, /percent/],
+    [{ ...ok, gates: { maxErrorRate: 2 } }, /maxErrorRate/],
+    [{ ...ok, gates: { maxLatencyMs: -1 } }, /maxLatencyMs/],
+    [{ ...ok, gates: { minConfidence: '0.2' } }, /minConfidence/],
+    [{ ...ok, gates: { maxErrorrate: 0.1 } }, /unknown field "maxErrorrate"/],
+    [{ ...ok, minFrames: 0 }, /minFrames/],
+    [{ ...ok, minFrames: 1.5 }, /minFrames/],
+    [{ ...ok, soakMs: '1000' }, /soakMs/],
+    [{ ...ok, applyTimeoutMs: Infinity }, /applyTimeoutMs/],
+    [{ ...ok, autoRollback: 'no' }, /autoRollback/],
+    [{ ...ok, minframes: 3 }, /unknown field "minframes"/],
+  ];
+  for (const [spec, message] of bad)
+    t.throws(() => parseRolloutSpec(spec), { message }, JSON.stringify(spec));
+  t.is(ROLLOUT_DEFAULTS.gates.maxErrorRate, 0.05);
+});

@@ -5,7 +5,7 @@ import { connectAsync, type MqttClient } from 'mqtt';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
 import type { Edge, EdgeOptions } from '../../edge-broker/edge.js';
 import { parseError, parseResult } from '../../core/wire/messages.js';
-import { deviceFilter } from '../../core/wire/topics.js';
+import { deviceFilter, parseTopic } from '../../core/wire/topics.js';
 import { testEdge } from './edge.js';
 import { shippedModel } from './model.js';
 import type { RedisServer } from './redis.js';
@@ -17,7 +17,9 @@ export class AnswerLog {
   readonly answers = new Map<string, { kind: 'result' | 'error'; edgeId: string | null }[]>();
   constructor(readonly client: MqttClient) {
     client.on('message', (topic, payload) => {
-      const device = topic.split('/')[3]!;
+      const t = parseTopic(topic);
+      if (t?.kind !== 'device') return;
+      const device = t.deviceId;
       const r = parseResult(payload);
       const e = r ? undefined : parseError(payload);
       const frameId = r?.frameId ?? e?.frameId;
