@@ -16,7 +16,9 @@
  *
  * They start in this order and stop in the reverse one; a start that fails half-way stops
  * what started, the same way. The broker holds incoming connections until every part is
- * up, so a device's first frame finds every subscription in place.
+ * up, so a device's first frame finds every subscription in place. On close, the edge's
+ * status says offline first; the intake then answers every frame it holds and refuses the
+ * ones still coming ('overloaded', edge stopping) until the broker closes.
  */
 import type { Bundle } from '../core/model/bundle.js';
 import { log } from '../core/util/log.js';
