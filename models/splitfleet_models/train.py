@@ -1,7 +1,19 @@
-"""Seeded, resumable training of a backbone on CIFAR-10.
+"""Seeded, resumable training of a backbone on CIFAR-10 or any ImageFolder.
 
     /usr/bin/python3 -m splitfleet_models.train --data ../shared/datasets/cifar10-jpeg.tar.gz \
         --recipe recipes/resnet9-w05.yaml --out runs/resnet9-w05
+    /usr/bin/python3 -m splitfleet_models.train --data mycams.tar.gz --arch mobilenet_v3_small \
+        --size 224x224 --resize 256 --checkpoint mobilenet_v3_small-047dcff4.pth --lr 0.01 \
+        --epochs 10 --out runs/mycams
+
+The data is any ImageFolder (data.load_images: a folder or .tar.gz, any classes, images
+of any size, brought to ``--size`` by a shorter-side ``--resize`` or by covering the size,
+then a center crop); its class folders become the labels every export carries. The
+architecture is the project's resnet9/resnet20 or one of torchvision's
+(nets.TORCHVISION_ARCHS), from scratch or from a local ``--checkpoint`` (torchvision's
+.pth or a final.pt of this trainer); a classifier for another number of classes is
+re-initialized. ``--mean``/``--std`` default to CIFAR-10's statistics for resnet9/20
+and to ImageNet's for torchvision architectures.
 
 Every epoch writes ``<out>/last.pt`` (weights, optimizer, epoch, RNG state) atomically;
 run the same command again to resume from it. ``<out>/train.log`` gets one JSON line
@@ -22,9 +34,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .data import load_cifar10
-from .nets import build, fast_layout
-from .preprocess import normalize_batch
+from .data import DataError, load_images
+from .nets import TORCHVISION_ARCHS, CheckpointError, build, fast_layout, load_checkpoint
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, MEAN, STD, Preprocessing, parse_size, parse_triple
 
 DEFAULTS = dict(
     arch="resnet9",
@@ -62,19 +74,21 @@ def lr_at(step: float, steps_per_epoch: int, cfg: dict) -> float:
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, cutout: int) -> torch.Tensor:
-    """Random crop (reflect pad 4), horizontal flip and cutout on a uint8 NCHW batch."""
-    n = x.shape[0]
-    padded = F.pad(x.float(), (4, 4, 4, 4), mode="reflect")
-    ox = torch.randint(0, 9, (n,), generator=gen)
-    oy = torch.randint(0, 9, (n,), generator=gen)
+    """Random crop (reflect pad of 1/8 of the side: 4 at 32x32), horizontal flip and
+    cutout on a uint8 NCHW batch of any size."""
+    n, _, h, w = x.shape
+    ph, pw = max(1, h // 8), max(1, w // 8)
+    padded = F.pad(x.float(), (pw, pw, ph, ph), mode="reflect")
+    ox = torch.randint(0, 2 * pw + 1, (n,), generator=gen)
+    oy = torch.randint(0, 2 * ph + 1, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5
     out = torch.empty_like(x, dtype=torch.float32)
     for i in range(n):
-        crop = padded[i, :, oy[i] : oy[i] + 32, ox[i] : ox[i] + 32]
+        crop = padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w]
         out[i] = crop.flip(2) if flip[i] else crop
     if cutout > 0:
-        cx = torch.randint(0, 32, (n,), generator=gen)
-        cy = torch.randint(0, 32, (n,), generator=gen)
+        cx = torch.randint(0, w, (n,), generator=gen)
+        cy = torch.randint(0, h, (n,), generator=gen)
         h = cutout // 2
         for i in range(n):
             out[i, :, max(0, cy[i] - h) : cy[i] + h, max(0, cx[i] - h) : cx[i] + h] = 0.0
@@ -104,6 +118,20 @@ def run_logger(out: Path):
     return emit
 
 
+def prep_of(cfg: dict) -> Preprocessing:
+    """The preprocessing of a training config (CIFAR-10's for configs without one)."""
+    if not cfg.get("size"):
+        return Preprocessing()
+    return Preprocessing(tuple(cfg["size"]), cfg.get("resize"), tuple(cfg["mean"]), tuple(cfg["std"]))
+
+
+def labels_of(st: dict) -> list[str]:
+    """The class names of a checkpoint (CIFAR-10's for runs made before labels were kept)."""
+    from .data import CLASSES
+
+    return list(st.get("labels") or CLASSES)
+
+
 def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=None, after_step=None) -> float:
     """One pass over the training set (last partial batch dropped); returns the mean loss.
 
@@ -115,10 +143,11 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
     bs = int(cfg["batch"])
     steps = len(y_all) // bs
     perm = torch.randperm(len(y_all), generator=gen)
+    prep = prep_of(cfg)
     tot = 0.0
     for s in range(steps):
         idx = perm[s * bs : (s + 1) * bs]
-        x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])))
+        x = prep.normalize(augment(x_all[idx], gen, int(cfg["cutout"])))
         x = x.contiguous(memory_format=fmt)
         if lr_fn is not None:
             for g in opt.param_groups:
@@ -135,12 +164,16 @@ def train_epoch(model, opt, x_all, y_all, gen, cfg: dict, epoch: int = 0, lr_fn=
 
 
 @torch.no_grad()
-def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 128) -> float:
+def evaluate(model, images: np.ndarray, labels: np.ndarray, batch: int = 128, prep: Preprocessing | None = None) -> float:
+    """Top-1 on uint8 NHWC `images` already at the model's size."""
+    if len(labels) == 0:
+        raise SystemExit("no test images to measure top-1 on")
+    prep = prep or Preprocessing()
     model.eval()
     fmt = fast_layout(model)
     correct = 0
     for i in range(0, len(labels), batch):
-        x = normalize_batch(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
+        x = prep.normalize(torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).float())
         x = x.contiguous(memory_format=fmt)
         correct += (model(x).argmax(1).numpy() == labels[i : i + batch]).sum()
     return float(correct) / len(labels)
@@ -165,12 +198,21 @@ def save_atomic(obj, path: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"), help="CIFAR-10 archive or folder")
+    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"),
+                    help="ImageFolder (folder or .tar.gz, any classes) or CIFAR-10 archive/folder")
     ap.add_argument("--recipe", help="YAML recipe")
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", default=".cache", help="decoded-dataset cache folder")
     for k, v in DEFAULTS.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=None)
+    ap.add_argument("--size", help="input size HxW (default: the images' size; 32x32 for CIFAR-10)")
+    ap.add_argument("--resize", type=int, help="scale the shorter side to this before the center crop "
+                                               "(default: just cover --size)")
+    ap.add_argument("--mean", help="per-channel mean a,b,c of pixels/255 (default: by architecture)")
+    ap.add_argument("--std", help="per-channel std a,b,c (default: by architecture)")
+    ap.add_argument("--checkpoint", help="local weights to start from: torchvision .pth or a final.pt")
+    ap.add_argument("--test-fraction", type=float, default=None,
+                    help="share of each class held out for testing when the data has no train/test folders (0.2)")
     args = ap.parse_args(argv)
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required")
@@ -182,19 +224,43 @@ def main(argv=None) -> None:
         v = getattr(args, k)
         if v is not None:
             cfg[k] = v
+    try:
+        if args.size:
+            cfg["size"] = list(parse_size(args.size))
+        for k in ("resize", "checkpoint", "test_fraction"):
+            if getattr(args, k) is not None:
+                cfg[k] = getattr(args, k)
+        imagenet = cfg["arch"] in TORCHVISION_ARCHS
+        for k, arg, default in (("mean", args.mean, IMAGENET_MEAN if imagenet else MEAN),
+                                ("std", args.std, IMAGENET_STD if imagenet else STD)):
+            cfg[k] = list(parse_triple(arg, f"--{k}")) if arg else list(cfg.get(k) or default)
+    except ValueError as e:
+        ap.error(str(e))
     torch.set_num_threads(int(cfg["threads"]))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     emit = run_logger(out)
 
     t0 = time.time()
-    data = load_cifar10(args.data, cache_dir=args.cache)
-    tr, te = data["train"], data["test"]
-    emit(event="data", train=len(tr.labels), test=len(te.labels), seconds=round(time.time() - t0, 1))
+    try:
+        ds = load_images(args.data, tuple(cfg["size"]) if cfg.get("size") else None, cfg.get("resize"),
+                         test_fraction=float(cfg.get("test_fraction", 0.2)), cache_dir=args.cache)
+    except DataError as e:
+        raise SystemExit(f"data: {e}") from None
+    cfg["size"] = list(ds.size)
+    prep = prep_of(cfg)  # checks size, resize, mean and std together
+    tr, te = ds.train, ds.test
+    if len(tr.labels) < 2:
+        raise SystemExit(f"data: {len(tr.labels)} training image(s); at least 2 are needed")
+    if int(cfg["batch"]) > len(tr.labels):
+        emit(event="note", note=f"batch {cfg['batch']} is larger than the {len(tr.labels)} training images; "
+                                f"using batch {len(tr.labels)}")
+        cfg["batch"] = len(tr.labels)
+    emit(event="data", train=len(tr.labels), test=len(te.labels), classes=ds.classes, size=list(ds.size),
+         seconds=round(time.time() - t0, 1))
 
     set_seed(int(cfg["seed"]))
-    model = build(cfg["arch"], float(cfg["width"]))
-    model = model.to(memory_format=fast_layout(model))
+    model = build(cfg["arch"], float(cfg["width"]), classes=len(ds.classes))
     opt = make_sgd(model, cfg)
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     start = 0
@@ -202,12 +268,22 @@ def main(argv=None) -> None:
     st = load_resume(ckpt, "cfg", cfg)
     if st is not None:
         model.load_state_dict(st["model"])
+        model = model.to(memory_format=fast_layout(model))
+        opt = make_sgd(model, cfg)
         opt.load_state_dict(st["opt"])
         gen.set_state(st["gen"])
         torch.set_rng_state(st["torch_rng"])
         start = st["epoch"]
         emit(event="resume", epoch=start)
     else:
+        if cfg.get("checkpoint"):
+            try:
+                notes = load_checkpoint(model, cfg["arch"], cfg["checkpoint"], len(ds.classes))
+            except CheckpointError as e:
+                raise SystemExit(f"checkpoint: {e}") from None
+            emit(event="checkpoint", path=str(cfg["checkpoint"]), notes=notes)
+        model = model.to(memory_format=fast_layout(model))
+        opt = make_sgd(model, cfg)
         emit(event="start", cfg=cfg)
 
     x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()  # uint8 NCHW
@@ -218,7 +294,7 @@ def main(argv=None) -> None:
         rec = dict(event="epoch", epoch=epoch + 1, loss=round(loss, 4), seconds=round(time.time() - te0, 1))
         last = epoch + 1 == int(cfg["epochs"])
         if last or (epoch + 1) % int(cfg["eval_every"]) == 0:
-            rec["test_top1"] = round(evaluate(model, te.images, te.labels), 4)
+            rec["test_top1"] = round(evaluate(model, te.images, te.labels, prep=prep), 4)
         save_atomic(
             dict(
                 model=model.state_dict(),
@@ -227,12 +303,14 @@ def main(argv=None) -> None:
                 torch_rng=torch.get_rng_state(),
                 epoch=epoch + 1,
                 cfg=cfg,
+                labels=ds.classes,
             ),
             ckpt,
         )
         emit(**rec)
-    final = evaluate(model, te.images, te.labels)
-    save_atomic(dict(model=model.state_dict(), cfg=cfg, test_top1=final), out / "final.pt")
+    final = evaluate(model, te.images, te.labels, prep=prep)
+    save_atomic(dict(model=model.state_dict(), cfg=cfg, test_top1=final, labels=ds.classes,
+                     test_samples=len(te.labels)), out / "final.pt")
     emit(event="done", test_top1=round(final, 4), minutes=round((time.time() - t0) / 60, 1))
 
 
