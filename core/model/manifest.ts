@@ -361,10 +361,11 @@ export function deviceRoles(m: Manifest): string[] {
   return [...roles];
 }
 
-/** File roles a decoder thread runs: the tail of a backbone, or every point's tail and
- * entropy tables of a learned codec. */
+/** File roles a decoder thread runs: the head and tail of a backbone (image frames run
+ * the whole model at the edge), or every point's tail and entropy tables of a learned
+ * codec. */
 export function decoderRoles(m: Manifest): string[] {
-  if (m.kind === 'backbone') return ['tail'];
+  if (m.kind === 'backbone') return ['head', 'tail'];
   const roles = new Set<string>();
   for (const p of m.codec.points) {
     roles.add(p.tail);

@@ -1,12 +1,16 @@
 /**
- * The edge half of the data path:
- *   frame check (on receipt) -> codec decode -> tail inference (batched) -> result.
+ * The edge half of the data path, for every frame a device sends:
+ *   frame check (on receipt) -> the plan's edge half (core/split/plan.ts) batched:
+ *     feature frames   codec decode -> tail
+ *     image frames     image decode -> preprocess -> head -> tail (input offload)
+ *   -> result.
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
-import { codecById } from '../../core/codec/registry.js';
-import { checkPoint, CodecError, type FeatureCodec } from '../../core/codec/types.js';
+import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
 import type { Engine, Session } from '../../core/engine/engine.js';
-import type { Bundle, Manifest } from '../../core/model/bundle.js';
+import type { Bundle } from '../../core/model/load.js';
+import type { Manifest } from '../../core/model/manifest.js';
+import { decodePayload, shapeProblem, splitPlan, type SplitPlan } from '../../core/split/plan.js';
 import { decodeFrame, FrameError, type Frame } from '../../core/wire/frame.js';
 import {
   boundReason,
@@ -42,13 +46,6 @@ export class DecodeFailure extends Error {
   }
 }
 
-/** What a frame of one model needs at the edge: its codec, tail role and shape. */
-interface Route {
-  codec: FeatureCodec;
-  tailRole: string;
-  shape: readonly number[];
-}
-
 interface LoadedModel {
   manifest: Manifest;
   /** Learned-codec bundles bring their own codec; backbones use the registry's. */
@@ -66,11 +63,14 @@ export interface DecodeJob {
 
 /**
  * The checks a frame passes before it is queued: the frame format, a served model, a
- * codec and point that model takes, and the shape. No networks are loaded: the edge's
- * main thread checks frames on receipt, decoder threads (pool.ts) run them.
+ * codec and point that model takes (its split plan), and the shape. No networks are
+ * loaded: the edge's main thread checks frames on receipt, decoder threads (pool.ts)
+ * run them.
  */
 export class FrameChecker {
   protected readonly models = new Map<string, LoadedModel>();
+  /** Plans by model, codec and point: a handful per model, built on first use. */
+  private readonly plans = new Map<string, SplitPlan>();
 
   constructor(bundles: readonly Bundle[]) {
     for (const b of bundles) {
@@ -79,39 +79,27 @@ export class FrameChecker {
     }
   }
 
-  protected route(model: LoadedModel, frame: Frame): Route {
-    const fail = (msg: string) => new DecodeFailure('unknown-codec', msg, frame.frameId);
-    let codec: FeatureCodec;
-    if (model.codec) {
-      codec = model.codec;
-      if (frame.codecId !== codec.id) {
-        throw fail(
-          `model ${model.manifest.name} takes codec ${codec.name} (${codec.id}), not ${frame.codecId}`,
-        );
-      }
-    } else {
+  /** The split plan of a frame of a served model: its codec, point and edge half. */
+  protected plan(model: LoadedModel, frame: Frame): SplitPlan {
+    const key = `${modelKey(frame.modelId, frame.modelVersion)}/${frame.codecId}/${frame.point}`;
+    let plan = this.plans.get(key);
+    if (!plan) {
       try {
-        codec = codecById(frame.codecId);
+        plan = splitPlan(model, frame.codecId, frame.point);
       } catch (e) {
-        throw fail((e as Error).message);
+        throw new DecodeFailure('unknown-codec', (e as Error).message, frame.frameId);
       }
+      this.plans.set(key, plan);
     }
-    try {
-      checkPoint(codec, frame.point);
-    } catch (e) {
-      throw fail((e as Error).message);
-    }
+    const codec = plan.codec;
     if (codec.version !== frame.codecVersion) {
-      throw fail(
+      throw new DecodeFailure(
+        'unknown-codec',
         `codec ${codec.name} version ${frame.codecVersion} is not supported (have ${codec.version})`,
+        frame.frameId,
       );
     }
-    const m = model.manifest;
-    if (m.kind === 'codec') {
-      const p = m.codec.points.find((x) => x.index === frame.point)!;
-      return { codec, tailRole: p.tail, shape: p.symbolShape };
-    }
-    return { codec, tailRole: 'tail', shape: m.split.tensorShape };
+    return plan;
   }
 
   protected model(frame: Frame): LoadedModel {
@@ -135,14 +123,8 @@ export class FrameChecker {
       const fe = e as FrameError;
       throw new DecodeFailure('malformed-frame', fe.message, fe.frameId ?? null);
     }
-    const want = this.route(this.model(frame), frame).shape;
-    if (frame.shape.length !== want.length || frame.shape.some((d, i) => d !== want[i])) {
-      throw new DecodeFailure(
-        'malformed-frame',
-        `shape [${frame.shape.join(',')}] does not match the model's [${want.join(',')}]`,
-        frame.frameId,
-      );
-    }
+    const why = shapeProblem(this.plan(this.model(frame), frame), frame.shape);
+    if (why) throw new DecodeFailure('malformed-frame', why, frame.frameId);
     return frame;
   }
 }
@@ -195,16 +177,22 @@ export function resultMessage(o: {
   };
 }
 
-/** One decoder: a FrameChecker with its own tail sessions for every served model. */
+/** One decoder: a FrameChecker with its own sessions of every served model's edge
+ * networks (a backbone's head is loaded with the first image frame). */
 export class FrameDecoder extends FrameChecker {
+  /** Sessions being loaded on first use, by model and file role. */
+  private readonly loading = new Map<string, Promise<Session>>();
+
   private constructor(
-    bundles: readonly Bundle[],
-    /** One session per model and tail file role. */
-    private readonly tails: Map<string, Session>,
+    private readonly bundles: ReadonlyMap<string, Bundle>,
+    /** One session per model and file role. */
+    private readonly sessions: Map<string, Session>,
+    private readonly engine: Engine,
+    private readonly threads: number,
     private readonly edgeId: string,
     private readonly topk: number,
   ) {
-    super(bundles);
+    super([...bundles.values()]);
   }
 
   static async create(
@@ -212,26 +200,51 @@ export class FrameDecoder extends FrameChecker {
     engine: Engine,
     opts: { threads: number; edgeId: string; topk?: number },
   ): Promise<FrameDecoder> {
-    const tails = new Map<string, Session>();
+    const sessions = new Map<string, Session>();
+    const byKey = new Map<string, Bundle>();
     try {
       for (const b of bundles) {
         const m = b.manifest;
+        byKey.set(modelKey(m.modelId, m.version), b);
         const roles = m.kind === 'codec' ? new Set(m.codec.points.map((p) => p.tail)) : ['tail'];
         for (const role of roles) {
-          tails.set(
+          sessions.set(
             `${modelKey(m.modelId, m.version)}/${role}`,
             await engine.load(b.file(role), { threads: opts.threads }),
           );
         }
       }
     } catch (e) {
-      for (const t of tails.values()) await t.close();
+      for (const t of sessions.values()) await t.close();
       throw e;
     }
-    return new FrameDecoder(bundles, tails, opts.edgeId, opts.topk ?? 3);
+    return new FrameDecoder(byKey, sessions, engine, opts.threads, opts.edgeId, opts.topk ?? 3);
   }
 
-  /** Decode one frame that passed parse() and run the tail. */
+  /** The session of network `role` of a served model, loaded on first use. */
+  private async session(model: string, role: string): Promise<Session> {
+    const key = `${model}/${role}`;
+    const have = this.sessions.get(key);
+    if (have) return have;
+    let p = this.loading.get(key);
+    if (!p) {
+      const b = this.bundles.get(model)!;
+      p = this.engine.load(b.file(role), { threads: this.threads }).then(
+        (s) => {
+          this.sessions.set(key, s);
+          return s;
+        },
+        (e: unknown) => {
+          this.loading.delete(key); // a failed load is tried again with the next frame
+          throw e;
+        },
+      );
+      this.loading.set(key, p);
+    }
+    return p;
+  }
+
+  /** Decode one frame that passed parse() and run its edge networks. */
   async run(deviceId: string, frame: Frame, receivedAt: number): Promise<ResultMessage> {
     const [r] = await this.runBatch([{ deviceId, frame, receivedAt }]);
     if (r instanceof DecodeFailure) throw r;
@@ -239,19 +252,23 @@ export class FrameDecoder extends FrameChecker {
   }
 
   /**
-   * Decode a batch of frames that passed parse(): each payload is entropy-decoded on its
-   * own, then the frames of one model and tail run as one batch [N, ...] through it.
-   * Every frame gets its result or its DecodeFailure, in order.
+   * Decode a batch of frames that passed parse(): each payload is decoded on its own
+   * (feature codec, or picture and preprocessing), then the frames of one model and edge
+   * half run as one batch [N, ...] through its networks. Every frame gets its result or
+   * its DecodeFailure, in order.
    */
   async runBatch(jobs: readonly DecodeJob[]): Promise<(ResultMessage | DecodeFailure)[]> {
     const out: (ResultMessage | DecodeFailure)[] = new Array(jobs.length);
     const groups = new Map<
       string,
       {
-        model: LoadedModel;
-        codec: FeatureCodec;
+        model: string;
+        plan: SplitPlan;
+        shape: readonly number[];
         idx: number[];
-        feats: Float32Array[];
+        /** Each frame's codec: frames of several codecs share an edge half. */
+        codecs: string[];
+        inputs: Float32Array[];
         decodeMs: number[];
       }
     >();
@@ -259,35 +276,41 @@ export class FrameDecoder extends FrameChecker {
       const { frame } = job;
       const t0 = performance.now();
       try {
-        const model = this.model(frame);
-        const { codec, tailRole } = this.route(model, frame);
-        let features;
+        const plan = this.plan(this.model(frame), frame);
+        let input;
         try {
-          features = codec.decode(frame.payload, frame.shape, frame.point);
+          input = await decodePayload(plan, frame.payload, frame.shape);
         } catch (e) {
           const code: ErrorCode = e instanceof CodecError ? 'corrupt-payload' : 'inference-failed';
           throw new DecodeFailure(code, (e as Error).message, frame.frameId);
         }
-        const key = `${modelKey(frame.modelId, frame.modelVersion)}/${tailRole}`;
+        const model = modelKey(frame.modelId, frame.modelVersion);
+        const key = `${model}/${plan.edgeKey}`;
         let g = groups.get(key);
-        if (!g) groups.set(key, (g = { model, codec, idx: [], feats: [], decodeMs: [] }));
+        if (!g) {
+          g = { model, plan, shape: input.shape, idx: [], codecs: [], inputs: [], decodeMs: [] };
+          groups.set(key, g);
+        }
         g.idx.push(i);
-        g.feats.push(features.data);
+        g.codecs.push(plan.codec.name);
+        g.inputs.push(input.data);
         g.decodeMs.push(performance.now() - t0);
       } catch (e) {
         out[i] = DecodeFailure.from(e, 'inference-failed', frame.frameId);
       }
     }
-    for (const [key, g] of groups) {
-      const first = jobs[g.idx[0]!]!.frame;
-      const per = numel(first.shape);
+    for (const g of groups.values()) {
+      const per = numel(g.shape);
       const n = g.idx.length;
       const t1 = performance.now();
       let logits;
       try {
         const data = new Float32Array(n * per);
-        g.feats.forEach((f, k) => data.set(f, k * per));
-        logits = await this.tails.get(key)!.run({ data, shape: [n, ...first.shape] });
+        g.inputs.forEach((f, k) => data.set(f, k * per));
+        logits = { data, shape: [n, ...g.shape] };
+        for (const role of g.plan.edgeNetworks) {
+          logits = await (await this.session(g.model, role)).run(logits);
+        }
       } catch (e) {
         for (const i of g.idx) {
           out[i] = new DecodeFailure(
@@ -299,7 +322,7 @@ export class FrameDecoder extends FrameChecker {
         continue;
       }
       const tailMs = performance.now() - t1;
-      const m = g.model.manifest;
+      const m = g.plan.manifest;
       const classes = m.labels.length;
       if (numel(logits.shape) !== n * classes) {
         for (const i of g.idx) {
@@ -315,7 +338,7 @@ export class FrameDecoder extends FrameChecker {
           frame,
           receivedAt,
           manifest: m,
-          codec: g.codec.name,
+          codec: g.codecs[k]!,
           logits: logits.data.subarray(k * classes, (k + 1) * classes),
           topk: this.topk,
           decodeMs: g.decodeMs[k]!,
@@ -329,6 +352,7 @@ export class FrameDecoder extends FrameChecker {
   }
 
   async close(): Promise<void> {
-    for (const t of this.tails.values()) await t.close();
+    await Promise.allSettled(this.loading.values());
+    for (const t of this.sessions.values()) await t.close();
   }
 }

@@ -1,12 +1,13 @@
 /**
  * The edge's decoder pool (edge-broker/decode/pool.ts): real decoder threads with the shipped
- * model. Batching, a bounded queue, a thread killed mid-batch, a thread that cannot load.
+ * model. Batching, a bounded queue, a thread killed mid-batch, a thread that cannot load,
+ * image frames beside feature frames.
  */
 import test from 'ava';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadBundle, type Bundle } from '../../core/model/bundle.js';
+import { loadBundle, type Bundle } from '../../core/model/load.js';
 import type { Frame } from '../../core/wire/frame.js';
 import type { ResultMessage } from '../../core/wire/messages.js';
 import { DecodeFailure } from '../../edge-broker/decode/decoder.js';
@@ -124,4 +125,47 @@ test('a thread that cannot load its networks fails the start with the reason', a
   const e = await t.throwsAsync(start({ bundles: [bundle], workers: 1 }));
   t.regex(e!.message, /decoder thread 0: .*(sha256|onnx|protobuf|parse|load)/i);
   await rm(dir, { recursive: true, force: true });
+});
+
+test('image frames (input offload) decode through the same pool and batches as feature frames', async (t) => {
+  // png is lossless: the edge sees the device's very pixels, so the whole model on the
+  // picture must give what the head on the device and the tail on the edge give
+  const [png, fp32, jpeg] = await Promise.all([
+    sampleFrames(MODEL, 'png', 0, 8),
+    sampleFrames(MODEL, 'split-fp32', 0, 8),
+    sampleFrames(MODEL, 'jpeg', 2, 8),
+  ]);
+  t.is(png[0]!.codecId, 19);
+  t.is(jpeg[0]!.codecId, 16);
+  const pool = await start({ workers: 1, maxBatch: 32, maxWaitMs: 50 });
+  t.teardown(() => pool.close());
+  const answers: { result?: ResultMessage; error?: DecodeFailure }[] = [];
+  const submit = (frame: Frame, frameId: number) =>
+    pool.submit({
+      deviceId: 'd',
+      frame: { ...frame, frameId },
+      receivedAt: Date.now(),
+      done: (err, r) => (answers[frameId] = err ? { error: err as DecodeFailure } : { result: r }),
+    });
+  // one batch: picture frames of two codecs, feature frames and a corrupt picture
+  png.forEach((f, i) => submit(f, i));
+  fp32.forEach((f, i) => submit(f, 8 + i));
+  jpeg.forEach((f, i) => submit(f, 16 + i));
+  submit({ ...png[0]!, payload: png[0]!.payload.subarray(0, 40) }, 24);
+  await waitFor(() => answers.filter(Boolean).length === 25, 60_000);
+  for (let i = 0; i < 8; i++) {
+    const a = answers[i]!.result!;
+    const b = answers[8 + i]!.result!;
+    t.is(a.codec, 'png');
+    t.is(b.codec, 'split-fp32');
+    t.is(a.classIndex, b.classIndex, `sample ${i}`);
+    t.true(Math.abs(a.score - b.score) < 1e-4, `sample ${i}: ${a.score} vs ${b.score}`);
+    const j = answers[16 + i]!.result!;
+    t.is(j.codec, 'jpeg');
+    t.is(j.frameId, 16 + i);
+    t.is(j.payloadBytes, jpeg[i]!.payload.byteLength);
+  }
+  // the pool batched pictures together
+  t.true((answers[0]!.result!.latency.batch ?? 0) > 1);
+  t.is(answers[24]!.error?.code, 'corrupt-payload');
 });
