@@ -5,6 +5,7 @@
  */
 import Table from 'cli-table3';
 import { Agent } from '../device-agent/agent.js';
+import { Accuracy, datasetLabels } from '../device-agent/accuracy.js';
 import { startEdge, type Edge } from '../edge-broker/edge.js';
 import { codecByName } from '../core/codec/registry.js';
 import { describeSplit, splitTensorBytes, type Bundle } from '../core/model/bundle.js';
@@ -70,24 +71,29 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       `                  and the live dashboard on http://127.0.0.1:1880/dashboard (flows/)\n\n`,
   );
 
+  // the demo holds the sample's labels and scores the results with them
+  const labelOf = await datasetLabels({ source: opts.source });
   const per = Math.floor(opts.frames / opts.devices);
   const agents: Agent[] = [];
+  const scores = new Map<Agent, Accuracy>();
   for (let i = 0; i < opts.devices; i++) {
     const n = per + (i < opts.frames % opts.devices ? 1 : 0);
-    agents.push(
-      new Agent({
-        url: edge.url,
-        fleet: 'demo',
-        deviceId: `device-${String(i + 1).padStart(2, '0')}`,
-        bundle: opts.bundle,
-        codec: opts.codec,
-        point: opts.point,
-        source: { source: opts.source, loop: true, limit: n, offset: i * 37 },
-        fps: opts.fps,
-        maxInFlight: 4,
-        resultTimeoutMs: 15_000,
-      }),
-    );
+    const agent = new Agent({
+      url: edge.url,
+      fleet: 'demo',
+      deviceId: `device-${String(i + 1).padStart(2, '0')}`,
+      bundle: opts.bundle,
+      codec: opts.codec,
+      point: opts.point,
+      source: { source: opts.source, loop: true, limit: n, offset: i * 37 },
+      fps: opts.fps,
+      maxInFlight: 4,
+      resultTimeoutMs: 15_000,
+    });
+    const score = new Accuracy(labelOf);
+    score.follow(agent);
+    scores.set(agent, score);
+    agents.push(agent);
   }
   await Promise.all(agents.map((a) => a.start()));
 
@@ -110,14 +116,15 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     });
     for (const a of agents) {
       const s = a.stats;
+      const acc = scores.get(a)!;
       const bpf = s.sent ? s.frameBytes / s.sent : 0;
       t.push([
-        a.opts.deviceId,
+        a.deviceId,
         s.sent,
         s.results,
         s.errors,
         s.lost,
-        s.labelled ? `${((100 * s.correct) / s.labelled).toFixed(1)}%` : '-',
+        acc.labelled ? `${(100 * acc.top1).toFixed(1)}%` : '-',
         bpf ? bpf.toFixed(0) : '-',
         bpf ? (splitBytes / bpf).toFixed(1) : '-',
         s.latenciesMs.length ? percentile(s.latenciesMs, 50).toFixed(1) : '-',
@@ -152,10 +159,10 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     errors: sum((s) => s.errors),
     lost: sum((s) => s.lost),
     accuracy: round(
-      sum((s) => s.correct) /
+      [...scores.values()].reduce((a, x) => a + x.correct, 0) /
         Math.max(
           1,
-          sum((s) => s.labelled),
+          [...scores.values()].reduce((a, x) => a + x.labelled, 0),
         ),
       4,
     ),

@@ -6,7 +6,8 @@
  *
  * One file per frame, `<seq>-<frameId>.frame` (seq: 12 digits, the order), written to a
  * temporary name and renamed, so a crash leaves either the whole frame or nothing:
- *   [u32 LE header length][JSON header {frameId, capturedAt, label}][frame bytes]
+ *   [u32 LE header length][JSON header {v: 2, frameId, capturedAt}][frame bytes]
+ * Files of version 1 (no `v`; a `label` field, ignored) are still read and sent.
  * Bounded by frames and bytes. Declared drop policy: **drop-oldest** — when a new frame
  * does not fit, the oldest frames not yet sent on the current connection are dropped,
  * each one counted and logged; frames in flight are never dropped.
@@ -25,8 +26,21 @@ export interface OutboxOptions {
 export interface OutboxEntry {
   frameId: number;
   capturedAt: number;
-  label: number | undefined;
   frame: Buffer;
+}
+
+/** The header's version; version 1 had no `v` field. */
+const OUTBOX_VERSION = 2;
+
+/** The header of a file, or undefined when it is not one of ours. */
+function parseHeader(text: string): { frameId: number; capturedAt: number } | undefined {
+  const h: unknown = JSON.parse(text);
+  if (typeof h !== 'object' || h === null) return undefined;
+  const { v, frameId, capturedAt } = h as Record<string, unknown>;
+  if (v !== undefined && v !== 1 && v !== OUTBOX_VERSION) return undefined;
+  if (typeof frameId !== 'number' || !Number.isInteger(frameId) || frameId < 0) return undefined;
+  if (frameId > 0xffff_ffff || typeof capturedAt !== 'number') return undefined;
+  return { frameId, capturedAt };
 }
 
 interface Meta {
@@ -60,13 +74,10 @@ export class Outbox {
       try {
         const buf = await readFile(join(opts.dir, name));
         const hl = buf.readUInt32LE(0);
-        const h = JSON.parse(buf.subarray(4, 4 + hl).toString('utf8')) as {
-          frameId: number;
-          capturedAt: number;
-          label?: number;
-        };
+        const h = parseHeader(buf.subarray(4, 4 + hl).toString('utf8'));
+        if (!h) throw new Error('not an outbox file');
         const frame = Buffer.from(buf.subarray(4 + hl));
-        restored.push({ frameId: h.frameId, capturedAt: h.capturedAt, label: h.label, frame });
+        restored.push({ ...h, frame });
         o.meta.set(h.frameId, { seq: Number(seq), file: name, bytes: frame.length });
         o.bytes += frame.length;
         o.seq = Math.max(o.seq, Number(seq) + 1);
@@ -95,7 +106,7 @@ export class Outbox {
     const seq = this.seq++;
     const name = `${String(seq).padStart(12, '0')}-${e.frameId}.frame`;
     const header = Buffer.from(
-      JSON.stringify({ frameId: e.frameId, capturedAt: e.capturedAt, label: e.label }),
+      JSON.stringify({ v: OUTBOX_VERSION, frameId: e.frameId, capturedAt: e.capturedAt }),
     );
     const len = Buffer.alloc(4);
     len.writeUInt32LE(header.length, 0);

@@ -42,9 +42,9 @@ devices:
   try {
     await agent.start();
     const run = agent.run();
-    await waitFor(() => agent.opts.point === 3, 60_000);
+    await waitFor(() => agent.settings.point === 3, 60_000);
     await new Promise((r) => setTimeout(r, 5000));
-    t.is(agent.opts.point, 3, 'stays under the cap');
+    t.is(agent.settings.point, 3, 'stays under the cap');
     const ups = agent.stats.pointChanges.map((c) => `${c.from}->${c.to}`);
     t.deepEqual(ups, ['0->1', '1->2', '2->3']);
     // the edge sees the point it runs

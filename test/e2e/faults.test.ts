@@ -110,7 +110,7 @@ test.serial(
       relay.cut();
       await new Promise((r) => setTimeout(r, 1000)); // its in-flight window fills
       // the process dies with frames unanswered: its socket goes at once, no goodbye
-      (first.agent as unknown as { client: MqttClient }).client.end(true);
+      (first.agent as unknown as { session: { client: MqttClient } }).session.client.end(true);
       await first.agent.stop(true);
       await running;
       const f = first.agent.stats;

@@ -8,6 +8,7 @@ import test from 'ava';
 import { runCli } from '../helpers/cli.js';
 import * as tf from '@tensorflow/tfjs';
 import { Agent } from '../../device-agent/agent.js';
+import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
 import { engineUnavailable } from '../../core/engine/select.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { testEdge } from '../helpers/edge.js';
@@ -41,10 +42,12 @@ test.serial(
       fps: 0,
       resultTimeoutMs: 20_000,
     });
+    const accuracy = new Accuracy(await datasetLabels({ source: 'sample' }));
+    accuracy.follow(agent);
     try {
       await agent.start();
       await waitFor(() => edge.configs().get('cam')?.applied === edge.configs().get('cam')!.wanted);
-      t.is(agent.opts.engine, 'tfjs-wasm');
+      t.is(agent.settings.engine, 'tfjs-wasm');
       // the head's weights live in tfjs now
       t.is(tf.getBackend(), 'wasm');
       t.true(tf.memory().numTensors > 0, 'tfjs holds the head');
@@ -53,12 +56,13 @@ test.serial(
       await edge.applyFleet(parseFleet(fleetText('onnx')));
       const next = edge.configs().get('cam')!.wanted;
       await waitFor(() => edge.configs().get('cam')?.applied === next);
-      t.is(agent.opts.engine, 'onnx');
+      t.is(agent.settings.engine, 'onnx');
       t.is(tf.memory().numTensors, 0, 'the tfjs head was closed');
       const s = await run;
       t.is(s.results, 30);
       t.is(s.errors + s.lost, 0);
-      t.true(s.correct >= 20, `accuracy ${s.correct}/30`);
+      t.is(accuracy.labelled, 30);
+      t.true(accuracy.correct >= 20, `accuracy ${accuracy.correct}/30`);
     } finally {
       await agent.stop();
       await edge.close();
