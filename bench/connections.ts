@@ -10,9 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { connect as tcpConnect, type Socket } from 'node:net';
-import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
-import { PROJECT_ROOT } from '../core/paths.js';
+import { cliArgs, onJsonLine } from './child.js';
 import { deviceTopic } from '../core/wire/topics.js';
 import { round } from '../core/util/stats.js';
 
@@ -43,24 +42,26 @@ export async function rssMiB(pid: number): Promise<number> {
   return round(kb / 1024, 1);
 }
 
-/** Start `splitfleet edge` (the built CLI) as its own process with `args` on a free port;
- * resolves with its MQTT URL and, when it serves them, its metrics URL. `nodeArgs` are
- * node's own flags (e.g. --cpu-prof); `wrap` is a command the process runs under (e.g.
- * `ip netns exec NS`, with `host` the address it listens on there). */
+/** Start `splitfleet edge --json` as its own process with `args` on a free port; resolves
+ * with its MQTT URL and, when it serves them, its metrics URL, from the JSON line it prints
+ * once up. `nodeArgs` are node's own flags (e.g. --cpu-prof); `wrap` is a command the
+ * process runs under (e.g. `ip netns exec NS`, with `host` the address it listens on
+ * there); `built`: the built CLI whatever runs (child.ts cliArgs). */
 export function startEdgeProcess(
   args: string[],
   nodeArgs: string[] = [],
-  where: { wrap?: string[]; host?: string } = {},
+  where: { wrap?: string[]; host?: string; built?: boolean } = {},
 ): Promise<{ child: ChildProcess; mqtt: string; metrics: string | null }> {
   const argv = [
     ...nodeArgs,
-    join(PROJECT_ROOT, 'dist', 'cli', 'main.js'),
+    ...cliArgs(where.built),
     'edge',
     '--host',
     where.host ?? '127.0.0.1',
     '--port',
     '0',
     '--no-ws',
+    '--json',
     ...args,
   ];
   const [cmd, ...pre] = where.wrap?.length ? where.wrap : [process.execPath];
@@ -69,27 +70,22 @@ export function startEdgeProcess(
     env: { ...process.env, LOG_LEVEL: 'warn' },
   });
   return new Promise((resolve, reject) => {
-    let out = '';
+    let err = '';
     let up = false; // once up, its output is read and dropped (a long soak)
-    const timer = setTimeout(() => reject(new Error(`edge did not start: ${out}`)), 60_000);
-    child.stdout!.on('data', (d: Buffer) => {
-      if (up) return;
-      out += d.toString();
-      // its first line: "edge <id> on mqtt://... [and ...][; metrics on http://.../metrics]"
-      const m =
-        /^edge \S+ on (mqtt:\/\/[^\s;]+)(?:.*metrics on (http:\/\/\S+)\/metrics)?.*\n/m.exec(out);
-      if (m) {
-        up = true;
-        clearTimeout(timer);
-        resolve({ child, mqtt: m[1]!, metrics: m[2] ?? null });
-      }
+    const timer = setTimeout(() => reject(new Error(`edge did not start: ${err}`)), 60_000);
+    onJsonLine(child.stdout!, (line) => {
+      if (up || typeof line.mqtt !== 'string') return;
+      up = true;
+      clearTimeout(timer);
+      const metrics = typeof line.metrics === 'string' ? line.metrics : null;
+      resolve({ child, mqtt: line.mqtt, metrics });
     });
     child.stderr!.on('data', (d: Buffer) => {
-      if (!up) out += d.toString();
+      if (!up) err = (err + d.toString()).slice(-4000);
     });
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`edge exited (${code}): ${out}`));
+      reject(new Error(`edge exited (${code}): ${err}`));
     });
   });
 }

@@ -36,3 +36,74 @@ export function list(v: string): string[] {
     .map((x) => x.trim())
     .filter(Boolean);
 }
+
+/**
+ * A command's parsed options (commander's `opts()`, values of unknown type) read into a
+ * typed object, each value checked against the type its option gives it: a reader that
+ * does not match its option's definition fails at once, naming the option, instead of
+ * passing a wrong value on.
+ */
+export class OptionValues {
+  constructor(
+    private readonly raw: Readonly<Record<string, unknown>>,
+    private readonly command: string,
+  ) {}
+
+  private fail(name: string, want: string): never {
+    const flag = name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    const got = JSON.stringify(this.raw[name]) ?? 'nothing';
+    throw new Error(`${this.command}: --${flag} should be ${want}, not ${got}`);
+  }
+
+  optStr(name: string): string | undefined {
+    const v = this.raw[name];
+    if (v === undefined || typeof v === 'string') return v;
+    return this.fail(name, 'a string');
+  }
+
+  str(name: string): string {
+    return this.optStr(name) ?? this.fail(name, 'a string');
+  }
+
+  optNum(name: string): number | undefined {
+    const v = this.raw[name];
+    if (v === undefined || (typeof v === 'number' && Number.isFinite(v))) return v;
+    return this.fail(name, 'a number');
+  }
+
+  num(name: string): number {
+    return this.optNum(name) ?? this.fail(name, 'a number');
+  }
+
+  /** A switch: absent is false (a `--no-x` option is true unless given). */
+  flag(name: string): boolean {
+    const v = this.raw[name];
+    if (v === undefined || typeof v === 'boolean') return v === true;
+    return this.fail(name, 'a switch');
+  }
+
+  optStrs(name: string): string[] | undefined {
+    const v = this.raw[name];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) return this.fail(name, 'a list of strings');
+    const out: string[] = [];
+    for (const x of v) out.push(typeof x === 'string' ? x : this.fail(name, 'a list of strings'));
+    return out;
+  }
+
+  strs(name: string): string[] {
+    return this.optStrs(name) ?? this.fail(name, 'a list of strings');
+  }
+
+  /** One of `choices` (the option's `.choices()`). */
+  choice<const T extends string>(name: string, choices: readonly T[]): T {
+    const v = this.raw[name];
+    const hit = choices.find((c) => c === v);
+    return hit ?? this.fail(name, `one of ${choices.join(', ')}`);
+  }
+}
+
+/** The options of `cmd`, to read typed. */
+export function optionsOf(cmd: { opts(): Record<string, unknown>; name(): string }): OptionValues {
+  return new OptionValues(cmd.opts(), `splitfleet ${cmd.name()}`);
+}

@@ -18,7 +18,7 @@ import Table from 'cli-table3';
 import { connectAsync } from 'mqtt';
 import { rssMiB, startEdgeProcess } from '../bench/connections.js';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { deviceTopic } from '../core/wire/topics.js';
+import { deviceTopic, parseTopic } from '../core/wire/topics.js';
 import { round } from '../core/util/stats.js';
 
 const [seconds = 30, fps = 10] = process.argv.slice(2, 4).map(Number);
@@ -61,16 +61,21 @@ async function cpuSeconds(pid: number): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const { child: edge, mqtt: url } = await startEdgeProcess([
-  ...['--model', 'resnet9w05-cifar10', 'splitfleet-cifar10', 'frankensplit-cifar10'],
-  ...['aecnn-cifar10', 'bottlenetpp-cifar10', '--workers', '1', '--no-metrics'],
-  ...['--fleet', FLEET],
-]);
+const { child: edge, mqtt: url } = await startEdgeProcess(
+  [
+    ...['--model', 'resnet9w05-cifar10', 'splitfleet-cifar10', 'frankensplit-cifar10'],
+    ...['aecnn-cifar10', 'bottlenetpp-cifar10', '--workers', '1', '--no-metrics'],
+    ...['--fleet', FLEET],
+  ],
+  [],
+  { built: true }, // memory is measured: as deployed, not through tsx
+);
 const watcher = await connectAsync(url, { protocolVersion: 4 });
 const results = new Map<string, number>();
 watcher.on('message', (topic) => {
-  const device = topic.split('/').at(-2)!;
-  results.set(device, (results.get(device) ?? 0) + 1);
+  const t = parseTopic(topic);
+  if (t?.kind !== 'device') return;
+  results.set(t.deviceId, (results.get(t.deviceId) ?? 0) + 1);
 });
 
 interface Row {

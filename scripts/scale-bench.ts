@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqttPacket from 'mqtt-packet';
 import { PROJECT_ROOT } from '../core/paths.js';
-import { deviceFilter } from '../core/wire/topics.js';
+import { deviceFilter, parseTopic } from '../core/wire/topics.js';
+import { parseResult } from '../core/wire/messages.js';
 import { percentile, round } from '../core/util/stats.js';
 import { rawClient, startEdgeProcess } from '../bench/connections.js';
 import { startMosquitto } from '../bench/mosquitto.js';
@@ -78,8 +79,10 @@ async function observer(url: string) {
   const sock = await rawClient(url, `scale-observer-${process.pid}`, {
     onPacket: (p) => {
       if (p.cmd !== 'publish') return;
-      const device = p.topic.split('/')[3] ?? '';
-      const r = JSON.parse((p.payload as Buffer).toString()) as { captureTs: number };
+      const t = parseTopic(p.topic);
+      const device = t?.kind === 'device' ? t.deviceId : '';
+      const r = parseResult(p.payload);
+      if (!r) return;
       const g = device.split('-')[0]!;
       if (!byGroup.has(g)) byGroup.set(g, []);
       byGroup.get(g)!.push(Date.now() - r.captureTs);
@@ -108,7 +111,7 @@ const rows: Row[] = [];
 
 // 1. one node, two decoder threads
 {
-  const e = await startEdgeProcess(edgeArgs(2));
+  const e = await startEdgeProcess(edgeArgs(2), [], { built: true });
   rows.push(await drive('one edge node (2 decoder threads)', [e.mqtt]));
   await kill(e.child);
 }
@@ -116,8 +119,20 @@ const rows: Row[] = [];
 // 2. two nodes over Redis, one decoder thread each; devices split between them
 {
   const redis = await startRedis();
-  const a = await startEdgeProcess([...edgeArgs(1), '--redis', redis.url, '--edge-id', 'node-a']);
-  const b = await startEdgeProcess([...edgeArgs(1), '--redis', redis.url, '--edge-id', 'node-b']);
+  const a = await startEdgeProcess(
+    [...edgeArgs(1), '--redis', redis.url, '--edge-id', 'node-a'],
+    [],
+    {
+      built: true,
+    },
+  );
+  const b = await startEdgeProcess(
+    [...edgeArgs(1), '--redis', redis.url, '--edge-id', 'node-b'],
+    [],
+    {
+      built: true,
+    },
+  );
   const obs = await observer(b.mqtt);
   const row = await drive('two edge nodes over Redis (1 decoder thread each)', [a.mqtt, b.mqtt]);
   row.crossNodeP50Ms = round(percentile(obs.byGroup.get('g0') ?? [], 50), 1);

@@ -24,6 +24,7 @@ const { child: edge, mqtt: url } = await startEdgeProcess(
     ...(process.env.SOAK_EDGE_ARGS?.split(' ').filter(Boolean) ?? []),
   ],
   process.env.SOAK_EDGE_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+  { built: true }, // memory is watched: as deployed, not through tsx
 );
 const sims = await SimDevices.connect(url, { fleet: 'soak', count: devices, frames });
 const t0 = Date.now();

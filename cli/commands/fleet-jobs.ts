@@ -1,17 +1,17 @@
 /**
  * `splitfleet fleet rollout | rollback | jobs | models`: operator commands sent to an
- * edge over MQTT (`.../edge/<id>/request/<op>` -> `.../response/<op>`), and the one
- * connection helper every fleet command uses.
+ * edge over MQTT (core/wire/rpc.ts: `.../edge/<id>/request/<op>` -> `.../response/<op>`),
+ * and the one connection helper every fleet command uses.
  */
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
 import { Command } from 'commander';
-import { int, list, positive, share } from '../args.js';
+import { int, list, OptionValues, positive, share } from '../args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
-import type { OpResponse } from '../../core/wire/messages.js';
+import { dataOf, request, type EdgeOp } from '../../core/wire/rpc.js';
 import { edgeOpTopic, loginClientId } from '../../core/wire/topics.js';
-import type { RolloutJob, RolloutSpec } from '../../edge-broker/fleet/rollout.js';
+import type { RolloutSpec } from '../../edge-broker/fleet/rollout.js';
 import type { RegistryListing } from '../../edge-broker/fleet/registry.js';
 
 export interface ConnectFlags {
@@ -30,6 +30,17 @@ export function withConnection(c: Command): Command {
     .option('--ca <file>', 'PEM certificate(s) to trust for mqtts://');
 }
 
+/** The values of withConnection's flags. */
+export function connectFlags(raw: Readonly<Record<string, unknown>>): ConnectFlags {
+  const o = new OptionValues(raw, 'splitfleet fleet');
+  return {
+    url: o.str('url'),
+    username: o.optStr('username'),
+    password: o.optStr('password'),
+    ca: o.optStr('ca'),
+  };
+}
+
 export async function connectEdge(o: ConnectFlags): Promise<MqttClient> {
   return connectAsync(o.url, {
     reconnectPeriod: 0,
@@ -42,58 +53,116 @@ export async function connectEdge(o: ConnectFlags): Promise<MqttClient> {
   });
 }
 
-/** Send one request to an edge and wait for its answer; throws with the edge's error. */
-export async function edgeRequest<T>(
+/** Send one request to an edge and wait for its answer's data (unchecked: check it before
+ * use); throws with the edge's error. */
+export async function edgeRequest<T = unknown>(
   client: MqttClient,
   where: { fleet: string; edge: string },
-  op: string,
+  op: EdgeOp,
   body: Record<string, unknown>,
   timeoutMs = 10_000,
 ): Promise<T> {
-  const id = randomUUID();
-  const responseTopic = edgeOpTopic(where.fleet, where.edge, 'response', op);
-  let onMessage: (topic: string, payload: Buffer) => void = () => undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const answer = new Promise<OpResponse<T>>((resolve, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`no answer from edge ${where.edge} to ${op} in ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    onMessage = (topic, payload) => {
-      if (topic !== responseTopic) return;
-      try {
-        const r = JSON.parse(payload.toString('utf8')) as OpResponse<T>;
-        if (r.id === id) resolve(r);
-      } catch {
-        // not an answer
-      }
-    };
-    client.on('message', onMessage);
-  });
-  try {
-    await client.subscribeAsync(responseTopic, { qos: 1 });
-    await client.publishAsync(
-      edgeOpTopic(where.fleet, where.edge, 'request', op),
-      JSON.stringify({ ...body, id }),
-      { qos: 1 },
-    );
-    const r = await answer;
-    if (r.status !== 'ok') throw new Error(r.error ?? `${op} failed`);
-    return r.data as T;
-  } finally {
-    clearTimeout(timer);
-    client.off('message', onMessage);
-    answer.catch(() => undefined);
-  }
+  const topic = edgeOpTopic(where.fleet, where.edge, 'request', op);
+  return dataOf<T>(await request(client, topic, body, timeoutMs), op);
 }
 
-type EdgeFlags = ConnectFlags & { fleet: string; edge: string };
+type Fields = Record<string, unknown>;
+const isObject = (v: unknown): v is Fields =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isNumOrNull = (v: unknown): v is number | null => v === null || isNum(v);
+
+/** What these commands read of a rollout job, checked: the edge's answer is data from
+ * the network. */
+interface JobView {
+  jobId: string;
+  state: string;
+  model: string;
+  wave: number;
+  waves: number;
+  deployed: number;
+  targets: number;
+  reason: string | null;
+  updated: number;
+  health: { device: string; errorRate: number; confidence: number | null; p95: number | null }[];
+}
+
+function jobView(v: unknown): JobView {
+  const bad = (): never => {
+    throw new Error(`the edge answered with something that is not a rollout job`);
+  };
+  if (!isObject(v) || !isObject(v.spec) || !Array.isArray(v.health)) return bad();
+  const { jobId, state, wave, waves, deployed, targets, reason, updated } = v;
+  const model = v.spec.model;
+  if (!isStr(jobId) || !isStr(state) || !isStr(model) || !isNum(wave) || !isNum(updated))
+    return bad();
+  if (!Array.isArray(waves) || !Array.isArray(deployed) || !Array.isArray(targets)) return bad();
+  if (reason !== null && !isStr(reason)) return bad();
+  const health = v.health.map((h: unknown) => {
+    if (!isObject(h) || !isStr(h.device) || !isNum(h.errorRate)) return bad();
+    if (!isNumOrNull(h.confidence) || !isNumOrNull(h.latencyMsP95)) return bad();
+    return {
+      device: h.device,
+      errorRate: h.errorRate,
+      confidence: h.confidence,
+      p95: h.latencyMsP95,
+    };
+  });
+  return {
+    jobId,
+    state,
+    model,
+    wave,
+    waves: waves.length,
+    deployed: deployed.length,
+    targets: targets.length,
+    reason,
+    updated,
+    health,
+  };
+}
+
+function listingsOf(v: unknown): RegistryListing[] {
+  if (!Array.isArray(v)) throw new Error('the edge answered with something that is not a list');
+  return v.map((m: unknown) => {
+    if (
+      !isObject(m) ||
+      !isStr(m.ref) ||
+      !isStr(m.kind) ||
+      typeof m.staged !== 'boolean' ||
+      !isStr(m.manifestSha256) ||
+      !Array.isArray(m.files) ||
+      !m.files.every(isStr)
+    ) {
+      throw new Error('the edge answered with something that is not a registry listing');
+    }
+    return {
+      ref: m.ref,
+      kind: m.kind,
+      staged: m.staged,
+      manifestSha256: m.manifestSha256,
+      files: m.files.filter(isStr),
+    };
+  });
+}
+
+interface EdgeFlags extends ConnectFlags {
+  fleet: string;
+  edge: string;
+  json: boolean;
+}
+
+function edgeFlags(raw: Readonly<Record<string, unknown>>): EdgeFlags {
+  const o = new OptionValues(raw, 'splitfleet fleet');
+  return { ...connectFlags(raw), fleet: o.str('fleet'), edge: o.str('edge'), json: o.flag('json') };
+}
 
 /** Connect to the edge the flags name, run `fn`, always disconnect. */
 async function atEdge(
   o: EdgeFlags,
   fn: (
-    request: <T>(op: string, body: Record<string, unknown>, timeoutMs?: number) => Promise<T>,
+    request: (op: EdgeOp, body: Fields, timeoutMs?: number) => Promise<unknown>,
   ) => Promise<void>,
 ): Promise<void> {
   const client = await connectEdge(o);
@@ -107,33 +176,52 @@ async function atEdge(
 
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'ROLLED_BACK']);
 
-function jobLine(j: RolloutJob): string {
-  return `${j.jobId} ${j.state} ${j.spec.model} wave ${j.wave + 1}/${j.waves.length} (${j.deployed.length}/${j.targets.length} devices)${j.reason ? `: ${j.reason}` : ''}`;
+function jobLine(j: JobView): string {
+  return `${j.jobId} ${j.state} ${j.model} wave ${j.wave + 1}/${j.waves} (${j.deployed}/${j.targets} devices)${j.reason ? `: ${j.reason}` : ''}`;
 }
 
-function printJobs(jobs: RolloutJob[]): void {
+function printJobs(jobs: JobView[]): void {
   const t = new Table({
     head: ['job', 'state', 'model', 'wave', 'devices', 'health', 'reason', 'updated'],
   });
   for (const j of jobs) {
     const health = j.health
-      .map(
-        (h) =>
-          `${h.device}: err ${h.errorRate} conf ${h.confidence ?? '-'} p95 ${h.latencyMsP95 ?? '-'}`,
-      )
+      .map((h) => `${h.device}: err ${h.errorRate} conf ${h.confidence ?? '-'} p95 ${h.p95 ?? '-'}`)
       .join('\n');
     t.push([
       j.jobId,
       j.state,
-      j.spec.model,
-      `${j.wave + 1}/${j.waves.length}`,
-      `${j.deployed.length}/${j.targets.length}`,
+      j.model,
+      `${j.wave + 1}/${j.waves}`,
+      `${j.deployed}/${j.targets}`,
       health || '-',
       j.reason ?? '-',
       new Date(j.updated).toISOString(),
     ]);
   }
   process.stdout.write(`${jobs.length} job(s)\n${t.toString()}\n`);
+}
+
+/** The spec `fleet rollout` sends, from its flags. */
+function rolloutSpec(raw: Readonly<Record<string, unknown>>): RolloutSpec {
+  const o = new OptionValues(raw, 'splitfleet fleet rollout');
+  return {
+    model: o.str('model'),
+    devices: o.optStrs('devices'),
+    groups: o.optStrs('groups'),
+    percent: o.optNum('percent'),
+    waves: o.strs('waves').map((w) => (w.endsWith('%') ? w : Number(w))),
+    gates: {
+      maxErrorRate: o.num('maxErrorRate'),
+      maxLatencyMs: o.optNum('maxLatencyMs') ?? null,
+      minConfidence: o.optNum('minConfidence') ?? null,
+      maxConfidenceDrop: o.num('maxConfidenceDrop'),
+    },
+    minFrames: o.num('minFrames'),
+    soakMs: o.num('soakMs'),
+    applyTimeoutMs: o.num('applyTimeoutMs'),
+    autoRollback: o.flag('autoRollback'),
+  };
 }
 
 export function addJobCommands(fleet: Command): void {
@@ -159,38 +247,28 @@ export function addJobCommands(fleet: Command): void {
     .option('--no-auto-rollback', 'leave a failed wave as it is')
     .option('--wait', 'follow the job until it ends; exit 0 only if it succeeded')
     .option('--json', 'print the job as JSON')
-    .action(async (o) => {
-      const spec: RolloutSpec = {
-        model: o.model as string,
-        devices: o.devices as string[] | undefined,
-        groups: o.groups as string[] | undefined,
-        percent: o.percent as number | undefined,
-        waves: (o.waves as string[]).map((w) => (w.endsWith('%') ? w : Number(w))),
-        gates: {
-          maxErrorRate: o.maxErrorRate as number,
-          maxLatencyMs: (o.maxLatencyMs as number | undefined) ?? null,
-          minConfidence: (o.minConfidence as number | undefined) ?? null,
-          maxConfidenceDrop: o.maxConfidenceDrop as number,
-        },
-        minFrames: o.minFrames as number,
-        soakMs: o.soakMs as number,
-        applyTimeoutMs: o.applyTimeoutMs as number,
-        autoRollback: o.autoRollback as boolean,
-      };
-      await atEdge(o as EdgeFlags, async (request) => {
-        let job = await request<RolloutJob>('rollout', { spec });
-        process.stdout.write((o.json ? JSON.stringify(job) : `queued ${jobLine(job)}`) + '\n');
-        if (!o.wait) return;
+    .action(async (_o: unknown, c: Command) => {
+      const raw = c.opts();
+      const o = edgeFlags(raw);
+      const wait = new OptionValues(raw, 'splitfleet fleet rollout').flag('wait');
+      const spec = rolloutSpec(raw);
+      await atEdge(o, async (request) => {
+        let data = await request('rollout', { spec });
+        let job = jobView(data);
+        process.stdout.write((o.json ? JSON.stringify(data) : `queued ${jobLine(job)}`) + '\n');
+        if (!wait) return;
         let last = '';
         while (!TERMINAL.has(job.state)) {
           await new Promise((r) => setTimeout(r, 1000));
-          const jobs = await request<RolloutJob[]>('jobs', {});
-          job = jobs.find((j) => j.jobId === job.jobId) ?? job;
+          const jobs = await request('jobs', {});
+          if (!Array.isArray(jobs)) throw new Error('the edge answered jobs with no list');
+          const now: unknown = jobs.find((j: unknown) => jobView(j).jobId === job.jobId);
+          if (now !== undefined) [data, job] = [now, jobView(now)];
           const line = jobLine(job);
           if (line !== last && !o.json) process.stdout.write(`${line}\n`);
           last = line;
         }
-        if (o.json) process.stdout.write(JSON.stringify(job) + '\n');
+        if (o.json) process.stdout.write(JSON.stringify(data) + '\n');
         process.exitCode = job.state === 'SUCCEEDED' ? 0 : 1;
       });
     });
@@ -199,10 +277,12 @@ export function addJobCommands(fleet: Command): void {
     .description('roll a job back: its devices return to the configs they had before')
     .argument('<job>', 'job id (`fleet jobs`)')
     .option('--json', 'print the job as JSON')
-    .action(async (jobId: string, o) => {
-      await atEdge(o as EdgeFlags, async (request) => {
-        const job = await request<RolloutJob>('rollback', { jobId }, 180_000);
-        process.stdout.write((o.json ? JSON.stringify(job) : jobLine(job)) + '\n');
+    .action(async (jobId: string, _o: unknown, c: Command) => {
+      const o = edgeFlags(c.opts());
+      await atEdge(o, async (request) => {
+        const data = await request('rollback', { jobId }, 180_000);
+        const job = jobView(data);
+        process.stdout.write((o.json ? JSON.stringify(data) : jobLine(job)) + '\n');
         process.exitCode = job.state === 'ROLLED_BACK' ? 0 : 1;
       });
     });
@@ -210,10 +290,13 @@ export function addJobCommands(fleet: Command): void {
   target(fleet.command('jobs'))
     .description('rollout jobs of an edge and their states')
     .option('--json', 'print the jobs as JSON')
-    .action(async (o) => {
-      await atEdge(o as EdgeFlags, async (request) => {
-        const jobs = await request<RolloutJob[]>('jobs', {});
-        if (o.json) process.stdout.write(JSON.stringify(jobs) + '\n');
+    .action(async (_o: unknown, c: Command) => {
+      const o = edgeFlags(c.opts());
+      await atEdge(o, async (request) => {
+        const data = await request('jobs', {});
+        if (!Array.isArray(data)) throw new Error('the edge answered jobs with no list');
+        const jobs = data.map(jobView);
+        if (o.json) process.stdout.write(JSON.stringify(data) + '\n');
         else printJobs(jobs);
       });
     });
@@ -221,9 +304,10 @@ export function addJobCommands(fleet: Command): void {
   target(fleet.command('models'))
     .description('the bundles an edge serves to devices over the air')
     .option('--json', 'print them as JSON')
-    .action(async (o) => {
-      await atEdge(o as EdgeFlags, async (request) => {
-        const models = await request<RegistryListing[]>('models', {});
+    .action(async (_o: unknown, c: Command) => {
+      const o = edgeFlags(c.opts());
+      await atEdge(o, async (request) => {
+        const models = listingsOf(await request('models', {}));
         if (o.json) process.stdout.write(JSON.stringify(models) + '\n');
         else
           for (const m of models)

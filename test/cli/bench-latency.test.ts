@@ -1,12 +1,10 @@
 /**
  * `bench latency --quick` end to end: device and edge in two network namespaces joined
  * by a shaped link (netem, or scripts/linkemu.py where the kernel has none), one
- * profile, one input-offload and one split method. Needs root (namespaces) and the
- * built CLI (`npm run build`: the edge, the agent and the offload worker run as
- * processes of dist/cli/main.js).
+ * profile, one input-offload and one split method. Needs root (namespaces); the edge, the
+ * agent and the offload worker run as processes of the CLI from source (bench/child.ts).
  */
 import test from 'ava';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,13 +15,9 @@ import {
   namespacesUnavailable,
   parseProfile,
   writeLatencyPlot,
-} from '../../bench/latency/run.js';
-import { PROJECT_ROOT } from '../../core/paths.js';
+} from '../../bench/latency/index.js';
 
-const built = existsSync(join(PROJECT_ROOT, 'dist', 'cli', 'main.js'));
-const skipReason = !built
-  ? 'no built CLI at dist/cli/main.js (npm run build)'
-  : namespacesUnavailable();
+const skipReason = namespacesUnavailable();
 
 test('parseProfile reads name:kbps:delay:loss', (t) => {
   t.deepEqual(parseProfile('slow:250:100:0.01'), {
