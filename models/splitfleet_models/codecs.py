@@ -73,13 +73,15 @@ class GDN(nn.Module):
 
 
 class FrozenTeacher(nn.Module):
-    """The backbone split at `point`: head and tail, weights frozen."""
+    """The backbone split at `point`: head and tail, weights frozen. `net` is a SplitNet,
+    or None with `head` and `tail` given as modules (an imported ONNX bundle's halves run
+    by onnx_torch.OnnxModule)."""
 
-    def __init__(self, net: SplitNet, point: str):
+    def __init__(self, net: SplitNet | None, point: str, head: nn.Module | None = None, tail: nn.Module | None = None):
         super().__init__()
         self.point = point
-        self.head = net.head(point)
-        self.tail = net.tail(point)
+        self.head = net.head(point) if net is not None else head
+        self.tail = net.tail(point) if net is not None else tail
         for p in self.parameters():
             p.requires_grad_(False)
 

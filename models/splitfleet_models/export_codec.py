@@ -27,15 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import export_tfjs, rans
 from .codecs import Half
-from .data import CLASSES, load_cifar10
+from .data import DataError, load_images
 from .entropy import histogram_tables, table_bits, tables_json
-from .export import bundle_args, onnx_bytes, sha256
-from .nets import count_macs
-from .preprocess import manifest_entry, normalize_batch
+from .export import bundle_args, dataset_name, onnx_bytes, onnx_parity, sample_batch, sample_images, sha256, tfjs_or_note
+from .nets import count_macs, describe
 from .train_codec import VB_METHODS, build_codec, evaluate_codec, load_teacher, symbols_of
 
 # Pinned codec ids (core/codec/registry.ts): never reuse, never renumber.
@@ -83,10 +81,16 @@ def main(argv=None) -> None:
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required: accuracy and tables are measured")
     torch.set_num_threads(2)
-    data = load_cifar10(args.data, cache_dir=args.cache)
-    tr, te = data["train"], data["test"]
-
     runs = [load_run(r) for r in args.run]
+    prep, labels = runs[0][0].prep, runs[0][0].labels
+    if any(c.prep != prep or c.labels != labels for c, _ in runs):
+        raise SystemExit("the runs' teachers differ in preprocessing or labels")
+    try:
+        ds = load_images(args.data, prep.size, prep.resize, classes=labels, cache_dir=args.cache)
+    except DataError as e:
+        raise SystemExit(f"data: {e}") from None
+    tr, te = ds.train, ds.test
+    in_shape = (3, *prep.size)
     methods = {cfg["method"] for _, cfg in runs}
     if len(methods) != 1:
         raise SystemExit(f"one method per bundle, got {sorted(methods)}")
@@ -108,15 +112,23 @@ def main(argv=None) -> None:
 
     points = []
     fixture_sets = []
+    parities = []
     for ri, (codec, cfg) in enumerate(runs):
-        sym_shape = tuple(codec.device(torch.zeros(1, 3, 32, 32)).shape[1:])
+        with torch.no_grad():
+            sym_shape = tuple(codec.device(torch.zeros(1, *in_shape)).shape[1:])
         tag = "" if len(runs) == 1 else f".{ri}"
-        put(f"head{tag}", "head", onnx_bytes(Half(codec, "device"), (3, 32, 32)), ".onnx",
-            input=[-1, 3, 32, 32], output=[-1, *sym_shape])
-        put(f"tail{tag}", "tail", onnx_bytes(Half(codec, "edge"), sym_shape), ".onnx",
-            input=[-1, *sym_shape], output=[-1, len(CLASSES)])
-        device_macs = count_macs(Half(codec, "device"))
+        dev_b, edge_b = onnx_bytes(Half(codec, "device"), in_shape), onnx_bytes(Half(codec, "edge"), sym_shape)
+        put(f"head{tag}", "head", dev_b, ".onnx", input=[-1, *in_shape], output=[-1, *sym_shape])
+        put(f"tail{tag}", "tail", edge_b, ".onnx", input=[-1, *sym_shape], output=[-1, len(labels)])
+        # the device half's symbols are rounded: compare the edge half alone on integer
+        # symbols, the device half on its pre-rounding features via the whole chain's logits
+        parities.append(onnx_parity([(Half(codec, "edge"), edge_b, sym_shape)]))
+        device_macs = count_macs(Half(codec, "device"), (1, *in_shape))
         edge_macs = count_macs(Half(codec, "edge"), (1, *sym_shape))
+        tmacs = getattr(codec.teacher, "macs", None)
+        if tmacs is not None:  # an ONNX teacher: its halves are not torch layers count_macs sees
+            device_macs += tmacs[0] if method != "frankensplit" else 0
+            edge_macs += tmacs[1]
         test_sym = symbols_of(codec, te.images)
         tables = None
         if method in VB_METHODS:
@@ -153,26 +165,35 @@ def main(argv=None) -> None:
                               "bitsPerImage": points[-1]["bitsPerImage"]}), flush=True)
         fixture_sets.append((codec, tables, ks))
 
-    teacher_net, tcfg = load_teacher(runs[0][1]["teacher"])
+    codec0 = runs[0][0]
+    tmacs = getattr(codec0.teacher, "macs", None)
+    if tmacs is not None:
+        teacher_desc, teacher_macs = f"onnx bundle {Path(runs[0][1]['teacher']).name}", sum(tmacs)
+    else:
+        teacher_net, tcfg = load_teacher(runs[0][1]["teacher"])
+        teacher_desc, teacher_macs = describe(tcfg), count_macs(teacher_net, (1, *in_shape))
+    with torch.no_grad():
+        teacher_shape = list(codec0.teacher.head(torch.zeros(1, *in_shape)).shape[1:])
     manifest = {
         "format": 2,
         "kind": "codec",
         "name": args.name,
         "modelId": args.model_id,
         "version": args.version,
-        "arch": f"{method} on {tcfg['arch']}(width={tcfg['width']}) at {runs[0][1]['point']}",
-        "dataset": "cifar10",
-        "labels": list(CLASSES),
-        "preprocessing": manifest_entry(),
+        "arch": f"{method} on {teacher_desc} at {codec0.teacher.point}",
+        "dataset": dataset_name(labels, args.data),
+        "labels": list(labels),
+        "preprocessing": prep.manifest(),
         "codec": {
             "method": method,
             "id": CODEC_IDS[method],
             "version": CODEC_VERSION,
             "coding": "raw8" if method == "bottlenetpp" else "rans",
-            "teacherPoint": runs[0][1]["point"],
-            "teacherShape": list(runs[0][0].teacher.head(torch.zeros(1, 3, 32, 32)).shape[1:]),
-            "teacherMacs": count_macs(teacher_net),
+            "teacherPoint": codec0.teacher.point,
+            "teacherShape": teacher_shape,
+            "teacherMacs": teacher_macs,
             "points": points,
+            "parity": {"edge": max(parities, key=lambda p: p["maxAbsDiff"])},
         },
         "files": files,
         "accuracy": {
@@ -187,19 +208,20 @@ def main(argv=None) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    export_tfjs.export_bundle(out)  # the device networks for tfjs too (export_tfjs.py)
+    tfjs_or_note(out)
     print(json.dumps({"bundle": str(out), "points": len(points)}))
 
     if args.fixtures:
-        write_fixtures(Path(args.fixtures) / f"{args.name}-v{args.version}", Path(args.sample), fixture_sets, method)
+        write_fixtures(Path(args.fixtures) / f"{args.name}-v{args.version}", Path(args.sample), fixture_sets, method,
+                       prep=prep)
 
 
-def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4) -> None:
+def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4, prep=None) -> None:
     """Per point: PyTorch symbols, the rANS (or raw) payload and logits of a few sample images."""
-    all_imgs = sorted(sample.rglob("*.jpg"))
-    imgs = all_imgs[:: max(1, len(all_imgs) // n)][:n]
-    pix = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in imgs])
-    x = normalize_batch(torch.from_numpy(pix).permute(0, 3, 1, 2).float())
+    from .preprocess import Preprocessing
+
+    imgs = sample_images(sample, n)
+    _, x = sample_batch(imgs, prep or Preprocessing())
     cases = []
     point = 0  # the points were numbered in this same order
     with torch.no_grad():

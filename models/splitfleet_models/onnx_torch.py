@@ -278,6 +278,33 @@ class OnnxModule(nn.Module):
             out = torch.minimum(out, v)
         return out
 
+    def op_Greater(self, ins, a, node, env):
+        return ins[0] > ins[1]
+
+    def op_Less(self, ins, a, node, env):
+        return ins[0] < ins[1]
+
+    def op_GreaterOrEqual(self, ins, a, node, env):
+        return ins[0] >= ins[1]
+
+    def op_LessOrEqual(self, ins, a, node, env):
+        return ins[0] <= ins[1]
+
+    def op_Equal(self, ins, a, node, env):
+        return ins[0] == ins[1]
+
+    def op_Not(self, ins, a, node, env):
+        return ~ins[0]
+
+    def op_And(self, ins, a, node, env):
+        return ins[0] & ins[1]
+
+    def op_Or(self, ins, a, node, env):
+        return ins[0] | ins[1]
+
+    def op_Where(self, ins, a, node, env):
+        return torch.where(ins[0], ins[1], ins[2])
+
     def op_Gemm(self, ins, a, node, env):
         A, B = ins[0], ins[1]
         if a.get("transA", 0):
@@ -386,6 +413,22 @@ class OnnxModule(nn.Module):
         if axes is None:
             return ins[0].mean() if not keep else ins[0].mean(dim=tuple(range(ins[0].dim())), keepdim=True)
         return ins[0].mean(dim=tuple(axes), keepdim=keep)
+
+    def op_Resize(self, ins, a, node, env):
+        x = ins[0]
+        scales = ins[2] if len(ins) > 2 and ins[2] is not None and ins[2].numel() else None
+        sizes = ins[3] if len(ins) > 3 and ins[3] is not None and ins[3].numel() else None
+        out = [int(v) for v in sizes.tolist()[2:]] if sizes is not None else \
+            [int(math.floor(n * float(s))) for n, s in zip(x.shape[2:], scales.tolist()[2:])]
+        dec = lambda v: v.decode() if isinstance(v, bytes) else v  # noqa: E731
+        mode, ctm = dec(a.get("mode", b"nearest")), dec(a.get("coordinate_transformation_mode", b"half_pixel"))
+        if mode == "nearest":
+            if ctm != "asymmetric" or dec(a.get("nearest_mode", b"round_prefer_floor")) != "floor":
+                raise OnnxOpError(f"Resize {node.name}: nearest only with asymmetric coordinates and floor rounding")
+            return F.interpolate(x, size=out, mode="nearest")
+        if mode == "linear" and ctm in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+            return F.interpolate(x, size=out, mode="bilinear", align_corners=ctm == "align_corners")
+        raise OnnxOpError(f"Resize {node.name}: mode {mode} with {ctm} coordinates is not supported")
 
     def op_Pad(self, ins, a, node, env):
         x = ins[0]

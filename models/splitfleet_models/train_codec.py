@@ -3,7 +3,9 @@
     /usr/bin/python3 -m splitfleet_models.train_codec --data ../../shared/datasets/cifar10-jpeg.tar.gz \
         --recipe recipes/frankensplit-l0.yaml --out runs/frankensplit-l0
 
-The recipe names the method, the teacher run (a folder with final.pt from train.py), the
+The recipe names the method, the teacher (a run folder with final.pt from train.py, or a
+backbone bundle folder with manifest.json: an imported ONNX model, whose head and tail
+run through onnx_torch.py; its split tensor is the codec's teacher point), the
 method's shape parameters and a list of stages; each stage has its own epochs, learning
 rate and loss weights. A recipe key ``init`` (a run folder) starts from that run's
 trained codec instead of from scratch: the FrankenSplit rate points after the first are
@@ -40,11 +42,11 @@ import torch.nn.functional as F
 import yaml
 
 from .codecs import AECNN, BottleNetPP, FrankenSplit, FrozenTeacher, SplitFleet
-from .data import load_cifar10
+from .data import DataError, load_images
 from .entropy import bits
 from .nets import build
-from .preprocess import normalize_batch
-from .train import augment, load_resume, run_logger, save_atomic, set_seed
+from .preprocess import Preprocessing
+from .train import augment, labels_of, load_resume, prep_of, run_logger, save_atomic, set_seed
 
 METHODS = ("bottlenetpp", "aecnn", "frankensplit", "splitfleet")
 # variational-bottleneck methods: distortion of the teacher tensor + lam x rate
@@ -65,30 +67,81 @@ def load_recipe(path: str | None, overrides: dict) -> dict:
 
 def load_teacher(run: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
     st = torch.load(Path(run) / "final.pt", map_location="cpu")
-    net = build(st["cfg"]["arch"], float(st["cfg"]["width"]))
+    net = build(st["cfg"]["arch"], float(st["cfg"]["width"]), classes=len(labels_of(st)))
     net.load_state_dict(st["model"])
     net.eval()
     return net, st["cfg"]
 
 
+def teacher_meta(teacher: str | os.PathLike) -> tuple[list[str], Preprocessing, dict | None]:
+    """The labels and preprocessing of a teacher (run folder or bundle folder), and the
+    bundle's manifest for a bundle."""
+    t = Path(teacher)
+    if (t / "manifest.json").exists() and not (t / "final.pt").exists():
+        m = json.loads((t / "manifest.json").read_text())
+        if m.get("kind") != "backbone":
+            raise SystemExit(f"teacher {t}: a {m.get('kind')} bundle, not a backbone")
+        return list(m["labels"]), Preprocessing.from_manifest(m["preprocessing"]), m
+    if not (t / "final.pt").exists():
+        raise SystemExit(f"teacher {t}: neither a training run (final.pt) nor a bundle (manifest.json)")
+    st = torch.load(t / "final.pt", map_location="cpu")
+    return labels_of(st), prep_of(st["cfg"]), None
+
+
+def onnx_teacher(bundle: Path, manifest: dict) -> FrozenTeacher:
+    """The bundle's head and tail, run by the ONNX interpreter; the tail's weights are
+    parameters, so a joint stage can fine-tune it."""
+    import hashlib
+
+    import onnx
+
+    from .onnx_torch import OnnxModule
+
+    halves = {}
+    for role in ("head", "tail"):
+        f = manifest["files"][role]
+        b = (bundle / f["path"]).read_bytes()
+        if hashlib.sha256(b).hexdigest() != f["sha256"]:
+            raise SystemExit(f"{bundle / f['path']}: sha256 does not match the manifest")
+        halves[role] = OnnxModule(onnx.load_from_string(b), trainable=False)
+    t = FrozenTeacher(None, manifest["split"]["point"], head=halves["head"], tail=halves["tail"])
+    t.macs = (int(manifest["split"]["headMacs"]), int(manifest["split"]["tailMacs"]))
+    return t
+
+
 def build_codec(cfg: dict, teacher_run: str | os.PathLike | None = None) -> torch.nn.Module:
-    net, _ = load_teacher(teacher_run or cfg["teacher"])
-    point = cfg["point"]
-    teacher = FrozenTeacher(net, point)
+    src = teacher_run or cfg["teacher"]
+    labels, prep, manifest = teacher_meta(src)
+    if manifest is not None:
+        teacher = onnx_teacher(Path(src), manifest)
+    else:
+        net, _ = load_teacher(src)
+        teacher = FrozenTeacher(net, cfg["point"])
     with torch.no_grad():
-        shape = teacher.head(torch.zeros(1, 3, 32, 32)).shape[1:]
+        shape = teacher.head(torch.zeros(1, 3, *prep.size)).shape[1:]
     m = cfg["method"]
+    if len(shape) != 3:
+        raise SystemExit(f"the teacher's split tensor has shape {list(shape)}; learned codecs need C x H x W")
     if m == "bottlenetpp":
         codec = BottleNetPP(teacher, shape[0], int(cfg["channels"]))
     elif m == "aecnn":
         codec = AECNN(teacher, shape[0], int(cfg["kmax"]), int(cfg["bits"]), list(cfg["ks"]))
     elif m == "splitfleet":
+        if shape[1] % 2 or shape[2] % 2:
+            raise SystemExit(f"SplitFleet halves the split tensor's height and width: {shape[1]}x{shape[2]} is odd; "
+                             "choose another split point or input size")
         codec = SplitFleet(teacher, shape[0], int(cfg["latent"]), int(cfg["hidden"]), int(cfg["decoder"]))
     else:
+        down, rem = divmod(prep.size[0], shape[1])
+        if rem or prep.size[1] != down * shape[2]:
+            raise SystemExit(f"FrankenSplit: the split tensor ({shape[1]}x{shape[2]}) is not the input "
+                             f"({prep.size[0]}x{prep.size[1]}) downsampled by 2, 4 or 8")
         codec = FrankenSplit(
-            teacher, shape[0], 32 // shape[1], int(cfg["latent"]), int(cfg["hidden"]), cfg.get("decoder") and int(cfg["decoder"])
+            teacher, shape[0], down, int(cfg["latent"]), int(cfg["hidden"]), cfg.get("decoder") and int(cfg["decoder"])
         )
     codec.teacher.eval()
+    codec.prep = prep
+    codec.labels = labels
     return codec
 
 
@@ -182,18 +235,19 @@ def codec_device(codec: torch.nn.Module) -> torch.device:
     return codec.out_scale.device
 
 
-def image_batches(images: np.ndarray, batch: int, device: torch.device | str = "cpu"):
+def image_batches(images: np.ndarray, batch: int, device: torch.device | str = "cpu", prep: Preprocessing | None = None):
     """Normalized NCHW float batches of uint8 NHWC `images`, in order, on `device`."""
+    prep = prep or Preprocessing()
     for i in range(0, len(images), batch):
         x = torch.from_numpy(images[i : i + batch]).to(device).permute(0, 3, 1, 2).float()
-        yield normalize_batch(x)
+        yield prep.normalize(x)
 
 
 @torch.no_grad()
 def feature_rms(codec, images: np.ndarray, batch: int = 256) -> float:
     """Root mean square of the teacher tensor the codec's decoder restores."""
     tot, n = 0.0, 0
-    for x in image_batches(images, batch, codec_device(codec)):
+    for x in image_batches(images, batch, codec_device(codec), codec.prep):
         t = codec.teacher.head(x)
         tot += float(t.pow(2).sum())
         n += t.numel()
@@ -205,7 +259,7 @@ def rank_channels(codec: AECNN, images: np.ndarray, batch: int = 256) -> torch.T
     """AECNN: channel order by mean attention weight over `images`, most important first."""
     codec.eval()
     tot = None
-    for x in image_batches(images, batch, codec_device(codec)):
+    for x in image_batches(images, batch, codec_device(codec), codec.prep):
         a = codec.attention(codec.teacher.head(x)).sum(0)
         tot = a if tot is None else tot + a
     return torch.argsort(tot, descending=True).cpu()
@@ -216,7 +270,7 @@ def symbols_of(codec, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """The exported device half on `images`: integer symbols, (N, C, H, W) int32."""
     codec.eval()
     out = []
-    for x in image_batches(images, batch, codec_device(codec)):
+    for x in image_batches(images, batch, codec_device(codec), codec.prep):
         out.append(codec.device(x).cpu().numpy().astype(np.int32))
     return np.concatenate(out)
 
@@ -226,7 +280,7 @@ def evaluate_codec(codec, images: np.ndarray, labels: np.ndarray, k: int | None 
     """Top-1 of edge(device(x)) exactly as exported; AECNN channels >= k arrive as -1."""
     codec.eval()
     correct = 0
-    for i, x in zip(range(0, len(labels), batch), image_batches(images, batch, codec_device(codec))):
+    for i, x in zip(range(0, len(labels), batch), image_batches(images, batch, codec_device(codec), codec.prep)):
         s = codec.device(x)
         if k is not None:
             s[:, k:] = -1
@@ -242,7 +296,7 @@ def cpu_state(codec: torch.nn.Module) -> dict:
 def train_step(codec, opt, x_all, y_all, idx, cfg: dict, stage: dict, gen, dev: torch.device) -> dict:
     """One optimizer step on the training images `idx` (augmented on the CPU, then moved
     to `dev`); returns the step's loss records, still on the device."""
-    x = normalize_batch(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
+    x = codec.prep.normalize(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
         loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
     opt.zero_grad(set_to_none=True)
@@ -272,7 +326,8 @@ def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"))
+    ap.add_argument("--data", default=os.environ.get("SPLITFLEET_CIFAR10"),
+                    help="the teacher's data: ImageFolder (folder or .tar.gz) whose classes are among its labels")
     ap.add_argument("--recipe", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--cache", default=".cache")
@@ -308,10 +363,15 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     emit = run_logger(out)
 
-    data = load_cifar10(args.data, cache_dir=args.cache)
-    tr, te = data["train"], data["test"]
     set_seed(int(cfg["seed"]))
     codec = build_codec(cfg).to(dev)
+    try:
+        ds = load_images(args.data, codec.prep.size, codec.prep.resize, classes=codec.labels, cache_dir=args.cache)
+    except DataError as e:
+        raise SystemExit(f"data: {e}") from None
+    tr, te = ds.train, ds.test
+    if int(cfg["batch"]) > len(tr.labels):
+        cfg["batch"] = len(tr.labels)  # tiny data sets: one step per epoch
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     pos = (0, 0)  # (stage index, epochs done in it)
     ckpt = out / "last.pt"
