@@ -180,6 +180,7 @@ export function quartersP50(latencies: readonly number[]): (number | null)[] {
 
 async function runAgent(o: AgentCliOptions): Promise<void> {
   const { Agent } = await import('../../device-agent/agent.js');
+  const { Accuracy, datasetLabels } = await import('../../device-agent/accuracy.js');
   const agent = new Agent(
     {
       url: o.url,
@@ -212,6 +213,9 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
       },
     },
   );
+  // top-1 against the source's labels, where it has them (the agent never sees them)
+  const accuracy = new Accuracy(await datasetLabels(o.source));
+  accuracy.follow(agent);
   const summary = (): AgentSummary => {
     const s = agent.stats;
     return {
@@ -219,7 +223,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
       results: s.results,
       errors: s.errors,
       lost: s.lost,
-      accuracy: s.labelled ? round(s.correct / s.labelled, 4) : null,
+      accuracy: accuracy.labelled ? round(accuracy.top1, 4) : null,
       bytesPerFrame: s.sent ? round(s.frameBytes / s.sent, 1) : 0,
       latencyMs: {
         p50: s.latenciesMs.length ? round(percentile(s.latenciesMs, 50)) : null,
@@ -233,7 +237,7 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
       dropped: s.dropped,
       restored: s.restored,
       ota: agent.updater?.stats ?? null,
-      point: agent.opts.point,
+      point: agent.settings.point,
       pointChanges: s.pointChanges.length,
     };
   };
