@@ -47,6 +47,7 @@ export const EDGE_ONLY = [
   'aedes',
   'aedes-persistence-redis',
   'mqemitter-redis',
+  'ioredis',
   'prom-client',
 ];
 /** Files the agent reads at run time, relative to the project root. */

@@ -24,6 +24,7 @@ const EDGE_ONLY = [
   'aedes',
   'aedes-persistence-redis',
   'mqemitter-redis',
+  'ioredis',
 ];
 
 interface Manifest {
