@@ -324,7 +324,10 @@ class OnnxModule(nn.Module):
         axis = int(a.get("axis", 1))
         if axis < 0:
             axis += x.dim()
-        return x.reshape(int(np.prod(x.shape[:axis])) if axis else 1, -1)
+        if axis == 0:
+            return x.reshape(1, -1)
+        # flatten() rather than a reshape to computed sizes: a traced export keeps the batch dynamic
+        return x.flatten(0, axis - 1).flatten(1) if x.dim() > axis else x.flatten(0, axis - 1).unsqueeze(1)
 
     def op_Reshape(self, ins, a, node, env):
         x, shape = ins[0], [int(v) for v in ins[1].tolist()]

@@ -312,6 +312,18 @@ class ImportOnnxTest(unittest.TestCase):
         with torch.no_grad():
             s = codec.device(torch.randn(1, 3, 96, 96))
         self.assertEqual(tuple(s.shape), (1, 4, 6, 6))
+        from splitfleet_models import export_codec, onnx_torch
+
+        export_codec.main(["--run", str(self.dir / "sfc"), "--name", "r18-sf", "--model-id", "103", "--data", str(data),
+                           "--cache", str(self.dir / "cache"), "--zoo", str(self.dir / "zoo"), "--table-images", "9"])
+        bundle = self.dir / "zoo" / "r18-sf-v1"
+        m = json.loads((bundle / "manifest.json").read_text())
+        self.assertEqual((m["labels"], m["codec"]["teacherShape"]), (["person", "vehicle", "cat"], [128, 12, 12]))
+        self.assertEqual(m["files"]["head"]["input"], [-1, 3, 96, 96])
+        self.assertGreater(m["codec"]["points"][0]["deviceMacs"], 180_000_000)  # the ONNX head counted
+        with torch.no_grad():  # the exported halves take any batch
+            sym = onnx_torch.load(bundle / m["files"]["head"]["path"])(torch.randn(2, 3, 96, 96))
+            self.assertEqual(tuple(onnx_torch.load(bundle / m["files"]["tail"]["path"])(sym).shape), (2, 3))
 
     def test_split_points_lists_the_cuts(self):
         import contextlib
