@@ -9,13 +9,20 @@
 import cliProgress from 'cli-progress';
 import Table from 'cli-table3';
 import { imageCodecs } from '../core/codec/image.js';
-import { codecById, listCodecs } from '../core/codec/registry.js';
+import { listCodecs } from '../core/codec/registry.js';
 import { readSamples, type Sample } from '../core/data/cifar.js';
 import { onnxEngine } from '../core/engine/onnx.js';
 import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
 import type { Session } from '../core/engine/engine.js';
-import type { Bundle, Manifest } from '../core/model/bundle.js';
-import { decodeFrame, encodeFrame } from '../core/wire/frame.js';
+import type { Bundle } from '../core/model/load.js';
+import {
+  decodePayload,
+  encodePayload,
+  planFrame,
+  splitPlan,
+  type SplitPlan,
+} from '../core/split/plan.js';
+import { decodeFrame } from '../core/wire/frame.js';
 import { deviceTopic } from '../core/wire/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
 import { percentile, round } from '../core/util/stats.js';
@@ -123,44 +130,39 @@ export async function benchRate(opts: {
   const m = opts.bundle.manifest;
   if (m.kind !== 'backbone') throw new Error(`bench rate --model needs a backbone, not ${m.name}`);
   const topic = deviceTopic('default', 'device-0001', 'features');
-  const frameOf = (
-    mm: Manifest,
-    codecId: number,
-    codecVersion: number,
-    point: number,
-    shape: number[],
-    payload: Uint8Array,
-    id: number,
-  ) =>
-    encodeFrame({
-      frameId: id,
-      modelId: mm.modelId,
-      modelVersion: mm.version,
-      codecId,
-      codecVersion,
-      point,
-      shape,
-      captureTs: Date.now(),
-      payload,
-    });
-
   /** Build every path with sessions of `threads` threads (accuracy) or 1 (timing). */
   const buildPaths = async (threads: number) => {
     const sessions: Session[] = [];
-    const load = async (b: Bundle, role: string) => {
-      const s = await onnxEngine.load(b.file(role), { threads });
-      sessions.push(s);
+    const byRole = new Map<string, Promise<Session>>();
+    /** One session per bundle and network, shared by the paths that run it. */
+    const session = (b: Bundle, role: string) => {
+      const key = `${b.dir}/${role}`;
+      let s = byRole.get(key);
+      if (!s) {
+        s = onnxEngine.load(b.file(role), { threads }).then((x) => {
+          sessions.push(x);
+          return x;
+        });
+        byRole.set(key, s);
+      }
       return s;
     };
-    const head = await load(opts.bundle, 'head');
-    const tail = await load(opts.bundle, 'tail');
-    /** The unsplit model: the same head and tail with nothing in between. */
-    const full: Session = {
-      inputName: head.inputName,
-      outputName: tail.outputName,
-      run: async (x: Tensor) => tail.run(await head.run(x)),
-      close: async () => {},
+    /** The networks of an edge half, run one after the other as one session. */
+    const networks = async (b: Bundle, roles: readonly string[]): Promise<Session> => {
+      const chain = await Promise.all(roles.map((r) => session(b, r)));
+      if (chain.length === 1) return chain[0]!;
+      return {
+        inputName: chain[0]!.inputName,
+        outputName: chain[chain.length - 1]!.outputName,
+        run: async (x: Tensor) => {
+          for (const s of chain) x = await s.run(x);
+          return x;
+        },
+        close: async () => {},
+      };
     };
+    /** The unsplit model: the same head and tail with nothing in between. */
+    const full = await networks(opts.bundle, ['head', 'tail']);
     const paths: Path[] = [];
     /** Every method this run knows, and whether --methods keeps it (the unsplit model
      * always runs: every drop is measured against it). */
@@ -180,74 +182,53 @@ export async function benchRate(opts: {
       },
       edge: async () => ({ data: new Float32Array(0), shape: [0] }),
     });
-    for (const c of listCodecs()) {
+    /** The benchmark row of a split plan: its device half and its edge half. */
+    const planPath = async (
+      b: Bundle,
+      plan: SplitPlan,
+      row: Pick<Path, 'flops' | 'estimate' | 'skip'>,
+    ): Promise<Path> => ({
+      method: plan.point.method,
+      point: plan.point.label,
+      ...row,
+      head: plan.deviceNetwork === null ? null : await session(b, plan.deviceNetwork),
+      tail: await networks(b, plan.edgeNetworks),
+      device: async (out, img, stored, id) => {
+        const { payload, shape } = await encodePayload(
+          plan,
+          plan.kind === 'image' ? { image: img, stored } : { features: out },
+        );
+        return planFrame(plan, { frameId: id, payload, shape });
+      },
+      edge: async (bytes) => {
+        const f = decodeFrame(bytes);
+        return decodePayload(plan, f.payload, f.shape);
+      },
+    });
+    for (const c of [...listCodecs(), ...imageCodecs]) {
       for (const p of c.points) {
-        paths.push({
-          method: p.method,
-          point: p.label,
-          flops: 2 * m.split.headMacs,
-          head,
-          tail,
-          device: async (feats, _img, _s, id) => {
-            const payload = c.encode(feats, p.index);
-            return frameOf(m, c.id, c.version, p.index, feats.shape, payload, id);
-          },
-          edge: async (bytes) => {
-            const f = decodeFrame(bytes);
-            return codecById(f.codecId).decode(f.payload, f.shape, f.point);
-          },
-        });
-      }
-    }
-    for (const c of imageCodecs) {
-      for (const p of c.points) {
-        paths.push({
-          method: p.method,
-          point: p.label,
-          flops: 0,
-          head: null,
-          tail: full,
-          // 'jpeg as stored' needs the stored JPEG files (not in the binary release).
-          skip: (stored) => c.name === 'jpeg' && p.quality === undefined && !stored,
-          device: async (_px, img, stored, id) => {
-            const payload = await c.encode(img, p.index, stored);
-            return frameOf(m, c.id, c.version, p.index, [3, img.height, img.width], payload, id);
-          },
-          edge: async (bytes) => {
-            const f = decodeFrame(bytes);
-            const t = preprocess(await c.decode(f.payload, f.point), m.preprocessing);
-            return { data: t.data, shape: t.shape.slice(1) };
-          },
-        });
+        const plan = splitPlan(opts.bundle, c, p.index);
+        paths.push(
+          await planPath(opts.bundle, plan, {
+            flops: plan.kind === 'image' ? 0 : 2 * m.split.headMacs,
+            // 'jpeg as stored' needs the stored JPEG files (not in the binary release).
+            skip: (stored) => c.name === 'jpeg' && p.quality === undefined && !stored,
+          }),
+        );
       }
     }
     for (const b of opts.codecBundles ?? []) {
       const cm = b.manifest;
       if (cm.kind !== 'codec' || !b.codec) continue;
-      const codec = b.codec;
-      const heads = new Map<string, Session>();
-      const tails = new Map<string, Session>();
       for (const p of cm.codec.points) {
         all.add(p.method);
         if (!wanted(p.method)) continue; // no sessions for methods left out
-        if (!heads.has(p.head)) heads.set(p.head, await load(b, p.head));
-        if (!tails.has(p.tail)) tails.set(p.tail, await load(b, p.tail));
-        paths.push({
-          method: p.method,
-          point: p.label,
-          flops: 2 * p.deviceMacs,
-          estimate: p.bitsPerImage / 8,
-          head: heads.get(p.head)!,
-          tail: tails.get(p.tail)!,
-          device: async (sym, _img, _s, id) => {
-            const payload = codec.encode(sym, p.index);
-            return frameOf(cm, codec.id, codec.version, p.index, sym.shape, payload, id);
-          },
-          edge: async (bytes) => {
-            const f = decodeFrame(bytes);
-            return codec.decode(f.payload, f.shape, f.point);
-          },
-        });
+        paths.push(
+          await planPath(b, splitPlan(b, b.codec, p.index), {
+            flops: 2 * p.deviceMacs,
+            estimate: p.bitsPerImage / 8,
+          }),
+        );
       }
     }
     for (const p of paths) all.add(p.method);

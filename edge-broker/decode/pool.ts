@@ -12,7 +12,7 @@
  *   an `inference-failed` error. Every submitted frame is answered exactly once.
  */
 import { Worker } from 'node:worker_threads';
-import type { Bundle } from '../../core/model/bundle.js';
+import type { Bundle } from '../../core/model/load.js';
 import type { ErrorCode, ResultMessage } from '../../core/wire/messages.js';
 import { background, log } from '../../core/util/log.js';
 import { DecodeFailure, type DecodeJob } from './decoder.js';

@@ -11,7 +11,7 @@
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import { onnxEngine } from '../../core/engine/onnx.js';
 import type { Engine } from '../../core/engine/engine.js';
-import type { Bundle } from '../../core/model/bundle.js';
+import type { Bundle } from '../../core/model/load.js';
 import { errorMessage } from '../../core/wire/messages.js';
 import {
   DEFAULT_BASE,

@@ -5,7 +5,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { onnxEngine } from '../../core/engine/onnx.js';
-import { loadBundle } from '../../core/model/bundle.js';
+import { loadBundle } from '../../core/model/load.js';
+import { background } from '../../core/util/log.js';
 import { DecodeFailure, FrameDecoder } from './decoder.js';
 import type { ThreadAnswer, ThreadInit, ThreadRequest } from './pool.js';
 
@@ -35,25 +36,28 @@ try {
       );
       return;
     }
-    void decoder.runBatch(m.jobs).then(
-      (out) =>
-        send({
-          type: 'done',
-          id: m.id,
-          out: out.map((r) =>
-            r instanceof DecodeFailure
-              ? { error: { code: r.code, message: r.message, frameId: r.frameId } }
-              : { result: r },
-          ),
-        }),
-      (e: unknown) =>
-        send({
-          type: 'done',
-          id: m.id,
-          out: m.jobs.map((j) => ({
-            error: { code: 'inference-failed', message: String(e), frameId: j.frame.frameId },
-          })),
-        }),
+    background(
+      decoder.runBatch(m.jobs).then(
+        (out) =>
+          send({
+            type: 'done',
+            id: m.id,
+            out: out.map((r) =>
+              r instanceof DecodeFailure
+                ? { error: { code: r.code, message: r.message, frameId: r.frameId } }
+                : { result: r },
+            ),
+          }),
+        (e: unknown) =>
+          send({
+            type: 'done',
+            id: m.id,
+            out: m.jobs.map((j) => ({
+              error: { code: 'inference-failed', message: String(e), frameId: j.frame.frameId },
+            })),
+          }),
+      ),
+      'decoder batch answer',
     );
   });
   send({ type: 'ready' });

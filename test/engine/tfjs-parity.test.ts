@@ -23,7 +23,9 @@ import { onnxEngine } from '../../core/engine/onnx.js';
 import { concreteEngine, engineUnavailable, selectEngine } from '../../core/engine/select.js';
 import { readSamples } from '../../core/data/cifar.js';
 import { decodeImage, preprocess, type RgbImage } from '../../core/image/image.js';
-import { listZoo, loadBundle, modelRole, type Bundle } from '../../core/model/bundle.js';
+import { loadBundle, type Bundle } from '../../core/model/load.js';
+import { modelRole } from '../../core/model/manifest.js';
+import { scanZoo } from '../../core/model/zoo.js';
 import { SAMPLE_DIR, ZOO_DIR } from '../../core/paths.js';
 import { numel, sliceBatch, stack, type Tensor } from '../../core/tensor.js';
 import { join } from 'node:path';
@@ -31,7 +33,7 @@ import { join } from 'node:path';
 const FEATURE_TOL = 1e-4;
 const SYMBOL_FLIPS = 1e-3;
 
-const manifests = await listZoo(ZOO_DIR);
+const manifests = (await scanZoo(ZOO_DIR)).bundles.map((b) => b.manifest);
 const nodeMissing = await engineUnavailable('tfjs-node');
 
 let pixels: Promise<RgbImage[]> | undefined;

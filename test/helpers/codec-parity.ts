@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { onnxEngine } from '../../core/engine/onnx.js';
 import { decodeImage, preprocess } from '../../core/image/image.js';
-import { loadBundle } from '../../core/model/bundle.js';
+import { loadBundle } from '../../core/model/load.js';
 import { SAMPLE_DIR } from '../../core/paths.js';
 import { numel } from '../../core/tensor.js';
 

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../../device-agent/agent.js';
 import { startEdge } from '../../edge-broker/edge.js';
-import { loadBundle } from '../../core/model/bundle.js';
+import { loadBundle } from '../../core/model/load.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { checkCodecParity } from '../helpers/codec-parity.js';
 

@@ -4,11 +4,16 @@
  */
 import test from 'ava';
 import { join } from 'node:path';
-import { listZoo } from '../../core/model/bundle.js';
+import { scanZoo } from '../../core/model/zoo.js';
 import { PROJECT_ROOT, ZOO_DIR } from '../../core/paths.js';
 import { checkCodecParity } from '../helpers/codec-parity.js';
 
-const codecs = (await listZoo(ZOO_DIR)).filter((m) => m.kind === 'codec');
+const zoo = await scanZoo(ZOO_DIR);
+const codecs = zoo.bundles.map((b) => b.manifest).filter((m) => m.kind === 'codec');
+
+test('the shipped zoo has no broken bundle', (t) => {
+  t.deepEqual(zoo.broken, []);
+});
 
 test('the zoo ships a bundle of every learned method', (t) => {
   const methods = new Set(codecs.map((m) => (m.kind === 'codec' ? m.codec.method : '')));
