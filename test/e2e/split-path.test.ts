@@ -4,6 +4,7 @@
  */
 import test from 'ava';
 import { connectAsync, type MqttClient } from 'mqtt';
+import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
 import { Agent } from '../../device-agent/agent.js';
 import { HeadPipeline } from '../../device-agent/pipeline.js';
 import { frameSource } from '../../device-agent/source.js';
@@ -69,13 +70,20 @@ test('every frame id gets exactly one result, seen by any subscriber', async (t)
     agent(edge, 'cam-a', 25),
     agent(edge, 'cam-b', 25, { codec: 'split-fp16' }),
   ]);
+  const labels = await datasetLabels({ source: 'sample' });
+  const accuracy = agents.map((a) => {
+    const acc = new Accuracy(labels);
+    acc.follow(a);
+    return acc;
+  });
   await Promise.all(agents.map((a) => a.start()));
   const stats = await Promise.all(agents.map((a) => a.run()));
-  for (const s of stats) {
+  for (const [i, s] of stats.entries()) {
     t.is(s.sent, 25);
     t.is(s.results, 25);
     t.is(s.errors + s.lost, 0);
-    t.true(s.labelled === 25 && s.correct > 15, `accuracy ${s.correct}/25`);
+    const acc = accuracy[i]!;
+    t.true(acc.labelled === 25 && acc.correct > 15, `accuracy ${acc.correct}/25`);
   }
   await waitFor(() => watcher.msgs.length >= 50);
   const keys = watcher.msgs.map(({ topic, payload }) => {
@@ -91,6 +99,30 @@ test('every frame id gets exactly one result, seen by any subscriber', async (t)
   await new Promise((r) => setTimeout(r, 200));
   t.is(watcher.msgs.length, 50, 'no late extra results');
   await Promise.all(agents.map((a) => a.stop()));
+  await watcher.client.endAsync();
+  await edge.close();
+});
+
+test('a device sending pictures (input offload, jpeg) to a normal edge gets results through its decoder pool', async (t) => {
+  const edge = await edgeAt();
+  const watcher = await collect(edge.url, deviceFilter('result', 'e2e'));
+  const a = await agent(edge, 'cam-jpeg', 20, { codec: 'jpeg', point: 2 });
+  const acc = new Accuracy(await datasetLabels({ source: 'sample' }));
+  acc.follow(a);
+  await a.start();
+  const s = await a.run();
+  t.is(s.sent, 20);
+  t.is(s.results, 20);
+  t.is(s.errors + s.lost, 0);
+  t.true(acc.labelled === 20 && acc.correct > 12, `accuracy ${acc.correct}/20`);
+  await waitFor(() => watcher.msgs.length >= 20);
+  for (const { payload } of watcher.msgs) {
+    const r = parseResult(payload)!;
+    t.is(r.codec, 'jpeg');
+    t.is(r.edgeId, 'edge-test');
+    t.true(r.latency.decodeMs > 0, 'the edge decoded the picture');
+  }
+  await a.stop();
   await watcher.client.endAsync();
   await edge.close();
 });
