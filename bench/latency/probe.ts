@@ -43,6 +43,9 @@ export function agentRun(v: Record<string, unknown>): AgentRun | undefined {
   return { sent, results, errors, lost, accuracy, bytesPerFrame, p50, p99, quartersP50 };
 }
 
+/** The fleet of the bench's device and edge. */
+export const FLEET = 'bench-latency';
+
 /** Agents running now (stopped by the bench's cleanup on SIGINT). */
 export const agents = new Set<ChildProcess>();
 
@@ -69,9 +72,8 @@ export async function probe(
   // drained in time: every answer within this long of its frame's capture (the agent
   // counts a frame unanswered by then as lost, and ends)
   const graceMs = 4000 + 10 * ctx.profile.delayMs;
-  const fleet = m.kind === 'offload' ? 'offload' : 'split';
   const args = ['netns', 'exec', ctx.devNs, process.execPath, ...cliArgs(), 'agent'];
-  args.push('--device', 'bench-latency', '--url', ctx.url, '--fleet', fleet);
+  args.push('--device', 'bench-latency', '--url', ctx.url, '--fleet', FLEET);
   args.push('--model', m.model, '--codec', m.codec, '--point', String(m.point));
   args.push('--source', ctx.source, '--loop', '--fps', String(fps), '--frames', String(frames));
   args.push('--window', '100000', '--result-timeout', String(graceMs), '--json');

@@ -2,10 +2,10 @@
  * `splitfleet bench latency`: end-to-end latency, accuracy, bytes on the wire and the
  * highest sustainable frame rate of one device over shaped links.
  *
- * The device (`splitfleet agent`) and the edge (`splitfleet edge`, plus the input-offload
- * worker for image frames: edge-broker/image-offload.ts) run in two network namespaces
- * of their own, joined by one link per profile (rate, one-way delay and random loss, each
- * direction: link.ts). Both are read through the JSON lines they print (`--json`).
+ * The device (`splitfleet agent`) and the edge (`splitfleet edge`: it decodes image frames
+ * of input offload and split frames alike) run in two network namespaces of their own,
+ * joined by one link per profile (rate, one-way delay and random loss, each direction:
+ * link.ts). Both are read through the JSON lines they print (`--json`).
  *
  * Methods: `local` (the whole model on the device, no network: measured in this process,
  * one thread: local.ts), full input offload with the input codecs of `bench rate` (jpeg,
@@ -15,18 +15,18 @@
  * bytes per frame both ways, and the highest frame rate that keeps the queue from growing
  * (searched, a bounded number of probes: probe.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { resolveBundle } from '../../core/model/zoo.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { background } from '../../core/util/log.js';
 import { round } from '../../core/util/stats.js';
-import { cliArgs, stopChild } from '../child.js';
+import { stopChild } from '../child.js';
 import { startEdgeProcess } from '../connections.js';
 import { EDGE_IP, makeNamespaces, openLink, removeNamespaces, type Link } from './link.js';
 import { measureLocal, type LocalRun } from './local.js';
-import { agents, probe, searchMaxFps } from './probe.js';
+import { agents, FLEET, probe, searchMaxFps } from './probe.js';
 import { crossovers, goalOf } from './report.js';
 import {
   BACKBONE,
@@ -40,37 +40,8 @@ import {
 } from './types.js';
 import { namespacesUnavailable } from './link.js';
 
-/** Start a long-running child and wait for a stdout line matching `ready`. */
-function startChild(cmd: string, args: string[], ready: RegExp): Promise<ChildProcess> {
-  const child = spawn(cmd, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, LOG_LEVEL: 'warn' },
-  });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(
-      () => reject(new Error(`${args.join(' ')} did not start: ${out}`)),
-      60_000,
-    );
-    const on = (d: Buffer) => {
-      out += d.toString();
-      if (ready.test(out)) {
-        clearTimeout(t);
-        child.stdout!.removeAllListeners('data');
-        child.stdout!.resume();
-        resolve(child);
-      }
-    };
-    child.stdout!.on('data', on);
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    child.once('exit', (code) => {
-      clearTimeout(t);
-      reject(new Error(`${args.join(' ')} exited (${code}): ${out}`));
-    });
-  });
-}
-
-/** The edge in its namespace (and the input-offload worker when a method needs it). */
+/** The edge in its namespace, serving the backbone (whole-image frames of input offload)
+ * and the split methods' codec bundles. */
 async function startEdgeSide(
   edgeNs: string,
   methods: LatencyMethod[],
@@ -82,7 +53,7 @@ async function startEdgeSide(
   const e = await startEdgeProcess(
     [
       ...['--model', BACKBONE, ...splitModels.map((c) => `${c}-cifar10`)],
-      ...['--fleet', 'split', '--workers', '1', '--no-metrics'],
+      ...['--fleet', FLEET, '--workers', '1', '--no-metrics'],
     ],
     [],
     { wrap, host: EDGE_IP },
@@ -93,20 +64,6 @@ async function startEdgeSide(
   e.child.once('exit', (code, sig) => {
     if (!closing()) say(`the edge exited (${code ?? sig}): ${edgeErr.trim()}`);
   });
-  if (methods.some((m) => m.kind === 'offload')) {
-    const offload = await startChild(
-      wrap[0]!,
-      [
-        ...wrap.slice(1),
-        process.execPath,
-        ...cliArgs(),
-        ...['bench', 'offload-worker', '--url', e.mqtt, '--fleet', 'offload', '--model', BACKBONE],
-      ],
-      /offload worker up/,
-    );
-    offload.stderr!.resume();
-    children.unshift(offload);
-  }
   return { url: e.mqtt, children };
 }
 
