@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .data import load_cifar10
+from .data import load_images
 from .nets import build, fast_layout
-from .train import evaluate
+from .train import evaluate, labels_of, prep_of
 
 
 def main(argv=None) -> None:
@@ -33,19 +33,20 @@ def main(argv=None) -> None:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required")
     torch.set_num_threads(2)
     st = torch.load(Path(args.run) / args.checkpoint, map_location="cpu")
-    model = build(st["cfg"]["arch"], float(st["cfg"]["width"]))
+    labels, prep = labels_of(st), prep_of(st["cfg"])
+    model = build(st["cfg"]["arch"], float(st["cfg"]["width"]), classes=len(labels))
     model.load_state_dict(st["model"])
     model = model.to(memory_format=fast_layout(model)).eval()
-    te = load_cifar10(args.data, splits=("test",), cache_dir=args.cache)["test"]
+    te = load_images(args.data, prep.size, prep.resize, classes=labels, cache_dir=args.cache).test
     split = torch.nn.Sequential(model.head(args.point), model.tail(args.point))
     with torch.no_grad():
-        shape = list(model.head(args.point)(torch.zeros(1, 3, 32, 32)).shape[1:])
+        shape = list(model.head(args.point)(torch.zeros(1, 3, *prep.size)).shape[1:])
     print(
         json.dumps(
             {
                 "samples": len(te.labels),
-                "top1": round(evaluate(model, te.images, te.labels), 4),
-                "top1Split": round(evaluate(split, te.images, te.labels), 4),
+                "top1": round(evaluate(model, te.images, te.labels, prep=prep), 4),
+                "top1Split": round(evaluate(split, te.images, te.labels, prep=prep), 4),
                 "point": args.point,
                 "splitShape": shape,
             }
