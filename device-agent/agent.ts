@@ -15,7 +15,6 @@
  *   stats.ts    the counters, from the events
  *   updater.ts  bundles fetched over the air
  */
-import type { Sample } from '../core/data/cifar.js';
 import type { Bundle } from '../core/model/bundle.js';
 import type { ErrorMessage, ResultMessage } from '../core/wire/messages.js';
 import { RESPONSE_QOS } from '../core/wire/rpc.js';
@@ -252,9 +251,14 @@ export class Agent {
    * connected (with an outbox: also when the edge cannot be reached). */
   async start(): Promise<void> {
     await this.head.start(this.config.settings);
-    this.adapt.configure();
-    await this.uplink.start();
-    await this.session.start();
+    try {
+      this.adapt.configure();
+      await this.uplink.start();
+      await this.session.start();
+    } catch (e) {
+      await this.head.stop(); // a refused login, an unreadable outbox: nothing left running
+      throw e;
+    }
     this.sweeper = setInterval(() => {
       this.adapt.tick();
       this.uplink.sweep();
@@ -275,16 +279,12 @@ export class Agent {
     }
   }
 
-  /** Send one sample now (outside run()); resolves once it is handed to the uplink. */
-  send(s: Sample): Promise<void> {
-    return this.capture.send(s);
-  }
-
   /** Stream the source until it ends (or stop()), then wait for the answers. */
   async run(): Promise<AgentStats> {
-    const elapsed = await this.capture.run();
+    const started = performance.now();
+    await this.capture.run();
     await this.uplink.drained();
-    this.stats.elapsedMs = elapsed;
+    this.stats.elapsedMs = performance.now() - started;
     return this.stats;
   }
 

@@ -34,11 +34,10 @@ export class Capture {
 
   constructor(private readonly d: CaptureDeps) {}
 
-  /** Stream the source until it ends or stop(); resolves with the wall time it ran. */
-  async run(): Promise<number> {
+  /** Stream the source until it ends or stop(). */
+  async run(): Promise<void> {
     const { uplink } = this.d;
-    const started = performance.now();
-    let next = started;
+    let next = performance.now();
     const source = frameSource(this.d.source);
     try {
       for (;;) {
@@ -59,11 +58,10 @@ export class Capture {
     } finally {
       await source.return(undefined);
     }
-    return performance.now() - started;
   }
 
   /** Encode one sample and hand its frame to the uplink. */
-  async send(s: Sample, index = this.taken++): Promise<void> {
+  private async send(s: Sample, index: number): Promise<void> {
     if (this.stopping) return;
     const frameId = this.nextId;
     this.nextId = (this.nextId + 1) >>> 0;
