@@ -15,7 +15,7 @@
  * it back, and be lost.
  */
 import type { Aedes, AedesOptions, AedesPublishPacket } from 'aedes';
-import { log } from '../core/util/log.js';
+import { limitedLog, log } from '../core/util/log.js';
 
 export type RedisMode = 'persist' | 'cluster';
 
@@ -56,6 +56,7 @@ interface RedisConn {
   on(event: 'ready' | 'close', fn: () => void): void;
   ping(): Promise<unknown>;
   quit(): Promise<unknown>;
+  sendCommand(command: unknown, stream?: unknown): Promise<unknown>;
   disconnect(): void;
 }
 interface RedisEmitter {
@@ -65,14 +66,39 @@ interface RedisEmitter {
   close(cb: () => void): void;
 }
 
+/**
+ * The libraries on these connections drop the promises of some commands (a QUIT, a
+ * publish without a callback, queued commands flushed when a connection is closed with
+ * Redis gone: "Connection is closed"). Every command's promise is observed here, so such
+ * a failure is logged, not an unhandled rejection that ends the process; callers that
+ * wait for a command still see its failure.
+ */
+function observeCommands(conn: RedisConn, where: string): void {
+  const send = conn.sendCommand.bind(conn);
+  conn.sendCommand = (command, stream) => {
+    const p = send(command, stream);
+    p.catch((e: unknown) => log.debug({ redis: where, err: String(e) }, 'redis command failed'));
+    return p;
+  };
+}
+
 /** The Redis-backed emitter and persistence; their libraries (ioredis and more) are
  * loaded only here, so an edge without Redis does not pay for them at start-up. */
 export async function redisBackend(url: string, mode: RedisMode): Promise<RedisBackend> {
   const { default: persistenceRedis } = await import('aedes-persistence-redis');
   const { default: mqemitterRedis } = await import('mqemitter-redis');
+  const { Redis } = await import('ioredis');
   const options = redisOptions(url);
   const where = `${String(options.host)}:${String(options.port)}`;
-  const persistence = persistenceRedis({ ...options });
+  // the persistence's connection is ours: it gets an error listener (ioredis prints
+  // "Unhandled error event" for every failed reconnect otherwise) and its dropped commands
+  // are observed (below)
+  const db = new Redis(options);
+  db.on('error', (e: Error) =>
+    limitedLog.warn(`redis-db:${where}`, { redis: where, err: e.message }, 'redis error'),
+  );
+  observeCommands(db as unknown as RedisConn, where);
+  const persistence = persistenceRedis({ ...options, conn: db });
   let mq: RedisEmitter | null = null;
   if (mode === 'cluster') {
     const emitter = mqemitterRedis({
@@ -130,11 +156,14 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
     };
     const emit = emitter.emit.bind(emitter);
     emitter.emit = (msg, done) => {
-      if (open) emit(msg, done);
+      // mqemitter-redis hands its publish promise to `done`: without one a failure would
+      // reject unobserved
+      const cb = done ?? (() => undefined);
+      if (open) emit(msg, cb);
       else
         ready.then(
-          () => emit(msg, done),
-          (e: Error) => done?.(e),
+          () => emit(msg, cb),
+          (e: Error) => cb(e),
         );
     };
     (emitter as unknown as { state: { on(e: 'error', fn: (e: Error) => void): void } }).state.on(
