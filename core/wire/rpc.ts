@@ -172,10 +172,11 @@ export function request(
       done();
       reject(e);
     };
-    const timer = setTimeout(
-      () => fail(new Error(`no answer on ${responseTopic} in ${timeoutMs} ms`)),
-      timeoutMs,
-    );
+    const timer = setTimeout(() => {
+      const op = requestTopic.slice(requestTopic.lastIndexOf('/') + 1);
+      const to = requestTopic.slice(0, requestTopic.lastIndexOf('/request/'));
+      fail(new Error(`no answer to ${op} from ${to} within ${timeoutMs} ms`));
+    }, timeoutMs);
     client.on('message', onMessage);
     client.subscribe(responseTopic, { qos: RESPONSE_QOS }, (err) => {
       if (err) return fail(err);

@@ -12,6 +12,7 @@ const { randomUUID } = require('node:crypto');
 const { readFileSync } = require('node:fs');
 const mqtt = require('mqtt');
 const { filterWithin, parseTopic } = require('../lib/core/wire/topics.js');
+const { request } = require('../lib/core/wire/rpc.js');
 
 /** @typedef {(topic: string, payload: Buffer) => void} Handler */
 /** @typedef {{ fill: 'green' | 'yellow' | 'red' | 'grey', shape: 'dot' | 'ring', text: string }} Status */
@@ -157,68 +158,31 @@ module.exports = function (RED) {
       groups.get(`${fleet}/${device}`) ?? null;
 
     /**
-     * Send a request and wait for its response; resolves `{status, data, error, id}`.
+     * Send a request and wait for its response (the project's one request/response,
+     * core/wire/rpc.ts); resolves `{status, data, error, id}`.
      * @param {string} prefix `<base>/<fleet>/device/<id>` or `<base>/<fleet>/edge/<id>`
      * @param {string} op
      * @param {Record<string, unknown>} body
      * @param {number} timeoutMs
      */
-    node.request = (prefix, op, body, timeoutMs) =>
-      new Promise((resolve, reject) => {
-        const id = randomUUID();
-        /** @type {string} */
-        let text;
-        try {
-          text = JSON.stringify({ ...body, id });
-        } catch (e) {
-          reject(new Error(`request body is not JSON: ${/** @type {Error} */ (e).message}`));
-          return;
-        }
-        const c = connect();
-        const responseTopic = `${prefix}/response/${op}`;
-        let settled = false;
-        /** @type {() => void} */
-        let release = () => undefined;
-        const onConnect = () => setTimeout(send, 50);
-        const finish = () => {
-          settled = true;
-          clearTimeout(timer);
-          c.off('connect', onConnect);
-          release();
-        };
+    node.request = (prefix, op, body, timeoutMs) => {
+      const c = connect();
+      const topic = `${prefix}/request/${op}`;
+      if (c.connected) return request(c, topic, body, timeoutMs);
+      // not connected yet: wait for it within the same time limit
+      const t0 = Date.now();
+      return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
-          finish();
+          c.off('connect', onConnect);
           reject(new Error(`no answer to ${op} from ${prefix} within ${timeoutMs} ms`));
         }, timeoutMs);
-        release = node.subscribe(
-          responseTopic,
-          (/** @type {string} */ _t, /** @type {Buffer} */ p) => {
-            let r;
-            try {
-              r = JSON.parse(p.toString('utf8'));
-            } catch {
-              return;
-            }
-            if (!r || r.id !== id || settled) return;
-            finish();
-            resolve(r);
-          },
-        );
-        // QoS 0: a request that timed out must never be re-sent by a later reconnect
-        // (a refused publish would close the connection again on every reconnect)
-        function send() {
-          if (settled) return;
-          c.publish(`${prefix}/request/${op}`, text, { qos: 0 }, (err) => {
-            if (err && !settled) {
-              finish();
-              reject(err);
-            }
-          });
-        }
-        // subscribe first (on connect, or now) so the answer cannot arrive before it
-        if (c.connected) c.subscribe(responseTopic, { qos: 1 }, () => send());
-        else c.once('connect', onConnect);
+        const onConnect = () => {
+          clearTimeout(timer);
+          request(c, topic, body, Math.max(1, timeoutMs - (Date.now() - t0))).then(resolve, reject);
+        };
+        c.once('connect', onConnect);
       });
+    };
 
     node.on('close', (/** @type {boolean} */ _removed, /** @type {() => void} */ done) => {
       setStatus({ fill: 'grey', shape: 'ring', text: 'closed' });

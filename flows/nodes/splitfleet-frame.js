@@ -8,16 +8,11 @@
 'use strict';
 
 const { decodeFrame } = require('../lib/core/wire/frame.js');
-const { codecById, LEARNED_CODEC_IDS } = require('../lib/core/codec/registry.js');
+const { pinnedCodec } = require('../lib/core/codec/ids.js');
 
 /** @param {number} id */
 function codecName(id) {
-  for (const [name, n] of Object.entries(LEARNED_CODEC_IDS)) if (n === id) return name;
-  try {
-    return codecById(id).name;
-  } catch {
-    return `codec ${id}`;
-  }
+  return pinnedCodec(id)?.name ?? `codec ${id}`;
 }
 
 /** @param {import('node-red').NodeAPI} RED */

@@ -52,7 +52,7 @@ test('every declared node has its code, editor definition, help and en-US messag
 
 test('every package the shipped code requires is a dependency of the node package', async (t) => {
   const pkg = JSON.parse(await readFile(join(FLOWS, 'package.json'), 'utf8')) as Pkg;
-  t.true(existsSync(join(FLOWS, 'lib', 'core', 'protocol', 'frame.js')), 'run npm run build first');
+  t.true(existsSync(join(FLOWS, 'lib', 'core', 'wire', 'frame.js')), 'run npm run build first');
   const files = [...(await jsFiles(join(FLOWS, 'nodes'))), ...(await jsFiles(join(FLOWS, 'lib')))];
   const needed = new Set<string>();
   for (const f of files) {
