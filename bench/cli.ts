@@ -6,7 +6,6 @@
 import { Option, type Command } from 'commander';
 import { DEFAULT_MODEL } from '../core/model/zoo.js';
 import { int, num, OptionValues } from '../cli/args.js';
-import { stopOnSignal } from '../cli/signals.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const print = (text: string) => process.stdout.write(text);
@@ -190,28 +189,6 @@ export function register(bench: Command): void {
         log(`plot written to ${plot}`);
       }
       if (o.flag('json')) print(JSON.stringify(r) + '\n');
-    });
-
-  bench
-    .command('offload-worker', { hidden: true })
-    .description('the edge half of input offload for bench latency (edge-broker/image-offload.ts)')
-    .requiredOption('--url <url>', 'the edge broker')
-    .requiredOption('--fleet <id>', 'the fleet whose devices send images')
-    .option('--model <names...>', 'backbones to serve', [DEFAULT_MODEL])
-    .action(async (_o: unknown, c: Command) => {
-      const o = values(c);
-      const { ImageOffloadWorker } = await import('../edge-broker/image-offload.js');
-      const { resolveBundle } = await import('../core/model/zoo.js');
-      const w = await ImageOffloadWorker.start({
-        url: o.str('url'),
-        fleet: o.str('fleet'),
-        bundles: await Promise.all(o.strs('model').map((m) => resolveBundle(m))),
-      });
-      print(`offload worker up for fleet ${o.str('fleet')} on ${o.str('url')}\n`);
-      stopOnSignal(async () => {
-        await w.stop();
-        print(`stopped: ${JSON.stringify(w.stats)}\n`);
-      });
     });
 
   bench
