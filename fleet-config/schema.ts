@@ -11,6 +11,7 @@
 import type { DeviceSettings as ProtocolDeviceSettings } from '../core/wire/messages.js';
 import { ID_PATTERN } from '../core/wire/topics.js';
 import { ENGINE_NAMES } from '../core/engine/engine.js';
+import { DEFAULT_MODEL } from '../core/model/ref.js';
 
 /** The version this code reads and writes; older files are migrated (migrations.ts). */
 export const FLEET_VERSION = 1;
@@ -34,7 +35,7 @@ const SETTINGS: Record<keyof DeviceSettings, JsonSchema> = {
     description: 'Model bundle from the zoo: a name ("resnet9w05-cifar10") or name@version.',
     type: 'string',
     pattern: '^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,6})?$',
-    default: 'resnet9w05-cifar10',
+    default: DEFAULT_MODEL,
   },
   codec: {
     title: 'Codec',

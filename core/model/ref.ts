@@ -4,6 +4,9 @@
  * name or version that breaks it. Pure: no imports, so protocol code can use it.
  */
 
+/** The model a device runs when nothing names one (the shipped backbone). */
+export const DEFAULT_MODEL = 'resnet9w05-cifar10';
+
 /** A bundle's name: one path segment of [a-z0-9.-], never `.` or `..`, at most 64 long.
  * The registry and the device both hold bundles in folders named `<name>-v<version>`. */
 export const BUNDLE_NAME_PATTERN = '^[a-z0-9][a-z0-9.-]{0,63}$';

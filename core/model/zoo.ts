@@ -22,7 +22,8 @@ import { loadBundle, type Bundle, type BundlePart } from './load.js';
 import { BundleError, parseManifest, type Manifest } from './manifest.js';
 
 /** The model a device runs unless told otherwise (the fleet schema's default). */
-export const DEFAULT_MODEL = 'resnet9w05-cifar10';
+export { DEFAULT_MODEL } from './ref.js';
+import { DEFAULT_MODEL } from './ref.js';
 
 /** A bundle folder of a zoo, with its checked manifest (its files are not verified yet). */
 export interface ZooBundle {

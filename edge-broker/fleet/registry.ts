@@ -11,13 +11,9 @@ import type { Part } from '../bus.js';
 import { fromThisNode } from '../cluster.js';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import {
-  checkBundleRef,
-  deviceRoles,
-  pickManifest,
-  sha256,
-  type Bundle,
-} from '../../core/model/bundle.js';
+import { sha256, type Bundle } from '../../core/model/load.js';
+import { checkBundleRef, deviceRoles } from '../../core/model/manifest.js';
+import { pickBundle } from '../../core/model/zoo.js';
 import {
   bundleRefString,
   encodeChunk,
@@ -84,16 +80,19 @@ export class ModelRegistry {
   /** The bundle a device with these settings runs (the agent's own rule; a staged
    * bundle only when named with its version), or null. */
   resolve(model: string, codec: string): BundleRef | null {
-    const pinned = model.includes('@');
-    const byManifest = new Map(
-      [...this.entries.values()]
-        .filter((e) => pinned || !e.staged)
-        .map((e) => [e.bundle.manifest, e]),
+    // the zoo's one rule (staged bundles only when named with their version)
+    const hit = pickBundle(
+      [...this.entries.values()].map((e) => ({ manifest: e.bundle.manifest, staged: e.staged, e })),
+      model,
+      codec,
     );
-    const m = pickManifest([...byManifest.keys()], model, codec);
-    if (!m) return null;
-    const e = byManifest.get(m)!;
-    return { name: m.name, version: m.version, manifestSha256: e.bundle.manifestSha256 };
+    return hit
+      ? {
+          name: hit.manifest.name,
+          version: hit.manifest.version,
+          manifestSha256: hit.e.bundle.manifestSha256,
+        }
+      : null;
   }
 
   /** Read the requested range; throws OtaError for an unknown bundle, file or range. */

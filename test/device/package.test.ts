@@ -95,7 +95,7 @@ test("the agent package's dependencies are what its modules import, none of the 
   // each one a dependency of the project, at the version it is tested with
   for (const [name, version] of Object.entries(all)) {
     t.truthy(root.dependencies[name] ?? root.optionalDependencies[name], name);
-    t.is(version, lock.packages[`node_modules/${name}`]?.version, name);
+    t.is(version as string | undefined, lock.packages[`node_modules/${name}`]?.version, name);
   }
   // the modules: the agent's, not the broker's, Node-RED's or the benchmarks'
   const shipped = await files(join(stage, 'app', 'dist'));
