@@ -115,7 +115,7 @@ export class Agent {
   private sweeper?: NodeJS.Timeout;
 
   constructor(
-    private readonly options: AgentOptions,
+    readonly options: Readonly<AgentOptions>,
     events: AgentEvents = {},
   ) {
     const o = options;
@@ -231,15 +231,6 @@ export class Agent {
    * controller's point): a read-only snapshot. */
   get settings(): Readonly<AgentSettings> {
     return this.config.settings;
-  }
-
-  /**
-   * The options it was started with, with the settings in force over them.
-   * @deprecated read `settings` (the running settings) instead.
-   */
-  get opts(): Readonly<AgentOptions> {
-    const { bundle, codec, point, fps, latencyGoalMs, maxKbps, engine } = this.config.settings;
-    return { ...this.options, bundle, codec, point, fps, latencyGoalMs, maxKbps, engine };
   }
 
   /** Listen to an event of the agent (bus.ts); returns the function that stops it. */

@@ -71,7 +71,7 @@ test('the agent applies its retained config at connect and a changed one without
   const { edge, agent } = await setup(fleetText('split-q', 0));
   try {
     const wanted = await started(edge, agent);
-    t.like(agent.opts, { codec: 'split-q', point: 0, fps: 50 });
+    t.like(agent.settings, { codec: 'split-q', point: 0, fps: 50 });
     const run = agent.run();
     await waitFor(() => agent.stats.results >= 5);
     // a new config while frames flow: applied between two frames, nothing lost
@@ -79,7 +79,7 @@ test('the agent applies its retained config at connect and a changed one without
     const next = edge.configs().get('cam')!.wanted;
     t.not(next, wanted);
     await waitFor(() => edge.configs().get('cam')?.applied === next);
-    t.is(agent.opts.codec, 'split-fp16');
+    t.is(agent.settings.codec, 'split-fp16');
     const stats = await run;
     t.is(stats.results, 40);
     t.is(stats.errors + stats.lost, 0);
@@ -107,7 +107,7 @@ test('a config the agent cannot apply is refused with the reason and the old one
     const st = edge.configs().get('cam')!;
     t.is(st.applied, first);
     t.regex(st.refused!, /refused: .*splitfleet/);
-    t.like(agent.opts, { codec: 'split-q', point: 1 });
+    t.like(agent.settings, { codec: 'split-q', point: 1 });
     // an out-of-range point for this codec is refused too
     await edge.applyFleet(parseFleet(fleetText('split-q', 9)));
     await waitFor(() => /point/.test(edge.configs().get('cam')?.refused ?? ''));

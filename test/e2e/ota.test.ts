@@ -93,9 +93,9 @@ test.serial(
       t.is(s.downloads, 1);
       t.true(s.chunks >= 20, `${s.chunks} chunks`); // manifest + a 375 KB head in 16 KB chunks
       t.is(edge.ota.chunks, s.chunks + 2);
-      t.is(agent.opts.bundle.manifest.version, 3);
-      t.is(agent.opts.bundle.part, 'device');
-      t.is(agent.opts.bundle.manifestSha256, v3.manifestSha256);
+      t.is(agent.settings.bundle.manifest.version, 3);
+      t.is(agent.settings.bundle.part, 'device');
+      t.is(agent.settings.bundle.manifestSha256, v3.manifestSha256);
       // only the device part travelled: no tail in the device's store
       const files = await readdir(join(dir, 'device', 'resnet9w05-cifar10-v3'));
       t.deepEqual(
@@ -157,8 +157,8 @@ test.serial('a download cut by an agent restart resumes where its part file ends
       whole += Math.ceil((await stat(v3.file(r))).size / (16 * 1024));
     }
     t.true(s.chunks < whole, `${s.chunks} of ${whole} chunks after the restart`);
-    t.is(second.opts.bundle.manifest.version, 3);
-    t.is(second.opts.bundle.manifestSha256, v3.manifestSha256);
+    t.is(second.settings.bundle.manifest.version, 3);
+    t.is(second.settings.bundle.manifestSha256, v3.manifestSha256);
   } finally {
     await first.stop(true);
     await second?.stop(true);
@@ -183,7 +183,7 @@ test.serial(
       t.regex(st.refused!, /sha256 .* does not match .*not activated/);
       t.not(st.applied, st.wanted);
       t.is(agent.updater!.stats.rejected, 1);
-      t.is(agent.opts.bundle.manifest.version, 2);
+      t.is(agent.settings.bundle.manifest.version, 2);
       t.false((await readdir(join(dir, 'device'))).includes('resnet9w05-cifar10-v4'));
       // frames still flow on the old model
       const run = agent.run();

@@ -105,7 +105,7 @@ async function restartable() {
   return { dir, v3, opts };
 }
 
-const versions = (agents: Agent[]) => agents.map((a) => a.opts.bundle.manifest.version);
+const versions = (agents: Agent[]) => agents.map((a) => a.settings.bundle.manifest.version);
 
 test.serial(
   'a canary that fails its error-rate gate is rolled back automatically; the other devices never get it',
@@ -133,7 +133,7 @@ test.serial(
       await waitFor(() => [...edge.configs().values()].every((c) => c.applied === c.wanted));
       t.deepEqual(versions(agents), [2, 2, 2]);
       for (const a of agents) {
-        t.is(a.updater!.stats.downloads, a.opts.deviceId === canary ? 1 : 0, a.opts.deviceId);
+        t.is(a.updater!.stats.downloads, a.deviceId === canary ? 1 : 0, a.deviceId);
       }
       // results flow again on version 2
       const before = agents.map((a) => a.stats.results);

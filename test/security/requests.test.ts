@@ -109,7 +109,7 @@ test.serial('a device ignores retained requests', async (t) => {
   // requests from clients; the edge's own publish is not checked)
   await agent.stop(true);
   await edge.broker.publish(`${DEVICE}/request/ping`, Buffer.from('{"id":"r1"}'), true);
-  agent = new Agent({ ...agent.opts });
+  agent = new Agent(agent.options);
   await agent.start();
   const ok = await ask(`${DEVICE}/request/ping`, '{"id":"d3"}', 'd3');
   t.is(ok.status, 'ok');
