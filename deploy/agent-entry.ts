@@ -1,10 +1,18 @@
 #!/usr/bin/env node
 /**
- * `splitfleet-agent`: the device agent's own command, the one the splitfleet-agent
- * package (`npm run pack:agent`) installs and the systemd unit runs.
- * `splitfleet-agent [options]` is `splitfleet agent [options]`: the same flags, config
- * file, output and exit status. Only the agent's code is loaded: the other commands load
- * when they run, and they never run from here.
+ * `splitfleet-agent`: the device agent's own command, the one the splitfleet-agent package
+ * (`npm run pack:agent`) installs and the systemd unit runs. Its flags, config file, output
+ * and exit status are those of `splitfleet agent` (cli/commands/agent.ts); only the agent's
+ * code is loaded.
  */
-process.argv.splice(2, 0, 'agent');
-await import('../cli/main.js');
+import { Command } from 'commander';
+import { register } from '../cli/commands/agent.js';
+
+const program = new Command('splitfleet-agent')
+  .description('run a device agent: source -> head -> codec -> MQTT, and listen for results')
+  .showHelpAfterError();
+register(program);
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`splitfleet-agent: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});
