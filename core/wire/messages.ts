@@ -1,8 +1,7 @@
 /**
  * JSON messages any MQTT client can read: results, errors and presence.
  */
-import type { BundleRef } from './ota.js';
-import { isBundleRef } from '../model/ref.js';
+import { isBundleRef, type BundleRef } from '../model/ref.js';
 
 export const RESULT_VERSION = 1;
 

@@ -13,6 +13,7 @@
 import { Packr } from 'msgpackr';
 import { boundReason } from './messages.js';
 import { decodeMsgpack, MsgpackError } from './msgpack.js';
+import type { BundleRef } from '../model/ref.js';
 
 export const OTA_VERSION = 1;
 /** Largest chunk an edge sends (well under the broker's payload limit). */
@@ -22,11 +23,8 @@ export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 export const MAX_BUNDLE_FILE_BYTES = 512 * 1024 * 1024;
 
 /** `name@version` of a bundle, and the sha256 of its manifest.json. */
-export interface BundleRef {
-  name: string;
-  version: number;
-  manifestSha256: string;
-}
+/** A bundle as a message names it (the rule of its fields: core/model/ref.ts). */
+export type { BundleRef } from '../model/ref.js';
 
 export const bundleRefString = (r: { name: string; version: number }) => `${r.name}@${r.version}`;
 
