@@ -32,6 +32,7 @@ import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
 import { DUMMY_HASH, verifyPassword, type Credential, type CredentialFile } from './credentials.js';
 import { LoginGate, type LoginLimits } from './logins.js';
 import {
+  accessFilters,
   clientIdLogin,
   DEFAULT_BASE,
   deviceClientId,
@@ -405,24 +406,7 @@ export class Access {
 
   /** Topic filters a session may publish or subscribe to. */
   private filters(s: Session, op: 'publish' | 'subscribe'): string[] {
-    const b = this.base;
-    const f = s.cred.fleet ?? '+';
-    switch (s.cred.role) {
-      case 'device': {
-        const own = `${b}/${f}/device/${s.user}`;
-        return op === 'publish'
-          ? [`${own}/features`, `${own}/status`, `${own}/fetch`, `${own}/response/#`]
-          : [`${own}/result`, `${own}/error`, `${own}/config`, `${own}/chunk`, `${own}/request/#`];
-      }
-      case 'worker':
-        return op === 'publish'
-          ? [`${b}/${f}/device/+/result`, `${b}/${f}/device/+/error`]
-          : [`${b}/${f}/device/+/features`];
-      case 'dashboard':
-        return op === 'publish' ? [] : [s.cred.fleet ? `${b}/${f}/#` : `${b}/#`];
-      case 'operator':
-        return [s.cred.fleet ? `${b}/${f}/#` : `${b}/#`];
-    }
+    return accessFilters(s.cred.role, s.user, s.cred.fleet, op, this.base);
   }
 
   private take(client: Client, rate: number): boolean {

@@ -213,3 +213,38 @@ export function parseOpTopic(topic: string, base = DEFAULT_BASE): OpTopic | unde
   const respondOn = [base, fleet, kind, id, 'response', op].join('/');
   return { kind, fleet, id, dir, op, validOp: OP_NAME.test(op), respondOn };
 }
+
+/**
+ * The topic filters a login may publish or subscribe to, by role (the broker's ACL,
+ * edge-broker/auth.ts): a device only its own topics; a worker the devices' frames in and
+ * answers out; a dashboard reads its fleet (or all); an operator reads and writes it.
+ * `fleet` null: every fleet (never for a device).
+ */
+export function accessFilters(
+  role: 'device' | 'worker' | 'dashboard' | 'operator',
+  user: string,
+  fleet: string | null,
+  op: 'publish' | 'subscribe',
+  base = DEFAULT_BASE,
+): string[] {
+  const f = fleet ?? '+';
+  const all = fleet ? `${base}/${checkId('fleet', fleet)}/#` : `${base}/#`;
+  switch (role) {
+    case 'device': {
+      const own = (c: DeviceChannel) => deviceTopic(f, user, c, base);
+      const ops = (dir: 'request' | 'response') =>
+        `${deviceOpTopic(f, user, dir, '+', base).slice(0, -1)}#`;
+      return op === 'publish'
+        ? [own('features'), own('status'), own('fetch'), ops('response')]
+        : [own('result'), own('error'), own('config'), own('chunk'), ops('request')];
+    }
+    case 'worker':
+      return op === 'publish'
+        ? [deviceFilter('result', f, base), deviceFilter('error', f, base)]
+        : [deviceFilter('features', f, base)];
+    case 'dashboard':
+      return op === 'publish' ? [] : [all];
+    case 'operator':
+      return [all];
+  }
+}
