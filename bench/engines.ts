@@ -22,7 +22,7 @@ import { HeadPipeline } from '../device-agent/pipeline.js';
 import type { ConcreteEngine } from '../core/engine/select.js';
 import { readSamples, type Sample } from '../core/data/cifar.js';
 import { decodeImage, preprocess } from '../core/image/image.js';
-import { bundleFor } from '../core/model/bundle.js';
+import { resolveBundle } from '../core/model/bundle.js';
 import { SAMPLE_DIR } from '../core/paths.js';
 import { percentile, round } from '../core/util/stats.js';
 
@@ -90,7 +90,7 @@ async function runChild(job: ChildJob): Promise<EngineRow> {
   for await (const s of readSamples(SAMPLE_DIR, { limit: opts.frames + opts.warmup })) {
     samples.push(s);
   }
-  const bundle = await bundleFor(opts.model, opts.codec);
+  const bundle = await resolveBundle(opts.model, { codec: opts.codec });
   const before = process.memoryUsage().rss;
   const { concreteEngine } = await import('../core/engine/select.js');
   let engine;
@@ -185,7 +185,7 @@ async function readF32(file: string): Promise<Float32Array | null> {
 }
 
 export async function benchEngines(opts: EnginesOptions): Promise<EnginesReport> {
-  const kind = (await bundleFor(opts.model, opts.codec)).manifest.kind;
+  const kind = (await resolveBundle(opts.model, { codec: opts.codec })).manifest.kind;
   const dir = await mkdtemp(join(tmpdir(), 'sf-bench-engines-'));
   const rows: EngineRow[] = [];
   try {

@@ -9,7 +9,7 @@
  */
 import type { Socket } from 'node:net';
 import mqttPacket from 'mqtt-packet';
-import { bundleFor } from '../core/model/bundle.js';
+import { resolveBundle } from '../core/model/bundle.js';
 import { decodeFrame, encodeFrame, type Frame } from '../core/wire/frame.js';
 import { deviceTopic } from '../core/wire/topics.js';
 import { pushBounded } from '../core/util/stats.js';
@@ -24,7 +24,11 @@ export async function sampleFrames(
   point: number,
   count = 32,
 ): Promise<Frame[]> {
-  const head = await HeadPipeline.create(await bundleFor(model, codec), codec, point);
+  const head = await HeadPipeline.create(
+    await resolveBundle(model, { codec: codec }),
+    codec,
+    point,
+  );
   const frames: Frame[] = [];
   try {
     for await (const s of frameSource({ source: 'sample', limit: count })) {

@@ -16,7 +16,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { isLearnedCodec } from '../codec/ids.js';
-import { log } from '../util/log.js';
 import { ZOO_DIR } from '../paths.js';
 import { loadBundle, type Bundle, type BundlePart } from './load.js';
 import { BundleError, parseManifest, type Manifest } from './manifest.js';
@@ -143,36 +142,7 @@ export async function resolveBundle(ref: string, o: ResolveOptions = {}): Promis
   );
 }
 
-// --- older names, kept while callers move to resolveBundle / pickBundle / scanZoo ---
-
-/** resolveBundle(model, {codec, zoo}). */
+/** resolveBundle(model, {codec, zoo}): a model with a device's codec setting. */
 export function bundleFor(model: string, codec: string, zoo = ZOO_DIR): Promise<Bundle> {
   return resolveBundle(model, { codec, zoo });
-}
-
-/** resolveBundle(ref, {zoo}). */
-export function resolveModel(ref: string, zoo = ZOO_DIR): Promise<Bundle> {
-  return resolveBundle(ref, { zoo });
-}
-
-/** pickBundle over bare manifests (none staged). */
-export function pickManifest<M extends Manifest>(
-  manifests: readonly M[],
-  model: string,
-  codec: string,
-): M | null {
-  return (
-    pickBundle(
-      manifests.map((manifest) => ({ manifest })),
-      model,
-      codec,
-    )?.manifest ?? null
-  );
-}
-
-/** The manifests of scanZoo's bundles; each broken bundle is logged as a warning. */
-export async function listZoo(zoo = ZOO_DIR): Promise<Manifest[]> {
-  const { bundles, broken } = await scanZoo(zoo);
-  for (const b of broken) log.warn({ dir: b.dir, reason: b.reason }, 'broken model bundle');
-  return bundles.map((b) => b.manifest);
 }

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { bundleFor } from '../../core/model/bundle.js';
+import { resolveBundle } from '../../core/model/bundle.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { testEdge } from '../helpers/edge.js';
 import { runCli } from '../helpers/cli.js';
@@ -94,7 +94,10 @@ test('the file configures the agent and flags win over it', async (t) => {
 
 test('the shipped example and the file install.sh writes are valid agent configs', async (t) => {
   const edge = await testEdge({
-    bundles: [await shippedModel(), await bundleFor('resnet9w05-cifar10', 'splitfleet')],
+    bundles: [
+      await shippedModel(),
+      await resolveBundle('resnet9w05-cifar10', { codec: 'splitfleet' }),
+    ],
   });
   try {
     const plan = spawnSync(

@@ -6,13 +6,13 @@
  */
 import test from 'ava';
 import { Agent } from '../../device-agent/agent.js';
-import { bundleFor } from '../../core/model/bundle.js';
+import { resolveBundle } from '../../core/model/bundle.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { testEdge } from '../helpers/edge.js';
 import { waitFor } from '../helpers/wait.js';
 
 test('a latency goal moves the agent up to the best point under the edge cap', async (t) => {
-  const aecnn = await bundleFor('resnet9w05-cifar10', 'aecnn');
+  const aecnn = await resolveBundle('resnet9w05-cifar10', { codec: 'aecnn' });
   // at 20 frames/s, with ~380 B of MQTT/TCP/IP per frame, a 120 kbit/s cap admits k=8
   // (~239 B frames: 99 kbit/s), not k=16 (~444 B: 132 kbit/s)
   const edge = await testEdge({
@@ -37,7 +37,7 @@ devices:
     source: { source: 'sample', loop: true, limit: 100_000 },
     fps: 20,
     resultTimeoutMs: 20_000,
-    resolveBundle: (m, c) => bundleFor(m, c),
+    resolveBundle: (m, c) => resolveBundle(m, { codec: c }),
   });
   try {
     await agent.start();

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import { bundleFor, deviceRoles, type Bundle } from '../../core/model/bundle.js';
+import { resolveBundle, deviceRoles, type Bundle } from '../../core/model/bundle.js';
 import { decodeChunk, encodeChunk } from '../../core/wire/ota.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { bundleVersion, interceptForward } from '../helpers/bundles.js';
@@ -37,7 +37,7 @@ function agentFor(edge: Edge, dir: string, bundle: Bundle, extra: Partial<AgentO
     source: { source: 'sample', loop: true, limit: 400 },
     fps: 20,
     resultTimeoutMs: 20_000,
-    resolveBundle: (m, c) => bundleFor(m, c),
+    resolveBundle: (m, c) => resolveBundle(m, { codec: c }),
     bundles: { dir: join(dir, 'device'), chunkBytes: 16 * 1024 },
     ...extra,
   });

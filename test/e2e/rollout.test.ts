@@ -16,7 +16,7 @@ import {
   ROLLOUT_DEFAULTS,
   type RolloutJob,
 } from '../../edge-broker/fleet/rollout.js';
-import { bundleFor } from '../../core/model/bundle.js';
+import { resolveBundle } from '../../core/model/bundle.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import type { ConfigMessage } from '../../core/wire/messages.js';
 import { deviceFilter } from '../../core/wire/topics.js';
@@ -66,7 +66,7 @@ async function fleetUp(dir: string, extra: number[], broken: number[] = []) {
         source: { source: 'sample', loop: true, limit: 100_000 },
         fps: 20,
         resultTimeoutMs: 20_000,
-        resolveBundle: (m, c) => bundleFor(m, c),
+        resolveBundle: (m, c) => resolveBundle(m, { codec: c }),
         bundles: { dir: join(dir, d) },
       }),
   );

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { codecByName } from '../../core/codec/registry.js';
 import { ransDecode } from '../../core/codec/rans.js';
 import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
-import { bundleFor, type Bundle } from '../../core/model/bundle.js';
+import { resolveBundle, type Bundle } from '../../core/model/bundle.js';
 import { decodeFrame, encodeFrame, FrameError } from '../../core/wire/frame.js';
 import { MAX_REASON_BYTES } from '../../core/wire/messages.js';
 import { checkMsgpack, decodeMsgpack, MsgpackError } from '../../core/wire/msgpack.js';
@@ -156,7 +156,8 @@ const damagedFrame = fc
 
 /** The shipped learned codec whose bitstream is rANS (the tables as shipped). */
 let learned: Promise<Bundle> | undefined;
-const learnedBundle = () => (learned ??= bundleFor('resnet9w05-cifar10', 'splitfleet'));
+const learnedBundle = () =>
+  (learned ??= resolveBundle('resnet9w05-cifar10', { codec: 'splitfleet' }));
 
 export async function targets(): Promise<Target[]> {
   const bundle = await learnedBundle();

@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import {
   backbone,
   BundleError,
-  listZoo,
   loadBundle,
-  resolveModel,
+  resolveBundle,
+  scanZoo,
 } from '../../core/model/bundle.js';
 import { MODEL, shippedModel } from '../helpers/model.js';
 
@@ -40,8 +40,9 @@ test('the shipped bundle verifies and describes itself', async (t) => {
   t.is(m.accuracy.samples, 10_000);
   t.is(m.accuracy.split, 'test');
   t.true(m.accuracy.top1 >= 0.9, `top-1 ${m.accuracy.top1}`);
-  const zoo = await listZoo();
-  t.true(zoo.some((z) => z.name === MODEL));
+  const zoo = await scanZoo();
+  t.true(zoo.bundles.some((z) => z.manifest.name === MODEL));
+  t.deepEqual(zoo.broken, []);
 });
 
 test('a file that does not match its sha256 is refused', async (t) => {
@@ -66,11 +67,11 @@ test('an invalid manifest is refused with the failing fields', async (t) => {
 });
 
 test('unknown models are named in the error with what the zoo has', async (t) => {
-  await t.throwsAsync(resolveModel('no-such-model'), {
+  await t.throwsAsync(resolveBundle('no-such-model'), {
     instanceOf: BundleError,
     message: new RegExp(MODEL),
   });
-  await t.throwsAsync(resolveModel(`${MODEL}@99`), { instanceOf: BundleError });
+  await t.throwsAsync(resolveBundle(`${MODEL}@99`), { instanceOf: BundleError });
   await t.throwsAsync(loadBundle(join(dir, 'missing')), {
     instanceOf: BundleError,
     message: /cannot read/,
