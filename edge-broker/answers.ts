@@ -12,6 +12,8 @@ export interface Answer {
 interface Entry {
   at: number;
   answer?: Answer;
+  /** When this node gave the answer (absent: another node gave it). */
+  answeredAt?: number;
 }
 
 export class AnswerCache {
@@ -32,9 +34,21 @@ export class AnswerCache {
     return undefined;
   }
 
-  answer(key: string, answer: Answer): void {
+  answer(key: string, answer: Answer, now = Date.now()): void {
     const e = this.entries.get(key);
-    if (e) e.answer = answer;
+    if (!e) return;
+    e.answer = answer;
+    e.answeredAt = now;
+  }
+
+  /** The answers this node gave at `since` or later, oldest first (what to publish again
+   * when the cluster's bus may have lost them). */
+  givenSince(since: number): Answer[] {
+    const out: { at: number; answer: Answer }[] = [];
+    for (const e of this.entries.values())
+      if (e.answer && e.answeredAt !== undefined && e.answeredAt >= since)
+        out.push({ at: e.answeredAt, answer: e.answer });
+    return out.sort((a, b) => a.at - b.at).map((x) => x.answer);
   }
 
   /** An answer another node of a cluster gave: a redelivery of that frame here gets it. */

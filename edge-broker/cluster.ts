@@ -12,12 +12,34 @@
  * Redis may restart: commands wait for it (no retry limit), and a node publishes on the
  * bus only once its own subscriptions are back (`gate` below); otherwise a message sent
  * just after Redis returned could reach Redis before the subscription that should carry
- * it back, and be lost.
+ * it back, and be lost. Redis pub/sub still delivers at most once: what was in flight
+ * when Redis went, and what reached it before another node's subscriptions were back, is
+ * gone. `clusterOf(aedes).onBusBack` tells when the bus returned, and since when messages
+ * may have been lost, so the intake can publish its recent answers again.
  */
 import type { Aedes, AedesOptions, AedesPublishPacket } from 'aedes';
 import { limitedLog, log } from '../core/util/log.js';
 
 export type RedisMode = 'persist' | 'cluster';
+
+/** What the rest of the edge may know of the broker's Redis (found with `clusterOf`). */
+export interface RedisLink {
+  url: string;
+  mode: RedisMode;
+  /** `fn(lostAt)` each time the bus is back after Redis was lost (cluster mode only);
+   * `lostAt` is when the loss was seen. Returns the function that stops listening. */
+  onBusBack(fn: (lostAt: number) => void): () => void;
+}
+
+/** The broker's Redis, keyed by the persistence object Aedes was given. */
+const links = new WeakMap<object, RedisLink>();
+
+/** The Redis behind a broker, or null where it has none (a single node in memory). */
+export function clusterOf(aedes: Aedes): RedisLink | null {
+  const persistence: unknown = Reflect.get(aedes, 'persistence');
+  if (typeof persistence !== 'object' || persistence === null) return null;
+  return links.get(persistence) ?? null;
+}
 
 export interface RedisBackend {
   /** What goes into Aedes' options: persistence, and in a cluster the emitter. */
@@ -99,6 +121,15 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
   );
   observeCommands(db as unknown as RedisConn, where);
   const persistence = persistenceRedis({ ...options, conn: db });
+  const back = new Set<(lostAt: number) => void>();
+  links.set(persistence, {
+    url,
+    mode,
+    onBusBack(fn) {
+      back.add(fn);
+      return () => back.delete(fn);
+    },
+  });
   let mq: RedisEmitter | null = null;
   if (mode === 'cluster') {
     const emitter = mqemitterRedis({
@@ -113,9 +144,11 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
     let opened: () => void = () => undefined;
     let ready = new Promise<void>((r) => (opened = r));
     let closing = false;
+    let lostAt: number | null = null;
     sub.on('close', () => {
       if (!open || closing) return;
       open = false;
+      lostAt = Date.now();
       ready = new Promise<void>((r) => (opened = r));
       log.warn({ redis: where }, 'redis lost: the bus waits for it');
     });
@@ -128,6 +161,12 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
             if (open) return;
             open = true;
             opened();
+            if (lostAt !== null) {
+              const at = lostAt;
+              lostAt = null;
+              log.info({ redis: where, downMs: Date.now() - at }, 'redis back: the bus goes on');
+              for (const fn of [...back]) fn(at);
+            }
           },
           () => undefined,
         );

@@ -11,6 +11,13 @@
  *
  * Every frame, result and error is told on the bus (bus.ts): presence counts them,
  * rollouts read their health from them.
+ *
+ * In a cluster, answers travel through Redis pub/sub, which delivers at most once: when
+ * Redis restarts, an answer in flight, or one published before another node's
+ * subscriptions are back, is lost to the subscribers of the other nodes (and may be to
+ * this node's too). So when this node's bus returns (cluster.ts), it waits a moment for
+ * the other nodes' to return too and publishes again every answer it gave from shortly
+ * before the loss until then: a subscriber may see such an answer twice (same frame id).
  */
 import type { AedesPublishPacket } from 'aedes';
 import type { Bundle } from '../core/model/bundle.js';
@@ -20,7 +27,7 @@ import { deviceFilter, deviceTopic, parseTopic } from '../core/wire/topics.js';
 import { AnswerCache, frameKey } from './answers.js';
 import { subscribe, type EdgeBroker } from './broker.js';
 import type { EdgeBus, Part } from './bus.js';
-import { fromThisNode } from './cluster.js';
+import { clusterOf, fromThisNode } from './cluster.js';
 import { DecodeFailure, FrameChecker } from './decode/decoder.js';
 import { DecoderPool, type PoolOptions } from './decode/pool.js';
 
@@ -35,6 +42,13 @@ export interface EdgeStats {
 /** Answers are remembered this long, and at most this many. */
 const DEDUPE_MS = 120_000;
 const DEDUPE_MAX = 50_000;
+/** After Redis was lost, the answers given from this long before the loss was seen are
+ * published again (the loss is seen at once when Redis' socket closes; what Redis took
+ * just before may never have reached the subscribers). */
+export const REPLAY_BEFORE_MS = 2000;
+/** ...once this long has passed since this node's bus returned: the other nodes reconnect
+ * to Redis every 200 ms, so by then their subscriptions are back too. */
+export const REPLAY_SETTLE_MS = 1000;
 
 export interface IntakeOptions {
   broker: EdgeBroker;
@@ -59,6 +73,10 @@ export class Intake implements Part {
   private decoders: DecoderPool | null = null;
   private unsubscribe: (() => Promise<void>) | null = null;
   private offBus: (() => void) | null = null;
+  private offBusBack: (() => void) | null = null;
+  private replayTimer: NodeJS.Timeout | null = null;
+  private replayFrom: number | null = null;
+  private replayed = 0;
 
   constructor(private readonly o: IntakeOptions) {
     this.checker = new FrameChecker(o.bundles);
@@ -78,11 +96,18 @@ export class Intake implements Part {
     return { ...this.counts, backlog: this.backlog };
   }
 
+  /** Answers published again after the cluster's bus came back. */
+  get republished(): number {
+    return this.replayed;
+  }
+
   async start(): Promise<void> {
     const { o } = this;
     this.offBus = o.bus.on('clusterAnswer', (a) =>
       this.answers.remember(frameKey(a.fleet, a.deviceId, a.frameId), a.answer, Date.now()),
     );
+    this.offBusBack =
+      clusterOf(o.broker.aedes)?.onBusBack((lostAt) => this.replayAfter(lostAt)) ?? null;
     this.decoders = await DecoderPool.start({
       ...o.decoders,
       bundles: o.bundles,
@@ -97,6 +122,8 @@ export class Intake implements Part {
 
   async stop(): Promise<void> {
     this.offBus?.();
+    this.offBusBack?.();
+    if (this.replayTimer) clearTimeout(this.replayTimer);
     // frames keep coming until the broker closes: the pool answers what it holds and
     // refuses the rest with an error (a frame taken after unsubscribing would be lost)
     await this.decoders?.close();
@@ -152,6 +179,23 @@ export class Intake implements Part {
     }
   }
 
+  /** The bus is back after a loss seen at `lostAt`: publish the answers given since
+   * shortly before it again, once the other nodes are back too. */
+  private replayAfter(lostAt: number): void {
+    const from = lostAt - REPLAY_BEFORE_MS;
+    this.replayFrom = Math.min(this.replayFrom ?? from, from);
+    if (this.replayTimer) clearTimeout(this.replayTimer);
+    this.replayTimer = setTimeout(() => {
+      this.replayTimer = null;
+      const since = this.replayFrom ?? from;
+      this.replayFrom = null;
+      const answers = this.answers.givenSince(since);
+      this.replayed += answers.length;
+      log.info({ answers: answers.length, since }, 'answers published again after redis');
+      for (const a of answers) background(this.o.broker.publish(a.topic, a.payload), 'answer');
+    }, REPLAY_SETTLE_MS);
+  }
+
   /** Publish the answer to a frame, remembered for redeliveries when `key` is given. */
   private answer(key: string | null, topic: string, body: unknown): void {
     const payload = Buffer.from(JSON.stringify(body));
@@ -191,6 +235,8 @@ export interface ClusterAnswersOptions {
 export class ClusterAnswers implements Part {
   readonly name = 'cluster answers';
   private readonly ends: (() => Promise<void>)[] = [];
+  /** Answers already told: one published again after a Redis restart is told once. */
+  private readonly told = new AnswerCache(DEDUPE_MS, DEDUPE_MAX);
 
   constructor(private readonly o: ClusterAnswersOptions) {}
 
@@ -207,6 +253,7 @@ export class ClusterAnswers implements Part {
           const frameId = result?.frameId ?? error?.frameId;
           // a refusal for overload is not an answer: the frame may come again
           if (frameId === undefined || frameId === null || error?.code === 'overloaded') return;
+          if (this.told.seen(frameKey(t.fleet, t.deviceId, frameId), Date.now())) return;
           o.bus.emit('clusterAnswer', {
             fleet: t.fleet,
             deviceId: t.deviceId,

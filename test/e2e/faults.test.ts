@@ -89,6 +89,53 @@ test.serial('Redis restarts under a two-node cluster', async (t) => {
 });
 
 test.serial(
+  'results given on node a during Redis restarts all reach a subscriber on node b',
+  async (t) => {
+    const a = await clusterNode(redis, 'node-a');
+    const b = await clusterNode(redis, 'node-b');
+    const log = await AnswerLog.on(b.url, FLEET);
+    // both devices on node a, sending fast: results are in flight whenever Redis dies
+    const devices = ['cam-x', 'cam-y'];
+    const ds = await Promise.all(
+      devices.map((id) =>
+        clusterAgent(id, a.url, { source: frames(1000), fps: 40, resultTimeoutMs: 10_000 }),
+      ),
+    );
+    try {
+      for (const d of ds) await d.agent.start();
+      const runs = ds.map((d) => d.agent.run());
+      const total = () => ds.reduce((n, d) => n + d.agent.stats.results, 0);
+      for (let i = 0; i < 3; i++) {
+        const before = total();
+        await waitFor(() => total() >= before + 40, 30_000);
+        await redis.restart({ kill: true, downMs: 500 }); // a crash; its append log stays
+      }
+      const before = total();
+      await waitFor(() => total() >= before + 40, 30_000);
+      for (const d of ds) await d.agent.stop();
+      const stats = await Promise.all(runs);
+      // what node a published (each frame decoded once, answered once) against what the
+      // subscriber on node b saw, duplicates collapsed
+      const published = a.stats().results + a.stats().errors;
+      const seen = () => devices.reduce((n, id) => n + log.ids(id).size, 0);
+      await waitFor(() => seen() >= published, 15_000).catch(() => undefined);
+      const lostToDevices = stats.reduce((n, s) => n + s.lost, 0);
+      t.log(
+        `node a published ${published} answers over 3 Redis crashes; the subscriber on ` +
+          `node b missed ${published - seen()}; the devices lost ${lostToDevices}; ` +
+          `answers seen twice (collapsed): ${log.duplicates()}`,
+      );
+      t.is(published - seen(), 0, 'the subscriber on node b saw every answer of node a');
+      t.is(lostToDevices, 0, 'and every device got its answers');
+    } finally {
+      for (const d of ds) await d.agent.stop(true);
+      await log.close();
+      await Promise.all([a.close(), b.close()]);
+    }
+  },
+);
+
+test.serial(
   'an agent restarts with frames queued and in flight, on another node, each answered once',
   async (t) => {
     const a = await clusterNode(redis, 'node-a');
