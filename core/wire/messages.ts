@@ -143,22 +143,119 @@ function jsonOf(payload: Uint8Array | string): unknown {
   }
 }
 
-/** Parse a result payload; undefined when it is not a v1 result. */
-export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {
-  const v = jsonOf(payload);
-  return isObj(v) &&
-    v.v === RESULT_VERSION &&
-    typeof v.frameId === 'number' &&
-    typeof v.classIndex === 'number'
-    ? (v as unknown as ResultMessage)
-    : undefined;
+// Field readers: each returns the field, typed, or throws Invalid (caught by the parsers,
+// which answer undefined). A parser builds its message from checked fields only.
+class Invalid extends Error {}
+const num = (v: unknown): number => {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Invalid();
+  return v;
+};
+const int = (v: unknown): number => {
+  if (!Number.isSafeInteger(v)) throw new Invalid();
+  return v as number;
+};
+const str = (v: unknown, max = 4096): string => {
+  if (typeof v !== 'string' || v.length > max) throw new Invalid();
+  return v;
+};
+const orNull =
+  <T>(read: (v: unknown) => T) =>
+  (v: unknown): T | null =>
+    v === null ? null : read(v);
+const obj = (v: unknown): Record<string, unknown> => {
+  if (!isObj(v)) throw new Invalid();
+  return v;
+};
+function checked<T>(payload: Uint8Array | string, build: (v: Record<string, unknown>) => T) {
+  try {
+    return build(obj(jsonOf(payload)));
+  } catch (e) {
+    if (e instanceof Invalid) return undefined;
+    throw e;
+  }
 }
 
+const ERROR_CODES: readonly ErrorCode[] = [
+  'malformed-frame',
+  'unknown-model',
+  'unknown-codec',
+  'corrupt-payload',
+  'overloaded',
+  'inference-failed',
+];
+
+/** Parse a result payload; undefined when it is not a v1 result. */
+export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {
+  return checked(payload, (v) => {
+    if (v.v !== RESULT_VERSION) throw new Invalid();
+    const l = obj(v.latency);
+    const topk = v.topk;
+    if (!Array.isArray(topk) || topk.length > 1000) throw new Invalid();
+    const r: ResultMessage = {
+      v: RESULT_VERSION,
+      deviceId: str(v.deviceId, 64),
+      frameId: int(v.frameId),
+      classIndex: int(v.classIndex),
+      label: str(v.label),
+      score: num(v.score),
+      topk: topk.map((t) => {
+        const o = obj(t);
+        return { classIndex: int(o.classIndex), label: str(o.label), score: num(o.score) };
+      }),
+      modelId: int(v.modelId),
+      modelVersion: int(v.modelVersion),
+      model: str(v.model, 256),
+      codec: str(v.codec, 256),
+      point: int(v.point),
+      payloadBytes: int(v.payloadBytes),
+      captureTs: num(v.captureTs),
+      latency: {
+        decodeMs: num(l.decodeMs),
+        tailMs: num(l.tailMs),
+        edgeMs: num(l.edgeMs),
+        queueMs: num(l.queueMs),
+        ...(l.batch !== undefined ? { batch: int(l.batch) } : {}),
+      },
+      edgeId: str(v.edgeId, 64),
+    };
+    if (v.source !== undefined) r.source = str(v.source, 256);
+    return r;
+  });
+}
+
+/** Parse an error payload; undefined when it is not a v1 error. */
 export function parseError(payload: Uint8Array | string): ErrorMessage | undefined {
-  const v = jsonOf(payload);
-  return isObj(v) && v.v === RESULT_VERSION && typeof v.code === 'string' && 'frameId' in v
-    ? (v as unknown as ErrorMessage)
-    : undefined;
+  return checked(payload, (v) => {
+    if (v.v !== RESULT_VERSION) throw new Invalid();
+    const code = ERROR_CODES.find((c) => c === v.code);
+    if (!code) throw new Invalid();
+    return {
+      v: RESULT_VERSION,
+      deviceId: str(v.deviceId, 64),
+      frameId: orNull(int)(v.frameId),
+      code,
+      reason: boundReason(str(v.reason, 1 << 20)),
+      edgeId: str(v.edgeId, 64),
+      ts: num(v.ts),
+    };
+  });
+}
+
+/** Parse a device's status (birth, death, will); undefined when it is not one. */
+export function parseDeviceStatus(payload: Uint8Array | string): DeviceStatus | undefined {
+  return checked(payload, (v) => {
+    if (v.state !== 'online' && v.state !== 'offline') throw new Invalid();
+    const s: DeviceStatus = {
+      state: v.state,
+      seq: num(v.seq),
+      ts: v.ts === undefined ? Date.now() : num(v.ts),
+    };
+    if (v.model !== undefined) s.model = str(v.model, 256);
+    if (v.codec !== undefined) s.codec = str(v.codec, 256);
+    if (v.point !== undefined) s.point = int(v.point);
+    if (v.configId !== undefined) s.configId = orNull((x) => str(x, 256))(v.configId);
+    return s;
+  });
 }
 
 export const CONFIG_VERSION = 1;
@@ -221,17 +318,34 @@ export interface ConfigAck {
 const MODEL_RE = /^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,6})?$/;
 
 export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
-  const v = jsonOf(payload);
-  return isObj(v) &&
-    v.v === CONFIG_VERSION &&
-    typeof v.configId === 'string' &&
-    isObj(v.settings) &&
-    typeof v.settings.codec === 'string' &&
-    typeof v.settings.model === 'string' &&
-    MODEL_RE.test(v.settings.model) &&
-    (v.bundle === undefined || isBundleRef(v.bundle)) &&
-    typeof v.settings.point === 'number' &&
-    typeof v.settings.fps === 'number'
-    ? (v as unknown as ConfigMessage)
-    : undefined;
+  return checked(payload, (v) => {
+    if (v.v !== CONFIG_VERSION) throw new Invalid();
+    const st = obj(v.settings);
+    const model = str(st.model, 80);
+    if (!MODEL_RE.test(model)) throw new Invalid();
+    const bundle = v.bundle;
+    if (bundle !== undefined && !isBundleRef(bundle)) throw new Invalid();
+    const settings: DeviceSettings = {
+      model,
+      codec: str(st.codec, 64),
+      point: int(st.point),
+      latencyGoalMs: st.latencyGoalMs === undefined ? null : orNull(num)(st.latencyGoalMs),
+      maxKbps: st.maxKbps === undefined ? null : orNull(num)(st.maxKbps),
+      fps: num(st.fps),
+      source: st.source === undefined ? 'sample' : str(st.source, 1024),
+      credentials: st.credentials === undefined ? null : orNull((x) => str(x, 64))(st.credentials),
+      ...(st.engine !== undefined ? { engine: str(st.engine, 32) } : {}),
+    };
+    const c: ConfigMessage = {
+      v: CONFIG_VERSION,
+      configId: str(v.configId, 256),
+      fleet: str(v.fleet, 64),
+      device: str(v.device, 64),
+      group: orNull((x) => str(x, 64))(v.group ?? null),
+      settings,
+      ts: v.ts === undefined ? Date.now() : num(v.ts),
+    };
+    if (bundle !== undefined && isBundleRef(bundle)) c.bundle = bundle;
+    return c;
+  });
 }

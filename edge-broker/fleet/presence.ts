@@ -6,7 +6,7 @@
  */
 import { background } from '../../core/util/log.js';
 import { bundleRefString } from '../../core/wire/ota.js';
-import type { DeviceStatus, EdgeStatus } from '../../core/wire/messages.js';
+import { parseDeviceStatus, type EdgeStatus } from '../../core/wire/messages.js';
 import { deviceFilter, edgeStatusTopic, edgeTopic, parseTopic } from '../../core/wire/topics.js';
 import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
@@ -14,35 +14,6 @@ import type { FleetMonitor } from './monitor.js';
 
 /** How often the devices report is published. */
 const REPORT_MS = 2000;
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-const optional = (v: unknown, type: 'string' | 'number') => v === undefined || typeof v === type;
-
-/** A device's status message, checked; undefined for an empty (cleared) or foreign one. */
-export function parseDeviceStatus(payload: Uint8Array | string): DeviceStatus | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (!isObj(v) || (v.state !== 'online' && v.state !== 'offline')) return undefined;
-  if (typeof v.seq !== 'number' || !Number.isFinite(v.seq)) return undefined;
-  if (v.ts !== undefined && (typeof v.ts !== 'number' || !Number.isFinite(v.ts))) return undefined;
-  if (!optional(v.model, 'string') || !optional(v.codec, 'string')) return undefined;
-  if (!optional(v.point, 'number')) return undefined;
-  if (v.configId !== undefined && v.configId !== null && typeof v.configId !== 'string')
-    return undefined;
-  const s: DeviceStatus = { state: v.state, seq: v.seq, ts: v.ts ?? Date.now() };
-  if (typeof v.model === 'string') s.model = v.model;
-  if (typeof v.codec === 'string') s.codec = v.codec;
-  if (typeof v.point === 'number') s.point = v.point;
-  if (v.configId !== undefined) s.configId = v.configId;
-  return s;
-}
 
 export interface PresenceOptions {
   broker: EdgeBroker;
