@@ -98,7 +98,14 @@ export function parseFetch(payload: Uint8Array): FetchRequest {
   if (!isUint(v.offset, MAX_BUNDLE_FILE_BYTES)) throw new OtaError('bad offset');
   if (!isUint(v.length, MAX_CHUNK_BYTES) || v.length === 0)
     throw new OtaError(`length must be 1..${MAX_CHUNK_BYTES}`);
-  return v as unknown as FetchRequest;
+  return {
+    v: OTA_VERSION,
+    id: v.id,
+    bundle: v.bundle,
+    file: v.file,
+    offset: v.offset,
+    length: v.length,
+  };
 }
 
 export function encodeChunk(c: Chunk | ChunkError): Buffer {
