@@ -13,7 +13,6 @@
 import { Packr } from 'msgpackr';
 import { boundReason } from './messages.js';
 import { decodeMsgpack, MsgpackError } from './msgpack.js';
-import type { BundleRef } from '../model/ref.js';
 
 export const OTA_VERSION = 1;
 /** Largest chunk an edge sends (well under the broker's payload limit). */
