@@ -103,6 +103,8 @@ export interface AccessStats {
   rateLimited: number;
   /** Wills refused: at CONNECT, or stored ones when published with their owner gone. */
   refusedWills: number;
+  /** Password checks (scrypt) started: the work logins cost. */
+  passwordChecks: number;
 }
 
 interface Session {
@@ -119,6 +121,7 @@ export class Access {
     violations: 0,
     rateLimited: 0,
     refusedWills: 0,
+    passwordChecks: 0,
   };
   private readonly sessions = new WeakMap<Client, Session>();
   private readonly buckets = new WeakMap<Client, { tokens: number; at: number }>();
@@ -242,9 +245,10 @@ export class Access {
     const cred = username !== undefined ? users[username] : undefined;
     const from = addressOf(client);
     // unknown users cost the same scrypt as known ones (no user-name oracle by timing)
-    const ok = await this.gate.run(from, () =>
-      verifyPassword(password?.toString('utf8') ?? '', cred?.hash ?? DUMMY_HASH),
-    );
+    const ok = await this.gate.run(from, () => {
+      this.stats.passwordChecks++;
+      return verifyPassword(password?.toString('utf8') ?? '', cred?.hash ?? DUMMY_HASH);
+    });
     if (ok !== true || !cred || username === undefined) {
       const why = typeof ok === 'string' ? ok : 'wrong user name or password';
       this.log.warn(`login:${from}`, { from, user: username, why }, 'login refused');

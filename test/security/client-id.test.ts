@@ -31,7 +31,7 @@ const login = (user: string, clientId: string, extra: IClientOptions = {}): ICli
   password: PW,
   clientId,
   reconnectPeriod: 0,
-  connectTimeout: 5000,
+  connectTimeout: 30_000, // a login runs scrypt: slow on a loaded machine, never a verdict
   ...extra,
 });
 

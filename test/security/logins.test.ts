@@ -59,30 +59,34 @@ function rawLogin(from: string, user: string, password: string): Promise<number>
   });
 }
 
+/** A good login; resolves with how many password checks the broker started, from the
+ * moment it was sent until it was accepted (its own included). */
 async function goodLogin(): Promise<number> {
-  const t0 = performance.now();
+  const before = broker.access.stats.passwordChecks;
   const c = await connectAsync(broker.url, {
     username: 'cam2',
     password: PW,
     clientId: deviceClientId('f', 'cam2'),
     reconnectPeriod: 0,
-    connectTimeout: 20_000,
+    connectTimeout: 60_000, // a login runs scrypt: slow on a loaded machine, never a verdict
   });
-  const ms = performance.now() - t0;
+  const checks = broker.access.stats.passwordChecks - before;
   c.end(true);
-  return ms;
+  return checks;
 }
 
+// Fairness is counted in password checks, not timed: a good login from one address waits
+// for a handful of checks however many wrong ones another address has queued.
 test.serial('a flood of wrong logins from one address barely slows a good one', async (t) => {
-  let alone = Infinity;
-  for (let i = 0; i < 3; i++) alone = Math.min(alone, await goodLogin());
+  t.is(await goodLogin(), 1, 'alone: its own check');
   const before = broker.access.stats.refusedConnects;
   const flood = Array.from({ length: 60 }, () => rawLogin('127.0.0.2', 'cam1', 'wrong'));
   await new Promise((r) => setTimeout(r, 20)); // the flood is in
-  const during = await goodLogin();
+  const checks = await goodLogin();
   const codes = await Promise.all(flood);
-  t.log(`good login alone ${alone.toFixed(0)} ms, during the flood ${during.toFixed(0)} ms`);
-  t.true(during < Math.max(4 * alone, alone + 400), `${during.toFixed(0)} ms`);
+  t.log(`password checks while the good login waited: ${checks} (60 wrong logins queued)`);
+  // at most the checks running when it came (4), one from the flood's turn, and its own
+  t.true(checks <= 6, `${checks} checks`);
   t.true(
     codes.every((c) => c === 3 || c === 4),
     codes.join(','),
@@ -103,9 +107,9 @@ test.serial(
   'after repeated failures an address is refused at once, even with the right password',
   async (t) => {
     for (let i = 0; i < 6; i++) await rawLogin('127.0.0.3', 'cam1', 'wrong');
-    const t0 = performance.now();
+    const checks = broker.access.stats.passwordChecks;
     t.is(await rawLogin('127.0.0.3', 'cam1', PW), 3);
-    t.true(performance.now() - t0 < 200, 'no password check');
+    t.is(broker.access.stats.passwordChecks, checks, 'no password check');
     // other addresses are not affected
     t.is(await rawLogin('127.0.0.4', 'cam1', PW), 0);
   },

@@ -19,7 +19,7 @@ const login = (user: string, password: string) =>
     password,
     clientId: deviceClientId('f', user),
     reconnectPeriod: 0,
-    connectTimeout: 5000,
+    connectTimeout: 30_000, // a login runs scrypt: slow on a loaded machine, never a verdict
   });
 
 async function refused(user: string, password: string): Promise<number | undefined> {

@@ -47,7 +47,7 @@ const device = (id: string, willTopic: string): IClientOptions => ({
   clientId: deviceClientId('f', id),
   clean: false,
   reconnectPeriod: 0,
-  connectTimeout: 5000,
+  connectTimeout: 30_000, // a login runs scrypt: slow on a loaded machine, never a verdict
   will: {
     topic: willTopic,
     payload: Buffer.from('{"state":"offline","seq":1e15}'),
