@@ -4,6 +4,7 @@
  * and the one connection helper every fleet command uses.
  */
 import { randomUUID } from 'node:crypto';
+import { ROLLOUT_DEFAULTS } from '../../edge-broker/fleet/rollout-spec.js';
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
 import { Command } from 'commander';
@@ -236,14 +237,39 @@ export function addJobCommands(fleet: Command): void {
     .option('--devices <ids>', 'target devices (comma-separated)', list)
     .option('--groups <ids>', 'target groups (comma-separated)', list)
     .option('--percent <n>', 'only this percentage of the targets', positive)
-    .option('--waves <sizes>', 'cumulative wave sizes: counts or shares', list, ['1', '100%'])
-    .option('--max-error-rate <r>', 'gate: errors / frames on the new model', share, 0.05)
+    .option(
+      '--waves <sizes>',
+      'cumulative wave sizes: counts or shares',
+      list,
+      ROLLOUT_DEFAULTS.waves.map(String),
+    )
+    .option(
+      '--max-error-rate <r>',
+      'gate: errors / frames on the new model',
+      share,
+      ROLLOUT_DEFAULTS.gates.maxErrorRate,
+    )
     .option('--max-latency-ms <ms>', 'gate: p95 edge latency', positive)
     .option('--min-confidence <c>', 'gate: mean top-1 score', share)
-    .option('--max-confidence-drop <d>', 'gate: drop of the mean top-1 score', share, 0.15)
-    .option('--min-frames <n>', 'frames per wave device before the gates are read', int(1), 20)
-    .option('--soak-ms <ms>', 'longest wait for those frames', int(1), 60_000)
-    .option('--apply-timeout-ms <ms>', 'longest wait for a device to apply', int(1), 120_000)
+    .option(
+      '--max-confidence-drop <d>',
+      'gate: drop of the mean top-1 score',
+      share,
+      ROLLOUT_DEFAULTS.gates.maxConfidenceDrop,
+    )
+    .option(
+      '--min-frames <n>',
+      'frames per wave device before the gates are read',
+      int(1),
+      ROLLOUT_DEFAULTS.minFrames,
+    )
+    .option('--soak-ms <ms>', 'longest wait for those frames', int(1), ROLLOUT_DEFAULTS.soakMs)
+    .option(
+      '--apply-timeout-ms <ms>',
+      'longest wait for a device to apply',
+      int(1),
+      ROLLOUT_DEFAULTS.applyTimeoutMs,
+    )
     .option('--no-auto-rollback', 'leave a failed wave as it is')
     .option('--wait', 'follow the job until it ends; exit 0 only if it succeeded')
     .option('--json', 'print the job as JSON')
