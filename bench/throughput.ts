@@ -1,8 +1,9 @@
 /**
  * `splitfleet bench throughput`: how close the edge gets to the limit of this machine.
  *
- * 1. Raw engine: the edge's own decoder pool (the same threads, batching, entropy decoder
- *    and tail) fed in-process from a closed loop of real frames, no broker: results/s.
+ * 1. Raw engine: the edge's own decoder pool (the same decoder processes, batching, entropy
+ *    decoder and tail) fed in-process from a closed loop of real frames, no broker:
+ *    results/s.
  * 2. Through the broker: an edge process, and simulated devices (raw MQTT connections
  *    replaying real frames at QoS 1, sim-devices.ts) offering a rising share of the raw
  *    rate. Per step: results/s, device-side latency p50/p99, refusals (`overloaded`).
@@ -242,7 +243,7 @@ export async function benchThroughput(o: ThroughputOptions): Promise<ThroughputR
   const log = o.log ?? (() => undefined);
   const frames = await sampleFrames(o.model, o.codec, o.point);
   const frameBytes = encodeFrame(frames[0]!).byteLength;
-  log(`raw engine: ${o.workers} decoder threads, batches <= ${o.maxBatch}, ${o.seconds} s ...`);
+  log(`raw engine: ${o.workers} decoder processes, batches <= ${o.maxBatch}, ${o.seconds} s ...`);
   const raw = await rawEngine(o, frames);
   log(`raw engine: ${raw.resultsPerSecond} results/s (mean batch ${raw.meanBatch})`);
 
@@ -255,7 +256,7 @@ export async function benchThroughput(o: ThroughputOptions): Promise<ThroughputR
   let fan: ThroughputReport['fanIn'];
   try {
     const sims = await SimDevices.connect(url, { fleet: 'bench', count: o.devices, frames });
-    // warm-up (JIT, the decoder threads' first batches), not measured
+    // warm-up (JIT, the decoders' first batches), not measured
     sims.start((0.3 * raw.resultsPerSecond) / sims.size);
     await new Promise((r) => setTimeout(r, 5000));
     sims.stop();

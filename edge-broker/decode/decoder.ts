@@ -64,7 +64,7 @@ export interface DecodeJob {
 /**
  * The checks a frame passes before it is queued: the frame format, a served model, a
  * codec and point that model takes (its split plan), and the shape. No networks are
- * loaded: the edge's main thread checks frames on receipt, decoder threads (pool.ts)
+ * loaded: the edge's main thread checks frames on receipt, decoder processes (pool.ts)
  * run them.
  */
 export class FrameChecker {

@@ -1,7 +1,8 @@
 /**
- * The edge's decoder pool (edge-broker/decode/pool.ts): real decoder threads with the shipped
- * model. Batching, a bounded queue, a thread killed mid-batch, a thread that cannot load,
- * image frames beside feature frames.
+ * The edge's decoder pool (edge-broker/decode/pool.ts): real decoder processes with the
+ * shipped model. Batching, a bounded queue, a decoder that dies mid-batch, one that cannot
+ * load, image frames beside feature frames. (Native aborts, hangs and running out of
+ * memory: isolation.test.ts.)
  */
 import test from 'ava';
 import { cp, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,6 +14,7 @@ import type { ResultMessage } from '../../core/wire/messages.js';
 import { DecodeFailure } from '../../edge-broker/decode/decoder.js';
 import { DecoderPool, type PoolOptions } from '../../edge-broker/decode/pool.js';
 import { sampleFrames } from '../../bench/sim-devices.js';
+import { faultModule } from '../fixtures/decoder-faults.js';
 import { MODEL, shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -91,11 +93,17 @@ test('a full queue refuses at once; what it took is answered', async (t) => {
   await pool.close();
 });
 
-test('a decoder thread killed mid-batch is replaced; its frames are decoded again, each answered once', async (t) => {
-  const pool = await start({ workers: 2, maxBatch: 4, maxWaitMs: 0 });
+test('a decoder that dies mid-batch is replaced; its frames are decoded again, each answered once', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-pool-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // one decoder of the two throws an uncaught error with its third batch in hand
+  const pool = await start({
+    workers: 2,
+    maxBatch: 4,
+    maxWaitMs: 0,
+    preload: faultModule({ fault: 'throw', at: '3', once: join(dir, 'fault') }),
+  });
   const out = await submitAll(pool, 300);
-  await waitFor(() => pool.busyThread() >= 0);
-  pool.kill(pool.busyThread()); // it dies on its next batch, holding it
   await waitFor(() => out.every((o) => o.calls > 0), 90_000);
   t.true(
     out.every((o) => o.calls === 1),
@@ -116,14 +124,14 @@ test('a decoder thread killed mid-batch is replaced; its frames are decoded agai
   await pool.close();
 });
 
-test('a thread that cannot load its networks fails the start with the reason', async (t) => {
+test('a decoder that cannot load its networks fails the start with the reason', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sf-pool-'));
   const src = (await shippedModel()).dir;
   await cp(src, join(dir, 'b'), { recursive: true });
   const bundle: Bundle = await loadBundle(join(dir, 'b'));
   await writeFile(bundle.file('tail'), 'not an onnx file');
   const e = await t.throwsAsync(start({ bundles: [bundle], workers: 1 }));
-  t.regex(e!.message, /decoder thread 0: .*(sha256|onnx|protobuf|parse|load)/i);
+  t.regex(e!.message, /decoder process 0: .*(sha256|onnx|protobuf|parse|load)/i);
   await rm(dir, { recursive: true, force: true });
 });
 
