@@ -10,6 +10,7 @@
  */
 import { Command } from 'commander';
 import * as agent from './commands/agent.js';
+import { PROJECT_VERSION } from '../core/paths.js';
 
 interface CommandModule {
   register(cmd: Command): void;
@@ -65,6 +66,7 @@ const program = new Command()
   .description(
     'Split inference for IoT fleets: CNN head on the device, tail on the edge, features over MQTT.',
   )
+  .version(PROJECT_VERSION, '-V, --version', 'print the version')
   .showHelpAfterError();
 
 const pending = new Map<string, { cmd: Command; load: Entry['load'] }>();

@@ -20,5 +20,14 @@ function findRoot(): string {
 }
 
 export const PROJECT_ROOT = findRoot();
+/** The installed project's version (its package.json). */
+export const PROJECT_VERSION: string = (() => {
+  const v: unknown = (
+    JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as {
+      version?: unknown;
+    }
+  ).version;
+  return typeof v === 'string' ? v : '0.0.0';
+})();
 export const ZOO_DIR = join(PROJECT_ROOT, 'models', 'zoo');
 export const SAMPLE_DIR = join(PROJECT_ROOT, 'models', 'samples', 'cifar10-test-sample');

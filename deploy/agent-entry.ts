@@ -7,9 +7,11 @@
  */
 import { Command } from 'commander';
 import { register } from '../cli/commands/agent.js';
+import { PROJECT_VERSION } from '../core/paths.js';
 
 const program = new Command('splitfleet-agent')
   .description('run a device agent: source -> head -> codec -> MQTT, and listen for results')
+  .version(PROJECT_VERSION, '-V, --version', 'print the version')
   .showHelpAfterError();
 register(program);
 program.parseAsync().catch((e: unknown) => {

@@ -227,3 +227,9 @@ test('bench connections: simulated devices on an edge process, presence tracked,
   t.like(j, { connections: 300, connected: 300, devicesOnline: 300, devicesOnlineAfterCut: 0 });
   t.true((j.edgeRssMiB as { connected: number }).connected > 0);
 });
+
+test('--version prints the version of the package', async (t) => {
+  const r = await runCli(['--version']);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
+});
