@@ -233,3 +233,17 @@ test('--version prints the version of the package', async (t) => {
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
 });
+
+test('models import / split-points run the toolkit with the flags given, errors named', async (t) => {
+  const help = await runCli(['models', 'import', '--help']);
+  if (help.code !== 0 && /No module named|SPLITFLEET_PYTHON/.test(help.stderr)) {
+    t.log(`skipped: the Python toolkit cannot run here (${help.stderr.trim().slice(0, 200)})`);
+    t.pass();
+    return;
+  }
+  t.is(help.code, 0, help.stderr);
+  t.regex(help.stdout, /--split-at/);
+  const missing = await runCli(['models', 'split-points', '/no/such/model.onnx']);
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /split_points: .*no\/such\/model\.onnx/);
+});
