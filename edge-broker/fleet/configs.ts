@@ -18,6 +18,7 @@ import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
 import type { ModelRegistry } from './registry.js';
+import { rolloutLeadership } from './leader.js';
 import { RolloutManager } from './rollout.js';
 
 /** What the edge wants a device to run and what the device says it runs. */
@@ -116,8 +117,14 @@ export class FleetConfigs implements Part {
     this.unsubscribe = await subscribe(o.broker, acks, (p, payload) =>
       this.onAck(p.topic, payload),
     );
-    // saved jobs first: their pins belong in the first configs published
-    await this.rollouts.load();
+    // saved jobs first: their pins belong in the first configs published; in a cluster
+    // one node runs the rollouts, the holder of the leader lock (leader.ts)
+    const lead = await rolloutLeadership(o.broker.aedes, {
+      base: o.base,
+      fleet: o.statusFleet,
+      name: o.edgeId,
+    });
+    await this.rollouts.start(lead);
     if (o.fleetFile) await this.apply(o.fleetFile);
   }
 

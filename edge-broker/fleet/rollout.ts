@@ -15,14 +15,16 @@
  * unless the job says otherwise. A job that succeeds keeps its pin until a later job or
  * `rollback` replaces it. Jobs run one at a time, in order; their state is kept in a
  * JSON file so an edge restart neither forgets a pin nor leaves a half-done rollout (an
- * IN_PROGRESS job found at start is rolled back).
+ * IN_PROGRESS job found at start is rolled back). In a cluster the holder of the leader
+ * lock runs them and keeps them in Redis too (leader.ts); the others refuse jobs, publish
+ * the leader's pins as last read, and resume its jobs when the lock comes to them.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { open, readFile, rename } from 'node:fs/promises';
 import { Gauge, type Registry } from 'prom-client';
 import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { log } from '../../core/util/log.js';
 import { percentile, pushBounded, round } from '../../core/util/stats.js';
+import { parseJobs, readJobs, writeJobs, type Leadership, type LockState } from './leader.js';
 import type { ModelRegistry } from './registry.js';
 import {
   gateProblems,
@@ -36,15 +38,8 @@ import {
   type WaveHealth,
 } from './rollout-spec.js';
 
-export {
-  parseRolloutSpec,
-  ROLLOUT_DEFAULTS,
-  RolloutError,
-  waveSizes,
-  type HealthGates,
-  type RolloutSpec,
-  type WaveHealth,
-};
+export { parseRolloutSpec, ROLLOUT_DEFAULTS, RolloutError, waveSizes } from './rollout-spec.js';
+export type { HealthGates, RolloutSpec, WaveHealth } from './rollout-spec.js';
 
 export const JOB_STATES = ['QUEUED', 'IN_PROGRESS', 'SUCCEEDED', 'FAILED', 'ROLLED_BACK'] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -68,6 +63,19 @@ export interface RolloutJob {
   reason: string | null;
   created: number;
   updated: number;
+}
+
+/** A saved job, as far as loading it needs. */
+function isJob(v: unknown): v is RolloutJob {
+  const j = v as Partial<RolloutJob> | null;
+  return (
+    typeof j === 'object' &&
+    j !== null &&
+    typeof j.jobId === 'string' &&
+    JOB_STATES.includes(j.state!) &&
+    Array.isArray(j.deployed) &&
+    typeof j.spec?.model === 'string'
+  );
 }
 
 /** What the rollout manager needs from the edge. */
@@ -104,6 +112,8 @@ export class RolloutManager {
   private closed = false;
   private saving: Promise<void> = Promise.resolve();
   private readonly deployedSets = new WeakMap<RolloutJob, Set<string>>();
+  private lead: Leadership | null = null; // null: always the leader; then its jobs last read
+  private mirrored: string | null = null;
 
   constructor(
     private readonly host: RolloutHost,
@@ -124,35 +134,42 @@ export class RolloutManager {
     }
   }
 
-  /** Read the saved jobs; an IN_PROGRESS job from before a restart is rolled back. */
-  async load(): Promise<void> {
-    const file = this.opts.stateFile;
-    if (!file) return;
-    const text = await readFile(file, 'utf8').catch(() => null);
-    if (text === null) return;
-    let jobs: unknown;
-    try {
-      jobs = (JSON.parse(text) as { jobs?: unknown }).jobs;
-    } catch {
-      jobs = null;
-    }
-    const valid =
-      Array.isArray(jobs) &&
-      jobs.every(
-        (j: Partial<RolloutJob> | null) =>
-          !!j &&
-          typeof j.jobId === 'string' &&
-          JOB_STATES.includes(j.state!) &&
-          Array.isArray(j.deployed) &&
-          typeof j.spec?.model === 'string',
-      );
-    if (!valid) {
-      // a damaged state file must not keep the edge down: keep it aside and start afresh
-      await rename(file, `${file}.corrupt-${Date.now()}`).catch(() => undefined);
-      log.error({ file }, 'rollout state unreadable: moved aside, no jobs restored');
+  /** Whether this node runs the rollouts (the leader lock is its own, or there is none). */
+  get leader(): boolean {
+    return this.lead?.leader ?? true;
+  }
+
+  /** Run under a leader lock (null: none, always the leader), then load the saved jobs:
+   * the leader's from Redis, else this node's file. */
+  async start(lead: Leadership | null): Promise<void> {
+    this.lead = lead;
+    await (this.leader ? this.load() : this.follow('follower'));
+    lead?.onTry((s) => (s === 'held' ? Promise.resolve() : this.follow(s)));
+  }
+
+  /** A try of the lock: a node that just took it resumes the leader's jobs (pins
+   * republished, queued jobs started); one that does not hold it reads them. */
+  private async follow(s: LockState): Promise<void> {
+    if (this.closed) return;
+    if (s === 'follower') {
+      const text = (await this.lead?.loadJobs()) ?? null;
+      const jobs = text === this.mirrored ? null : parseJobs(text, isJob);
+      this.mirrored = text;
+      if (jobs) this.host.changed((this.jobs = jobs));
       return;
     }
-    this.jobs = jobs as RolloutJob[];
+    await this.load();
+    const f = this.host.fleet();
+    if (f && !this.closed) await this.host.republish(Object.keys(f.devices));
+    this.kick();
+  }
+
+  /** Read the saved jobs (the leader's in Redis, else this node's file); an IN_PROGRESS
+   * job from before a restart is rolled back. */
+  async load(): Promise<void> {
+    const jobs = await readJobs(this.lead, this.opts.stateFile ?? null, isJob);
+    if (!jobs || this.closed) return;
+    this.jobs = jobs;
     for (const j of this.jobs) {
       if (j.state === 'IN_PROGRESS')
         this.finish(j, 'ROLLED_BACK', 'the edge restarted during the rollout');
@@ -202,6 +219,7 @@ export class RolloutManager {
 
   /** Check and queue a job; throws RolloutError with what is wrong. */
   create(asked: RolloutSpec): RolloutJob {
+    this.mustLead();
     const spec = parseRolloutSpec(asked);
     const f = this.host.fleet();
     if (!f) throw new RolloutError('this edge has no fleet file: start it with --fleet-file');
@@ -257,6 +275,7 @@ export class RolloutManager {
 
   /** Roll a job back by hand (running or done): its pins go, previous configs return. */
   async rollback(jobId: string): Promise<RolloutJob> {
+    this.mustLead();
     const j = this.jobs.find((x) => x.jobId === jobId);
     if (!j) throw new RolloutError(`no job ${jobId}`);
     if (j.state === 'ROLLED_BACK') return structuredClone(j);
@@ -277,6 +296,11 @@ export class RolloutManager {
     this.closed = true;
     await this.running;
     await this.saving;
+    await this.lead?.stop();
+  }
+
+  private mustLead(): void {
+    if (!this.leader) throw new RolloutError('another edge runs the rollouts: ask the leader');
   }
 
   private pin(j: RolloutJob): Partial<DeviceSettings> | undefined {
@@ -300,7 +324,7 @@ export class RolloutManager {
 
   /** Start the next queued job unless one runs. */
   private kick(): void {
-    if (this.running || this.closed) return;
+    if (this.running || this.closed || !this.leader) return;
     const next = this.jobs.find((j) => j.state === 'QUEUED');
     if (!next) return;
     this.running = this.run(next)
@@ -329,7 +353,7 @@ export class RolloutManager {
       this.touch(j);
       await this.host.republish(wave);
       const failure = (await this.applied(j, wave)) ?? (await this.healthy(j, wave));
-      if (this.closed) return; // stays IN_PROGRESS: the next start rolls it back
+      if (this.closed || !this.leader) return; // stays IN_PROGRESS: rolled back later
       if (failure) {
         if (this.cancel.has(j.jobId)) {
           await this.revert(j, `rolled back by an operator during wave ${w + 1}`);
@@ -350,7 +374,7 @@ export class RolloutManager {
     const { applyTimeoutMs } = settingsOf(j.spec);
     const deadline = Date.now() + applyTimeoutMs;
     for (;;) {
-      if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
+      if (this.cancel.has(j.jobId) || this.closed || !this.leader) return 'cancelled';
       let all = true;
       for (const d of wave) {
         const st = this.host.configState(d);
@@ -377,7 +401,7 @@ export class RolloutManager {
     const { minFrames: need, soakMs } = settingsOf(j.spec);
     const deadline = since + soakMs;
     for (;;) {
-      if (this.cancel.has(j.jobId) || this.closed) return 'cancelled';
+      if (this.cancel.has(j.jobId) || this.closed || !this.leader) return 'cancelled';
       const counts = wave.map((d) => this.window(d, since, j.spec.model).length);
       if (counts.every((n) => n >= need)) break;
       if (Date.now() > deadline) {
@@ -460,21 +484,10 @@ export class RolloutManager {
   private touch(j: RolloutJob): void {
     j.updated = Date.now();
     this.host.changed(this.list());
-    const file = this.opts.stateFile;
-    if (!file) return;
     const body = JSON.stringify({ jobs: this.jobs }, null, 1);
+    const [lead, file] = [this.lead, this.opts.stateFile ?? null];
     this.saving = this.saving
-      .then(async () => {
-        // written, flushed to disk, then renamed over the old file: never half a file
-        const fh = await open(`${file}.tmp`, 'w');
-        try {
-          await fh.writeFile(body);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(`${file}.tmp`, file);
-      })
+      .then(() => writeJobs(lead, file, body))
       .catch((e: unknown) => log.error({ file, err: String(e) }, 'rollout state not saved'));
   }
 }
