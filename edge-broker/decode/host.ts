@@ -15,7 +15,7 @@ import { onnxEngine } from '../../core/engine/onnx.js';
 import { loadBundle, type Bundle } from '../../core/model/load.js';
 import { background, log } from '../../core/util/log.js';
 import { DecodeFailure, FrameDecoder, type DecodeJob } from './decoder.js';
-import { parseRequest, type HostAnswer, type HostInit, type HostRequest } from './protocol.js';
+import { parseInit, parseRequest, type HostAnswer, type HostInit } from './protocol.js';
 
 if (!process.send) throw new Error('host.ts runs as a decoder process of the decoder pool');
 
@@ -97,11 +97,10 @@ async function serve(init: HostInit): Promise<void> {
   send({ type: 'ready' });
 }
 
-const first = (m: unknown) => {
-  const req: HostRequest | null = parseRequest(m);
-  if (req?.type !== 'init') return;
-  process.off('message', first);
-  log.debug({ decoder: req.init.index, pid: process.pid }, 'decoder process up');
-  background(serve(req.init), 'decoder process');
-};
-process.on('message', first);
+const init = parseInit(process.argv[2]);
+if (!init) {
+  send({ type: 'init-error', message: 'no valid start-up argument' });
+} else {
+  log.debug({ decoder: init.index, pid: process.pid }, 'decoder process up');
+  background(serve(init), 'decoder process');
+}

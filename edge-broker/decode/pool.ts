@@ -23,7 +23,7 @@ import type { Bundle } from '../../core/model/load.js';
 import type { ErrorCode, ResultMessage } from '../../core/wire/messages.js';
 import { log } from '../../core/util/log.js';
 import { DecodeFailure, type DecodeJob } from './decoder.js';
-import { parseAnswer, type HostOutcome, type HostRequest } from './protocol.js';
+import { parseAnswer, type HostInit, type HostOutcome, type HostRequest } from './protocol.js';
 
 export interface Job extends DecodeJob {
   done(err: unknown, result?: ResultMessage): void;
@@ -96,6 +96,7 @@ const LOADER = FROM_SOURCE ? ['--import', import.meta.resolve('tsx')] : [];
 const RESTART_MS = 100;
 const MAX_RESTART_MS = 30_000;
 const STDERR_TAIL = 2048;
+const START_MS = 120_000;
 
 export class DecoderPool {
   readonly stats: PoolStats = { batches: 0, frames: 0, restarts: 0, retried: 0, hung: 0 };
@@ -159,7 +160,14 @@ export class DecoderPool {
 
   private spawn(index: number): Promise<void> {
     const o = this.o;
-    const child = fork(HOST_FILE, [], {
+    const init: HostInit = {
+      bundleDirs: o.bundles.map((b) => b.dir),
+      threads: o.threads,
+      edgeId: o.edgeId,
+      index,
+      preload: o.preload ?? null,
+    };
+    const child = fork(HOST_FILE, [JSON.stringify(init)], {
       execArgv: [...LOADER, `--max-old-space-size=${Math.max(16, o.heapMiB ?? 512)}`],
       serialization: 'advanced',
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
@@ -170,23 +178,20 @@ export class DecoderPool {
     child.stderr?.on('data', (s: string) => {
       slot.stderr = (slot.stderr + s).slice(-STDERR_TAIL);
     });
-    const init: HostRequest = {
-      type: 'init',
-      init: {
-        bundleDirs: o.bundles.map((b) => b.dir),
-        threads: o.threads,
-        edgeId: o.edgeId,
-        index,
-        preload: o.preload ?? null,
-      },
-    };
     return new Promise((resolve, reject) => {
+      // a decoder that neither comes up nor fails (a load that never ends) is given up
+      const starting = setTimeout(() => {
+        reject(new Error(`decoder process ${index} not ready after ${START_MS} ms`));
+        child.kill('SIGKILL');
+      }, START_MS);
+      starting.unref();
       child.on('message', (raw: unknown) => {
         const m = parseAnswer(raw);
         if (!m) {
           log.error({ decoder: index }, 'decoder sent a malformed message: killed');
           child.kill('SIGKILL');
         } else if (m.type === 'ready') {
+          clearTimeout(starting);
           slot.ready = true;
           resolve();
           this.pump();
@@ -201,17 +206,16 @@ export class DecoderPool {
         // not started, or its channel broke: it is gone or about to be
         log.error({ decoder: index, err: e.message }, 'decoder process failed');
         reject(e);
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        const running = child.pid !== undefined && child.exitCode === null;
+        if (running && child.signalCode === null) child.kill('SIGKILL');
         else this.exited(slot, `error: ${e.message}`);
       });
       child.on('exit', (code, signal) => {
+        clearTimeout(starting);
         reject(
           new Error(`decoder process ${index} exited (${signal ?? code}) before it was ready`),
         );
         this.exited(slot, signal ?? String(code));
-      });
-      child.send(init, (e) => {
-        if (e) reject(e);
       });
     });
   }
@@ -365,7 +369,10 @@ export class DecoderPool {
     this.closed = true;
     this.pump();
     const end = Date.now() + 30_000;
-    while ((this.queue.length > 0 || this.inFlight > 0) && Date.now() < end) {
+    // no decoder is started again once closing: a queue none is left for is answered now
+    const waiting = () =>
+      (this.queue.length > 0 && this.slots.some((s) => s.ready)) || this.inFlight > 0;
+    while (waiting() && Date.now() < end) {
       await new Promise((r) => setTimeout(r, 5));
     }
     for (const q of this.queue.splice(0)) this.fail(q, 'inference-failed', 'edge stopping');
@@ -387,12 +394,19 @@ export class DecoderPool {
     s.ready = false;
     const c = s.child;
     if (c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    let timer: NodeJS.Timeout | undefined;
+    const exited = new Promise<void>((r) => {
+      c.once('exit', () => r());
+      // killed after 2 s; given up after 5 s (a process that never started has no exit)
+      timer = setTimeout(() => {
+        c.kill('SIGKILL');
+        timer = setTimeout(r, 3000);
+      }, 2000);
+    });
     const req: HostRequest = { type: 'close' };
     if (c.connected) c.send(req, () => undefined);
     else c.kill('SIGKILL');
-    const t = setTimeout(() => c.kill('SIGKILL'), 2000);
     await exited;
-    clearTimeout(t);
+    clearTimeout(timer);
   }
 }

@@ -7,7 +7,8 @@
 import { RESULT_VERSION, type ErrorCode, type ResultMessage } from '../../core/wire/messages.js';
 import type { DecodeJob } from './decoder.js';
 
-/** What a decoder process is started with (its first message). */
+/** What a decoder process is started with (its one argument, as JSON: it is there before
+ * the process listens to its channel, where a message sent that early could be missed). */
 export interface HostInit {
   bundleDirs: string[];
   /** onnxruntime intra-op threads of the process. */
@@ -19,10 +20,7 @@ export interface HostInit {
   preload: string | null;
 }
 
-export type HostRequest =
-  | { type: 'init'; init: HostInit }
-  | { type: 'batch'; id: number; jobs: DecodeJob[] }
-  | { type: 'close' };
+export type HostRequest = { type: 'batch'; id: number; jobs: DecodeJob[] } | { type: 'close' };
 
 export type HostOutcome =
   | { result: ResultMessage }
@@ -91,6 +89,17 @@ function isJob(v: unknown): v is DecodeJob {
   return isObj(f) && typeof f.frameId === 'number' && f.payload instanceof Uint8Array;
 }
 
+/** The start-up argument of a decoder process, or null when it is not one. */
+export function parseInit(arg: string | undefined): HostInit | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(arg ?? '');
+  } catch {
+    return null;
+  }
+  return isInit(v) ? v : null;
+}
+
 function isInit(v: unknown): v is HostInit {
   return (
     isObj(v) &&
@@ -108,7 +117,6 @@ function isInit(v: unknown): v is HostInit {
 export function parseRequest(m: unknown): HostRequest | null {
   if (!isObj(m)) return null;
   if (m.type === 'close') return { type: 'close' };
-  if (m.type === 'init' && isInit(m.init)) return { type: 'init', init: m.init };
   if (m.type === 'batch' && typeof m.id === 'number' && Array.isArray(m.jobs)) {
     const jobs: unknown[] = m.jobs;
     return jobs.every(isJob) ? { type: 'batch', id: m.id, jobs } : null;

@@ -158,7 +158,9 @@ test('a decoder that aborts natively under load: every frame answered once, the 
 test('a decoder that hangs is killed after its deadline; its frames are decoded again', async (t) => {
   const dir = await tempDir(t);
   const pool = await startPool({
+    // a short deadline, also on a busy machine (where the typical batch time is long)
     hangMinMs: 1000,
+    hangFactor: 10,
     preload: faultModule({ fault: 'hang', at: '3', once: join(dir, 'fault') }),
   });
   t.teardown(() => pool.close());
