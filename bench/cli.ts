@@ -52,7 +52,7 @@ export function register(bench: Command): void {
     .option('--model <name>', 'model name, name@version or bundle folder', 'splitfleet-cifar10')
     .option('--codec <name>', 'feature codec', 'splitfleet')
     .option('--point <n>', 'codec operating point', int(0, 255), 0)
-    .option('--workers <n>', 'decoder threads', int(1, 64), 2)
+    .option('--workers <n>', 'decoder processes', int(1, 64), 2)
     .option('--max-batch <n>', 'frames per tail batch at most', int(1, 1024), 8)
     .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
     .option('--p99-bound <ms>', 'a step counts when its p99 latency stays under this', num, 50)

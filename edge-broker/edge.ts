@@ -1,5 +1,5 @@
 /**
- * `splitfleet edge`: broker + decoder threads + fleet services, in one process.
+ * `splitfleet edge`: broker + decoder processes + fleet services, in one process.
  *
  * The edge is a composition of parts (bus.ts), each with start() and stop(), each the one
  * owner of its state, talking through a typed event bus:
@@ -51,13 +51,13 @@ export interface EdgeOptions extends BrokerOptions {
   /** Bundles decoded and served only where named with their version: new releases
    * waiting for a rollout (`--registry`). */
   staged?: readonly Bundle[];
-  /** Decoder threads (pool.ts). */
+  /** Decoder processes (pool.ts). */
   workers?: number;
   threadsPerWorker?: number;
   maxQueue?: number;
   /** Frames run through a tail together at most (dynamic batching). */
   maxBatch?: number;
-  /** How long an idle decoder thread waits for a batch to fill (ms). */
+  /** How long an idle decoder process waits for a batch to fill (ms). */
   maxWaitMs?: number;
   /** A checked fleet file (fleet-config/load.ts): each device's effective config is
    * published retained on its config topic. */
@@ -85,7 +85,7 @@ export interface Edge {
   /** Presence and traffic of every device seen (also published on `.../edge/<id>/devices`). */
   devices(): DeviceView[];
   monitor: FleetMonitor;
-  /** The decoder threads and their queue. */
+  /** The decoder processes and their queue. */
   pool: DecoderPool;
   /** The bundles served to devices over the air (the decoded ones), and their traffic. */
   registry: ModelRegistry;

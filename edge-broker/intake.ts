@@ -2,7 +2,7 @@
  * The edge's intake: feature frames in, answers out.
  *
  * Features arrive on <base>/<fleet>/device/<id>/features. Each frame is checked on
- * receipt (a bad one gets an error at once), queued for a decoder thread (decode/pool.ts),
+ * receipt (a bad one gets an error at once), queued for a decoder process (decode/pool.ts),
  * and its result is published on .../result, or an error on .../error. QoS 1 redeliveries
  * and re-sends of a frame id already seen from that device are collapsed: the frame is
  * decoded once and a redelivery of an answered frame gets the same answer again
@@ -59,7 +59,7 @@ export interface IntakeOptions {
   fleet: string;
   /** Every bundle decoded (released and staged). */
   bundles: readonly Bundle[];
-  /** The decoder threads and their queue. */
+  /** The decoder processes and their queue. */
   decoders: Omit<PoolOptions, 'bundles' | 'edgeId'>;
 }
 
@@ -82,7 +82,7 @@ export class Intake implements Part {
     this.checker = new FrameChecker(o.bundles);
   }
 
-  /** The decoder threads and their queue (once started). */
+  /** The decoder processes and their queue (once started). */
   get pool(): DecoderPool {
     if (!this.decoders) throw new Error('the intake has not started');
     return this.decoders;

@@ -2,7 +2,7 @@
  * One edge node vs two Aedes nodes over Redis vs mosquitto with `$share` decoder workers,
  * under the same load (`npm run scale-bench -- [devices] [fps] [seconds]`, default 40 10
  * 20): simulated devices (bench/sim-devices.ts) replay real SplitFleet frames at QoS 1.
- * Each setup gets two decoder threads in all. Prints per setup results/s and the
+ * Each setup gets two decoder processes in all. Prints per setup results/s and the
  * device-side latency p50/p99; for the cluster also the p50 seen by a subscriber on node
  * B for devices on node A (results crossing nodes) and on node B (local). JSON last.
  */
@@ -109,14 +109,14 @@ const edgeArgs = (workers: number) => [
 ];
 const rows: Row[] = [];
 
-// 1. one node, two decoder threads
+// 1. one node, two decoder processes
 {
   const e = await startEdgeProcess(edgeArgs(2), [], { built: true });
-  rows.push(await drive('one edge node (2 decoder threads)', [e.mqtt]));
+  rows.push(await drive('one edge node (2 decoder processes)', [e.mqtt]));
   await kill(e.child);
 }
 
-// 2. two nodes over Redis, one decoder thread each; devices split between them
+// 2. two nodes over Redis, one decoder process each; devices split between them
 {
   const redis = await startRedis();
   const a = await startEdgeProcess(
@@ -134,7 +134,7 @@ const rows: Row[] = [];
     },
   );
   const obs = await observer(b.mqtt);
-  const row = await drive('two edge nodes over Redis (1 decoder thread each)', [a.mqtt, b.mqtt]);
+  const row = await drive('two edge nodes over Redis (1 decoder process each)', [a.mqtt, b.mqtt]);
   row.crossNodeP50Ms = round(percentile(obs.byGroup.get('g0') ?? [], 50), 1);
   row.localP50Ms = round(percentile(obs.byGroup.get('g1') ?? [], 50), 1);
   console.log(

@@ -28,7 +28,7 @@ export interface Preprocessing {
 let sharpLoading: Promise<typeof Sharp> | undefined;
 
 /** sharp (libvips), loaded on first use: a process that never touches an image (the
- * Node-RED package, a decoder thread with only feature frames) does not load it. */
+ * Node-RED package, a decoder process with only feature frames) does not load it. */
 export function loadSharp(): Promise<typeof Sharp> {
   return (sharpLoading ??= import('sharp').then((m) => {
     // One decode at a time per call; sharp's own thread pool is sized to the machine.

@@ -18,7 +18,7 @@ import {
 } from './manifest.js';
 
 /** Which files of a bundle a process loads: all (the edge), the device's part (head
- * networks, codec tables), or the part a decoder thread runs (its tails and entropy
+ * networks, codec tables), or the part a decoder process runs (its tails and entropy
  * tables). */
 export type BundlePart = 'all' | 'device' | 'decoder';
 
@@ -40,7 +40,7 @@ export function sha256(bytes: Uint8Array): string {
 }
 
 /** Load a bundle folder: validate the manifest and verify the sha256 of every file of
- * `part` (a device holds only its part; the edge holds all; a decoder thread loads and
+ * `part` (a device holds only its part; the edge holds all; a decoder process loads and
  * verifies only the files it runs). */
 export async function loadBundle(dir: string, part: BundlePart = 'all'): Promise<Bundle> {
   const abs = resolve(dir);

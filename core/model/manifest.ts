@@ -361,7 +361,7 @@ export function deviceRoles(m: Manifest): string[] {
   return [...roles];
 }
 
-/** File roles a decoder thread runs: the head and tail of a backbone (image frames run
+/** File roles a decoder process runs: the head and tail of a backbone (image frames run
  * the whole model at the edge), or every point's tail and entropy tables of a learned
  * codec. */
 export function decoderRoles(m: Manifest): string[] {
