@@ -36,13 +36,16 @@ export interface ResultMessage {
   edgeId: string;
 }
 
-export type ErrorCode =
-  | 'malformed-frame'
-  | 'unknown-model'
-  | 'unknown-codec'
-  | 'corrupt-payload'
-  | 'overloaded'
-  | 'inference-failed';
+/** The codes of an error message (the one list). */
+export const ERROR_CODES = [
+  'malformed-frame',
+  'unknown-model',
+  'unknown-codec',
+  'corrupt-payload',
+  'overloaded',
+  'inference-failed',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Published on `.../device/<id>/error`. frameId is null when the frame was unreadable. */
 export interface ErrorMessage {
@@ -174,15 +177,6 @@ function checked<T>(payload: Uint8Array | string, build: (v: Record<string, unkn
     throw e;
   }
 }
-
-const ERROR_CODES: readonly ErrorCode[] = [
-  'malformed-frame',
-  'unknown-model',
-  'unknown-codec',
-  'corrupt-payload',
-  'overloaded',
-  'inference-failed',
-];
 
 /** Parse a result payload; undefined when it is not a v1 result. */
 export function parseResult(payload: Uint8Array | string): ResultMessage | undefined {

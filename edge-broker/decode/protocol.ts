@@ -4,7 +4,12 @@
  * not as JSON). Every message is checked on receipt: a decoder process is a separate
  * program that may be broken, and what it sends is not trusted to have the right shape.
  */
-import { RESULT_VERSION, type ErrorCode, type ResultMessage } from '../../core/wire/messages.js';
+import {
+  ERROR_CODES,
+  RESULT_VERSION,
+  type ErrorCode,
+  type ResultMessage,
+} from '../../core/wire/messages.js';
 import type { DecodeJob } from './decoder.js';
 
 /** What a decoder process is started with (its one argument, as JSON: it is there before
@@ -31,14 +36,7 @@ export type HostAnswer =
   | { type: 'init-error'; message: string }
   | { type: 'done'; id: number; out: HostOutcome[] };
 
-const CODES: ReadonlySet<string> = new Set<ErrorCode>([
-  'malformed-frame',
-  'unknown-model',
-  'unknown-codec',
-  'corrupt-payload',
-  'overloaded',
-  'inference-failed',
-]);
+const CODES: ReadonlySet<string> = new Set<string>(ERROR_CODES);
 
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
