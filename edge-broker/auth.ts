@@ -146,6 +146,12 @@ export class Access {
     return this.opts[k] ?? DEFAULT_LIMITS[k];
   }
 
+  /** The last password checks: address and the checks of others that started while each
+   * waited (LoginGate.recent). */
+  get recentLogins(): readonly { from: string; waitedChecks: number }[] {
+    return this.gate.recent;
+  }
+
   get maxPayloadBytes(): number {
     return this.opts.maxPayloadBytes;
   }

@@ -37,6 +37,11 @@ export class LoginGate {
   private readonly waiting = new Map<string, (() => void)[]>();
   private readonly failed = new Map<string, { times: number[]; until: number; next: number }>();
   private readonly o: LoginLimits;
+  /** Password checks started so far. */
+  private started = 0;
+  /** The last logins checked: their address and how many checks of others started while
+   * they waited (at most 64 kept). */
+  readonly recent: { from: string; waitedChecks: number }[] = [];
 
   constructor(limits: Partial<LoginLimits> = {}) {
     this.o = { ...LOGIN_DEFAULTS, ...limits };
@@ -44,6 +49,7 @@ export class LoginGate {
 
   /** Run `check` (true: right password) for a login from `from`, or say why not. */
   async run(from: string, check: () => Promise<boolean>): Promise<boolean | string> {
+    const mark = this.started;
     const q = this.waiting.get(from) ?? [];
     const busy = this.running >= this.o.concurrent;
     const why =
@@ -63,6 +69,10 @@ export class LoginGate {
       // failures from this address may have come in while this one waited
       const late = this.backedOff(from);
       if (late) return late;
+      // how many checks of others started while this login waited (its fairness)
+      this.recent.push({ from, waitedChecks: this.started - mark });
+      if (this.recent.length > 64) this.recent.shift();
+      this.started++;
       const ok = await check();
       if (!ok) this.fail(from);
       return ok;
