@@ -2,6 +2,8 @@
  * Credential files and refusal logs for the broker's security tests.
  */
 import { Writable } from 'node:stream';
+import mqttPacket from 'mqtt-packet';
+import { deviceClientId } from '../../core/wire/topics.js';
 import { pino } from 'pino';
 import { hashPassword, type CredentialFile, type Role } from '../../edge-broker/auth.js';
 import { RateLimitedLog } from '../../core/util/log.js';
@@ -35,4 +37,19 @@ export function capturedLog(): { log: RateLimitedLog; lines: string[] } {
     },
   });
   return { log: new RateLimitedLog(60_000, 10_000, Date.now, pino(sink)), lines };
+}
+
+/** The raw MQTT 3.1.1 CONNECT of device `user` of fleet `f` (its own client id), for
+ * tests that speak to the broker below mqtt.js. */
+export function deviceConnect(user: string, password: string): Buffer {
+  return mqttPacket.generate({
+    cmd: 'connect',
+    protocolId: 'MQTT',
+    protocolVersion: 4,
+    clean: true,
+    keepalive: 30,
+    clientId: deviceClientId('f', user),
+    username: user,
+    password: Buffer.from(password),
+  });
 }

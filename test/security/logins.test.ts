@@ -6,10 +6,9 @@
  * (Linux routes all of 127.0.0.0/8 to loopback: 127.0.0.2 is a second address.)
  */
 import test from 'ava';
-import { capturedLog, credentialsFor } from '../helpers/credentials.js';
+import { capturedLog, credentialsFor, deviceConnect } from '../helpers/credentials.js';
 import { connect as tcp } from 'node:net';
 import { connectAsync } from 'mqtt';
-import mqttPacket from 'mqtt-packet';
 import { startBroker, type EdgeBroker } from '../../edge-broker/broker.js';
 import { deviceClientId } from '../../core/wire/topics.js';
 
@@ -44,18 +43,7 @@ function rawLogin(from: string, user: string, password: string): Promise<number>
       sock.destroy();
     });
     sock.on('close', () => resolve(-1));
-    sock.write(
-      mqttPacket.generate({
-        cmd: 'connect',
-        protocolId: 'MQTT',
-        protocolVersion: 4,
-        clean: true,
-        keepalive: 30,
-        clientId: deviceClientId('f', user),
-        username: user,
-        password: Buffer.from(password),
-      }),
-    );
+    sock.write(deviceConnect(user, password));
   });
 }
 

@@ -5,7 +5,7 @@
  * packet) and 256 subscriptions per client; refusals logged once per client per minute.
  */
 import test from 'ava';
-import { capturedLog, credentialsFor } from '../helpers/credentials.js';
+import { capturedLog, credentialsFor, deviceConnect } from '../helpers/credentials.js';
 import { connect as tcp, type Socket } from 'node:net';
 import { connectAsync, type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
@@ -132,18 +132,7 @@ async function raw(user: string): Promise<{ sock: Socket; closed: Promise<void> 
   const closed = new Promise<void>((r) => sock.on('close', () => r()));
   sock.on('error', () => undefined);
   const connack = new Promise<Buffer>((r) => sock.once('data', r));
-  sock.write(
-    mqttPacket.generate({
-      cmd: 'connect',
-      protocolId: 'MQTT',
-      protocolVersion: 4,
-      clean: true,
-      keepalive: 30,
-      clientId: deviceClientId('f', user),
-      username: user,
-      password: Buffer.from(PW),
-    }),
-  );
+  sock.write(deviceConnect(user, PW));
   const ack = await connack;
   if (ack[3] !== 0) throw new Error(`CONNACK ${ack[3]}`);
   return { sock, closed };
