@@ -8,7 +8,7 @@
  * is the one imported statically: it is what a device runs (deploy/agent-entry.ts), and it
  * loads the agent itself only when it runs.
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import * as agent from './commands/agent.js';
 import { PROJECT_VERSION } from '../core/paths.js';
 
@@ -67,7 +67,25 @@ const program = new Command()
     'Split inference for IoT fleets: CNN head on the device, tail on the edge, features over MQTT.',
   )
   .version(PROJECT_VERSION, '-V, --version', 'print the version')
+  .addOption(
+    new Option('--zoo <dir>', 'a model zoo folder to use besides the shipped one').env(
+      'SPLITFLEET_ZOO',
+    ),
+  )
+  .addOption(
+    new Option('--log-format <format>', 'log lines: pretty (default on a terminal) or json')
+      .choices(['pretty', 'json'])
+      .env('SPLITFLEET_LOG_FORMAT'),
+  )
   .showHelpAfterError();
+
+// Options every command takes (before or after its name) reach the modules that read them,
+// and the processes a command starts, through the environment.
+program.hook('preAction', () => {
+  const o = program.opts<{ zoo?: string; logFormat?: string }>();
+  if (o.zoo !== undefined) process.env.SPLITFLEET_ZOO = o.zoo;
+  if (o.logFormat !== undefined) process.env.SPLITFLEET_LOG_FORMAT = o.logFormat;
+});
 
 const pending = new Map<string, { cmd: Command; load: Entry['load'] }>();
 for (const e of COMMANDS) {
