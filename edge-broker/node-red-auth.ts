@@ -139,12 +139,8 @@ export class Logins {
 
   /** The user of an `Authorization: Basic ...` header, as check() answers. */
   basic(header: string | undefined): Promise<NodeRedUser | null | 'busy'> {
-    const m = /^Basic +([A-Za-z0-9+/]+=*) *$/i.exec(header ?? '');
-    if (!m?.[1] || m[1].length > 4 * FIELD_MAX) return Promise.resolve(null);
-    const text = Buffer.from(m[1], 'base64').toString('utf8');
-    const colon = text.indexOf(':');
-    if (colon < 0) return Promise.resolve(null);
-    return this.check(text.slice(0, colon), text.slice(colon + 1));
+    const sent = basicLogin(header);
+    return sent ? this.check(sent.username, sent.password) : Promise.resolve(null);
   }
 
   /** A new editor session of `user`: its bearer token. */
@@ -189,6 +185,17 @@ export class Logins {
       tokens: (token) => Promise.resolve(this.session(token)),
     };
   }
+}
+
+/** The user name and password of an `Authorization: Basic ...` header (unchecked), or null. */
+export function basicLogin(
+  header: string | undefined,
+): { username: string; password: string } | null {
+  const m = /^Basic +([A-Za-z0-9+/]+=*) *$/i.exec(header ?? '');
+  if (!m?.[1] || m[1].length > 4 * FIELD_MAX) return null;
+  const text = Buffer.from(m[1], 'base64').toString('utf8');
+  const colon = text.indexOf(':');
+  return colon < 0 ? null : { username: text.slice(0, colon), password: text.slice(colon + 1) };
 }
 
 /**

@@ -10,6 +10,9 @@
  * none. With a credential file, the dashboard and everything else served under it asks
  * for an HTTP Basic login of those users too. A request that cannot be read (a malformed
  * URL) gets 400; a handler that fails answers 500; neither ends the process.
+ *
+ * The dashboard's operator controls (ping, config changes, rollouts) call the routes of
+ * node-red-ops.ts under `/splitfleet/ops/`, which check for an operator login themselves.
  */
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
@@ -19,9 +22,11 @@ import { Duplex } from 'node:stream';
 import RED from 'node-red';
 import { PROJECT_ROOT, SAMPLE_DIR } from '../core/paths.js';
 import { limitedLog, log } from '../core/util/log.js';
+import { DEFAULT_BASE } from '../core/wire/topics.js';
 import type { CredentialFile } from './auth.js';
 import { listen, shownHost } from './broker.js';
 import { generatedAdmin, Logins } from './node-red-auth.js';
+import { OPS_ROUTE, OperatorConsole } from './node-red-ops.js';
 
 export const FLOWS_DIR = join(PROJECT_ROOT, 'flows');
 const EXAMPLES = join(FLOWS_DIR, 'examples');
@@ -32,8 +37,10 @@ export interface NodeRedOptions {
   port: number;
   host: string;
   userDir: string;
-  /** The edge broker the flows connect to. */
+  /** The edge broker the flows (and the console's ops) connect to. */
   edgeUrl: string;
+  /** The edge's base topic (default `splitfleet`). */
+  base?: string;
   /** A login for the flows' edge connection when the edge requires one (an operator). */
   username?: string;
   password?: string;
@@ -178,6 +185,7 @@ function guardServer(
   admin: Handler,
   sessions: Logins,
   logins: Logins | null,
+  ops: OperatorConsole,
 ): void {
   const emit = server.emit.bind(server) as (event: string | symbol, ...args: unknown[]) => boolean;
   const allowed = async (req: IncomingMessage): Promise<'yes' | 'no' | 'busy'> => {
@@ -203,6 +211,7 @@ function guardServer(
       const token = bearerToken(req);
       res.once('finish', () => res.statusCode === 200 && sessions.revoke(token));
     }
+    if (path.raw.startsWith(OPS_ROUTE)) return ops.handle(req, res, path.raw);
     if (path.raw.startsWith(SAMPLES_ROUTE) && req.method === 'GET') {
       return gated(() => serveSample(path.decoded, res));
     }
@@ -334,7 +343,15 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
       handlerFailed(res, e);
     }
   });
-  guardServer(server, admin, login.logins, o.credentials ? login.logins : null);
+  const ops = new OperatorConsole({
+    edgeUrl: o.edgeUrl,
+    base: o.base ?? DEFAULT_BASE,
+    logins: login.logins,
+    brokerLogins: Boolean(o.credentials),
+    username: o.username,
+    password: o.password,
+  });
+  guardServer(server, admin, login.logins, o.credentials ? login.logins : null, ops);
   // settings of Node-RED 4 (its published types describe 1.x)
   const settings = {
     userDir: o.userDir,
