@@ -17,4 +17,6 @@ export {
   type ResolveOptions,
   type ZooBundle,
   type ZooListing,
+  ZOO_ENV,
+  zooDirs,
 } from './zoo.js';

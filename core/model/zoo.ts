@@ -9,12 +9,19 @@
  * codec: a learned codec is its own bundle, so the newest bundle of that codec serves.
  * The CLI, the agent, the edge's registry and the benches all resolve through here.
  *
+ * The zoo is the shipped models/zoo plus the user's zoo folder, SPLITFLEET_ZOO (`--zoo
+ * DIR` on every command sets it; child processes inherit it), read at each call. The
+ * user's zoo comes first: a bundle name it has hides the shipped bundles of that name
+ * (all their versions), so a user can replace a shipped model; a user bundle whose model
+ * id and version a shipped bundle of another name already has is broken (frames name
+ * models by id).
+ *
  * A zoo folder's broken bundles (unreadable or invalid manifest.json) are reported with
  * the reason, never dropped: a model whose bundle is broken is said to be broken, not
  * unknown.
  */
 import { readdir, readFile } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { basename, join, resolve, sep } from 'node:path';
 import { isLearnedCodec } from '../codec/ids.js';
 import { ZOO_DIR } from '../paths.js';
 import { loadBundle, type Bundle, type BundlePart } from './load.js';
@@ -40,10 +47,62 @@ export interface ZooListing {
   /** Sorted by model id, then version. */
   bundles: ZooBundle[];
   broken: BrokenBundle[];
+  /** Bundles of a later zoo folder hidden by a bundle of the same name in an earlier one. */
+  hidden: (ZooBundle & { by: string })[];
 }
 
-/** Every bundle folder in `zoo` (folders with no manifest.json are not bundles). */
-export async function scanZoo(zoo = ZOO_DIR): Promise<ZooListing> {
+/** The environment variable naming the user's zoo folder. */
+export const ZOO_ENV = 'SPLITFLEET_ZOO';
+
+/** The zoo folders every call without its own `zoo` reads, in order: the user's
+ * (SPLITFLEET_ZOO, when set), then the shipped one. */
+export function zooDirs(): string[] {
+  const user = process.env[ZOO_ENV];
+  return user && resolve(user) !== resolve(ZOO_DIR) ? [resolve(user), ZOO_DIR] : [ZOO_DIR];
+}
+
+/** Every bundle folder in `zoo`: one folder or several in order, earlier ones first on a
+ * name (default: zooDirs()). Folders with no manifest.json are not bundles. */
+export async function scanZoo(zoo: string | readonly string[] = zooDirs()): Promise<ZooListing> {
+  const listing: ZooListing = { bundles: [], broken: [], hidden: [] };
+  const folders = typeof zoo === 'string' ? [zoo] : zoo;
+  const scanned = await Promise.all(folders.map((dir) => scanFolder(dir)));
+  const byName = new Map<string, string>(); // name -> the folder holding it
+  const kept: { bundle: ZooBundle; folder: number }[] = [];
+  scanned.forEach((one, folder) => {
+    listing.broken.push(...one.broken);
+    for (const b of one.bundles) {
+      const owner = byName.get(b.manifest.name);
+      if (owner !== undefined && owner !== folders[folder])
+        listing.hidden.push({ ...b, by: owner });
+      else kept.push({ bundle: b, folder });
+    }
+    for (const b of one.bundles)
+      if (!byName.has(b.manifest.name)) byName.set(b.manifest.name, folders[folder]!);
+  });
+  // model ids across folders: the later folder's bundle keeps its id (the shipped zoo's)
+  const byId = new Map<string, { bundle: ZooBundle; folder: number }>();
+  for (const k of [...kept].sort((x, y) => y.folder - x.folder)) {
+    const m = k.bundle.manifest;
+    const id = `${m.modelId}@${m.version}`;
+    const other = byId.get(id);
+    if (other && other.folder !== k.folder && other.bundle.manifest.name !== m.name) {
+      listing.broken.push({
+        dir: k.bundle.dir,
+        reason: `model id ${m.modelId} version ${m.version} is taken by ${other.bundle.manifest.name} (${other.bundle.dir})`,
+      });
+      continue;
+    }
+    if (!other) byId.set(id, k);
+    listing.bundles.push(k.bundle);
+  }
+  listing.bundles.sort(
+    (a, b) => a.manifest.modelId - b.manifest.modelId || a.manifest.version - b.manifest.version,
+  );
+  return listing;
+}
+
+async function scanFolder(zoo: string): Promise<{ bundles: ZooBundle[]; broken: BrokenBundle[] }> {
   const bundles: ZooBundle[] = [];
   const broken: BrokenBundle[] = [];
   for (const d of await readdir(zoo, { withFileTypes: true }).catch(() => [])) {
@@ -63,9 +122,6 @@ export async function scanZoo(zoo = ZOO_DIR): Promise<ZooListing> {
       broken.push({ dir, reason: (e as Error).message });
     }
   }
-  bundles.sort(
-    (a, b) => a.manifest.modelId - b.manifest.modelId || a.manifest.version - b.manifest.version,
-  );
   return { bundles, broken };
 }
 
@@ -109,8 +165,8 @@ export function isBundleFolder(ref: string): boolean {
 export interface ResolveOptions {
   /** The device's codec setting: a learned codec picks its bundle (pickBundle). */
   codec?: string;
-  /** The zoo folder (default: the shipped models/zoo). */
-  zoo?: string;
+  /** The zoo folder(s) (default: zooDirs(), the user's and the shipped one). */
+  zoo?: string | readonly string[];
   /** Which files to load and verify (default: all). */
   part?: BundlePart;
 }
@@ -120,13 +176,12 @@ export interface ResolveOptions {
  * broken one, saying why it is broken. */
 export async function resolveBundle(ref: string, o: ResolveOptions = {}): Promise<Bundle> {
   if (isBundleFolder(ref)) return loadBundle(ref, o.part);
-  const zoo = o.zoo ?? ZOO_DIR;
-  const listing = await scanZoo(zoo);
+  const listing = await scanZoo(o.zoo ?? zooDirs());
   const hit = pickBundle(listing.bundles, ref, o.codec);
   if (hit) return loadBundle(hit.dir, o.part);
   const name = ref.split('@')[0]!;
   const bad = listing.broken.find((b) => {
-    const folder = b.dir.slice(zoo.length + 1);
+    const folder = basename(b.dir);
     return folder === name || folder.startsWith(`${name}-v`);
   });
   if (bad)
@@ -143,6 +198,10 @@ export async function resolveBundle(ref: string, o: ResolveOptions = {}): Promis
 }
 
 /** resolveBundle(model, {codec, zoo}): a model with a device's codec setting. */
-export function bundleFor(model: string, codec: string, zoo = ZOO_DIR): Promise<Bundle> {
+export function bundleFor(
+  model: string,
+  codec: string,
+  zoo: string | readonly string[] = zooDirs(),
+): Promise<Bundle> {
   return resolveBundle(model, { codec, zoo });
 }
