@@ -14,15 +14,23 @@ export interface RgbImage {
   height: number;
 }
 
+/** A bundle manifest's `preprocessing` (core/model/manifest.ts checks it). */
 export interface Preprocessing {
-  layout: 'NCHW';
+  /** Axis order of the network's input: [1, 3, H, W] or [1, H, W, 3]. */
+  layout: 'NCHW' | 'NHWC';
+  /** Network input [H, W]. */
   size: [number, number];
-  colorSpace: 'RGB';
+  /** Channel order of the network's input (the image is decoded as RGB). */
+  colorSpace: 'RGB' | 'BGR';
   /** pixels are divided by this first (255) */
   pixelDivisor: number;
+  /** Per input channel, in the order of `colorSpace` (BGR: mean[0] is blue's). */
   mean: [number, number, number];
   std: [number, number, number];
-  resize: 'none';
+  /** 'none': scaled just enough to cover `size`; 'shorter': the shorter side scaled to
+   * `resizeShorter` (ImageNet's "resize 256, crop 224"). A centre crop follows either. */
+  resize: 'none' | 'shorter';
+  resizeShorter?: number;
 }
 
 let sharpLoading: Promise<typeof Sharp> | undefined;
@@ -67,6 +75,29 @@ export function fitSize(h: number, w: number, size: readonly [number, number]): 
   return [Math.max(th, Math.floor((h * tw) / w)), tw];
 }
 
+/** The size an h x w image is scaled to when its shorter side becomes `s` (integer
+ * arithmetic, as the toolkit's `shorter_size`). */
+export function shorterSize(h: number, w: number, s: number): [number, number] {
+  if (h <= w) return [s, Math.max(s, Math.floor((w * s) / h))];
+  return [Math.max(s, Math.floor((h * s) / w)), s];
+}
+
+/**
+ * The size an h x w image is scaled to before the centre crop to `size`: covering it
+ * (`shorter` undefined), or with its shorter side scaled to `shorter` (then covering
+ * `size` if that is still smaller), as the toolkit's `fit`.
+ */
+export function resizedSize(
+  h: number,
+  w: number,
+  size: readonly [number, number],
+  shorter?: number,
+): [number, number] {
+  if (shorter === undefined) return fitSize(h, w, size);
+  const [rh, rw] = shorterSize(h, w, shorter);
+  return rh < size[0] || rw < size[1] ? fitSize(rh, rw, size) : [rh, rw];
+}
+
 /** Taps of antialiased bilinear resampling along one axis (PIL's filter, as torch's
  * interpolate(antialias=True, align_corners=False)): for each output index, the first
  * input index and the normalized weights. */
@@ -95,16 +126,22 @@ function axisWeights(inSize: number, outSize: number): { start: Int32Array; w: F
 }
 
 /**
- * RGB pixels of any size -> float32 pixels (0..255, planar CHW) of `size`: scaled to
- * cover it (fitSize, antialiased bilinear, width first, then height), then
- * center-cropped with offsets rounded down. The toolkit's `fit` in
- * models/splitfleet_models/preprocess.py is the same definition.
+ * RGB pixels of any size -> float32 pixels (0..255, planar RGB CHW) of `size`: scaled
+ * to resizedSize (antialiased bilinear, width first, then height; not scaled when that
+ * is the image's size), then centre-cropped with offsets rounded down. The toolkit's
+ * `fit` in models/splitfleet_models/preprocess.py is the same definition.
  */
-export function fit(img: RgbImage, size: readonly [number, number]): Float32Array {
+export function fit(
+  img: RgbImage,
+  size: readonly [number, number],
+  shorter?: number,
+): Float32Array {
   const [th, tw] = size;
   const { width: W, height: H, data } = img;
   if (data.length !== W * H * 3) throw new Error(`image data is not ${W}x${H} RGB`);
-  const [rh, rw] = fitSize(H, W, size);
+  if (th < 1 || tw < 1 || (shorter !== undefined && shorter < 1))
+    throw new Error(`cannot fit an image to ${th}x${tw}${shorter ? ` (shorter ${shorter})` : ''}`);
+  const [rh, rw] = resizedSize(H, W, size, shorter);
   const top = (rh - th) >> 1;
   const left = (rw - tw) >> 1;
   const out = new Float32Array(3 * th * tw);
@@ -149,33 +186,33 @@ export function fit(img: RgbImage, size: readonly [number, number]): Float32Arra
 }
 
 /**
- * RGB pixels -> normalized float32 [1, 3, H, W], as the model was trained. An image of
- * the model's size is used as is; any other size is brought to it by `fit` (the manifest's
- * `resize: "none"` says the network was trained at that size without resizing).
+ * RGB pixels -> the network's normalized float32 input, as the model was trained: an
+ * image of the model's size under `resize: "none"` is used as is; any other is brought
+ * to it by `fit` (cover or shorter side, then centre crop). Then (x / divisor - mean) /
+ * std per channel, in the manifest's channel order (RGB or BGR) and layout ([1, 3, H, W]
+ * or [1, H, W, 3]).
  */
 export function preprocess(img: RgbImage, p: Preprocessing): Tensor {
   const [h, w] = p.size;
   const plane = w * h;
   const out = new Float32Array(3 * plane);
   const d = p.pixelDivisor;
-  if (img.width === w && img.height === h) {
-    for (let c = 0; c < 3; c++) {
-      const m = Math.fround(p.mean[c]!);
-      const s = Math.fround(p.std[c]!);
-      for (let i = 0; i < plane; i++) {
-        // Same operations as the toolkit, rounded to float32 at each step: (x / d - mean) / std.
-        out[c * plane + i] = Math.fround(Math.fround(img.data[i * 3 + c]! / d) - m) / s;
-      }
-    }
-  } else {
-    const px = fit(img, p.size);
-    for (let c = 0; c < 3; c++) {
-      const m = Math.fround(p.mean[c]!);
-      const s = Math.fround(p.std[c]!);
-      for (let i = 0; i < plane; i++) {
-        out[c * plane + i] = Math.fround(Math.fround(px[c * plane + i]! / d) - m) / s;
-      }
+  const shorter = p.resize === 'shorter' ? p.resizeShorter : undefined;
+  if (p.resize === 'shorter' && shorter === undefined)
+    throw new Error('preprocessing resize "shorter" without resizeShorter');
+  const asIs = shorter === undefined && img.width === w && img.height === h;
+  // planar RGB source: the image itself (interleaved) or its fitted pixels (planar)
+  const px = asIs ? null : fit(img, p.size, shorter);
+  const nhwc = p.layout === 'NHWC';
+  for (let c = 0; c < 3; c++) {
+    const src = p.colorSpace === 'BGR' ? 2 - c : c; // image channel of input channel c
+    const m = Math.fround(p.mean[c]!);
+    const s = Math.fround(p.std[c]!);
+    for (let i = 0; i < plane; i++) {
+      const v = px ? px[src * plane + i]! : img.data[i * 3 + src]!;
+      // Same operations as the toolkit, rounded to float32 at each step: (x / d - mean) / std.
+      out[nhwc ? i * 3 + c : c * plane + i] = Math.fround(Math.fround(v / d) - m) / s;
     }
   }
-  return { data: out, shape: [1, 3, h, w] };
+  return { data: out, shape: nhwc ? [1, h, w, 3] : [1, 3, h, w] };
 }

@@ -27,8 +27,16 @@ export {
   type BundleRef,
 } from './ref.js';
 
-/** Current manifest format; format 1 (backbones only, no `kind`) is migrated on load. */
-export const MANIFEST_FORMAT = 2;
+/**
+ * Current manifest format. Older ones are migrated on load: format 1 (backbones only, no
+ * `kind`) and format 2 (preprocessing could only say `resize: "none"`, RGB, NCHW; format
+ * 3 adds `resize: "shorter"` with `resizeShorter`, BGR and NHWC). A runtime older than a
+ * format refuses its manifests by their `format`.
+ */
+export const MANIFEST_FORMAT = 3;
+
+/** Largest side of a network input a manifest may declare (pixels). */
+export const MAX_INPUT_SIDE = 4096;
 
 export interface BundleFile {
   path: string;
@@ -194,14 +202,17 @@ const manifestSchema = {
       type: 'object',
       required: ['layout', 'size', 'colorSpace', 'pixelDivisor', 'mean', 'std', 'resize'],
       properties: {
-        layout: { type: 'string', const: 'NCHW' },
+        layout: { enum: ['NCHW', 'NHWC'] },
         size: {
           type: 'array',
-          items: [{ type: 'integer' }, { type: 'integer' }],
+          items: [
+            { type: 'integer', minimum: 1, maximum: MAX_INPUT_SIDE },
+            { type: 'integer', minimum: 1, maximum: MAX_INPUT_SIDE },
+          ],
           minItems: 2,
           maxItems: 2,
         },
-        colorSpace: { type: 'string', const: 'RGB' },
+        colorSpace: { enum: ['RGB', 'BGR'] },
         pixelDivisor: { type: 'number', exclusiveMinimum: 0 },
         mean: {
           type: 'array',
@@ -211,12 +222,20 @@ const manifestSchema = {
         },
         std: {
           type: 'array',
-          items: [{ type: 'number' }, { type: 'number' }, { type: 'number' }],
+          items: [
+            { type: 'number', exclusiveMinimum: 0 },
+            { type: 'number', exclusiveMinimum: 0 },
+            { type: 'number', exclusiveMinimum: 0 },
+          ],
           minItems: 3,
           maxItems: 3,
         },
-        resize: { type: 'string', const: 'none' },
+        resize: { enum: ['none', 'shorter'] },
+        resizeShorter: { type: 'integer', minimum: 1, maximum: MAX_INPUT_SIDE },
       },
+      if: { properties: { resize: { const: 'shorter' } } },
+      then: { required: ['resizeShorter'] },
+      else: { not: { required: ['resizeShorter'] } },
     },
     split: {
       type: 'object',
@@ -275,11 +294,13 @@ const manifestSchema = {
   else: { required: ['codec'] },
 } as const;
 
-/** Format 1 (backbones only) -> 2: the same fields plus `kind`. */
+/** Format 1 (backbones only) -> 2: the same fields plus `kind`; 2 -> 3: the same fields
+ * (format 3 only widens what preprocessing may say). */
 function migrate(m: unknown): unknown {
-  if (m && typeof m === 'object' && (m as { format?: unknown }).format === 1) {
-    return { ...m, format: 2, kind: 'backbone' };
-  }
+  if (!m || typeof m !== 'object') return m;
+  const format = (m as { format?: unknown }).format;
+  if (format === 1) return { ...m, format: 3, kind: 'backbone' };
+  if (format === 2) return { ...m, format: 3 };
   return m;
 }
 
@@ -295,6 +316,12 @@ export function parseManifest(raw: unknown, where: string): Manifest {
   if (!validate(m)) {
     const errs = (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message}`);
     throw new BundleError(`invalid manifest in ${where}: ${errs.join('; ')}`);
+  }
+  const p = m.preprocessing;
+  if (p.resize === 'shorter' && p.resizeShorter! < Math.min(p.size[0], p.size[1])) {
+    throw new BundleError(
+      `invalid manifest in ${where}: preprocessing resizeShorter ${p.resizeShorter} is smaller than the input ${p.size.join('x')}`,
+    );
   }
   for (const role of Object.keys(m.files)) {
     if (role.endsWith('.tfjs') && !m.files[`${role}.weights`]) {

@@ -203,7 +203,7 @@ def import_onnx(
         files[role] = {"path": fname, "sha256": h, "input": [-1, *ishape], "output": [-1, *oshape]}
     src_bytes = Path(onnx_path).read_bytes()
     manifest = {
-        "format": 2,
+        "format": 3,
         "kind": "backbone",
         "name": name,
         "modelId": mid,

@@ -264,7 +264,7 @@ class ImportOnnxTest(unittest.TestCase):
         self.run_import("--split-at", "layer2", "--resize", "110")
         bundle = self.dir / "zoo" / "r18-v1"
         m = json.loads((bundle / "manifest.json").read_text())
-        self.assertEqual((m["format"], m["kind"], m["labels"]), (2, "backbone", ["person", "vehicle", "cat"]))
+        self.assertEqual((m["format"], m["kind"], m["labels"]), (3, "backbone", ["person", "vehicle", "cat"]))
         self.assertGreaterEqual(m["modelId"], 100)
         self.assertEqual(m["preprocessing"]["size"], [96, 96])
         self.assertEqual((m["preprocessing"]["resize"], m["preprocessing"]["resizeShorter"]), ("shorter", 110))
