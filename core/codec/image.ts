@@ -61,13 +61,14 @@ export const jpegCodec: ImageCodec = {
 
 // --- JPEG with tables shared by both ends -------------------------------------------
 //
-// With standard (non-optimized) Huffman tables and a fixed quality, size and chroma
+// With standard (non-optimized) Huffman tables and a fixed quality and chroma
 // subsampling, every header byte up to the end of the SOS segment is the same for
-// every image. Both ends build that header once from a blank image; only the
-// entropy-coded scan travels, and the edge re-attaches header and EOI.
+// every image of one size, and only the frame header's height and width change with
+// the size. Both ends build that header from a blank image; only the picture's size
+// and the entropy-coded scan travel, and the edge re-attaches header and EOI.
 
 const SOS = 0xda;
-const headerCache = new Map<string, Uint8Array>();
+const headerCache = new Map<number, Uint8Array>(); // per quality
 
 /** Byte offset just past the SOS segment header (start of the scan data). */
 function scanStart(jpg: Uint8Array): number {
@@ -92,33 +93,62 @@ async function baselineJpeg(img: RgbImage, quality: number): Promise<Uint8Array>
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }
 
+const SOF0 = 0xc0;
+/** Largest picture a jpeg-scan payload may declare (pixels): as a frame (core/split/plan.ts). */
+export const JPEG_SCAN_MAX_PIXELS = 4096 * 4096;
+/** Bytes before the scan: the picture's width and height (uint16 big-endian each). */
+const SIZE_BYTES = 4;
+
+/** The shared header at quality `quality` for a width x height picture: one built from
+ * a blank image per quality, its frame header (SOF0) given this size. Only the SOF0
+ * height and width depend on the size; the encoder checks that it wrote the same. */
 async function sharedHeader(width: number, height: number, quality: number): Promise<Uint8Array> {
-  const key = `${width}x${height}@${quality}`;
-  let h = headerCache.get(key);
+  let h = headerCache.get(quality);
   if (!h) {
-    const blank = { data: new Uint8Array(width * height * 3), width, height };
+    const blank = { data: new Uint8Array(16 * 16 * 3), width: 16, height: 16 };
     const jpg = await baselineJpeg(blank, quality);
     h = jpg.slice(0, scanStart(jpg));
-    headerCache.set(key, h);
+    headerCache.set(quality, h);
   }
-  return h;
+  const out = h.slice();
+  const sof = sof0At(out);
+  out[sof + 5] = height >> 8;
+  out[sof + 6] = height & 0xff;
+  out[sof + 7] = width >> 8;
+  out[sof + 8] = width & 0xff;
+  return out;
 }
 
-/** Image size the jpeg-scan codec is set up for (both ends must agree; CIFAR-10: 32x32). */
-export const JPEG_SCAN_SIZE = { width: 32, height: 32 };
+/** Offset of the SOF0 marker in a baseline JPEG header. */
+function sof0At(header: Uint8Array): number {
+  let i = 2;
+  while (i + 4 <= header.length) {
+    if (header[i + 1] === SOF0) return i;
+    i += 2 + ((header[i + 2]! << 8) | header[i + 3]!);
+  }
+  throw new CodecError('jpeg-scan: no baseline frame header (SOF0)');
+}
 
+/**
+ * JPEG with the tables shared by both ends, at any picture size: the payload is the
+ * picture's width and height (2 + 2 bytes) and the entropy-coded scan. Both ends build
+ * the same header for that size and quality (version 2; version 1 was 32x32 only, with
+ * no size bytes).
+ */
 export const jpegScanCodec: ImageCodec = {
   kind: 'image',
   id: IMAGE_CODEC_IDS['jpeg-scan'],
   name: 'jpeg-scan',
-  version: 1,
+  version: 2,
   points: qualities('jpeg-scan', [90, 75, 50, 25, 10]),
   async encode(img, point) {
     const q = pointOf(this, point).quality!;
-    if (img.width !== JPEG_SCAN_SIZE.width || img.height !== JPEG_SCAN_SIZE.height) {
-      throw new CodecError(
-        `jpeg-scan is set up for ${JPEG_SCAN_SIZE.width}x${JPEG_SCAN_SIZE.height} images`,
-      );
+    if (
+      img.width > 0xffff ||
+      img.height > 0xffff ||
+      img.width * img.height > JPEG_SCAN_MAX_PIXELS
+    ) {
+      throw new CodecError(`jpeg-scan: a ${img.width}x${img.height} picture is too large`);
     }
     const jpg = await baselineJpeg(img, q);
     const start = scanStart(jpg);
@@ -129,16 +159,32 @@ export const jpegScanCodec: ImageCodec = {
     if (jpg[jpg.length - 2] !== 0xff || jpg[jpg.length - 1] !== 0xd9) {
       throw new CodecError('jpeg-scan: encoder output has no EOI');
     }
-    return jpg.slice(start, jpg.length - 2);
+    const out = new Uint8Array(SIZE_BYTES + jpg.length - 2 - start);
+    out.set([img.width >> 8, img.width & 0xff, img.height >> 8, img.height & 0xff]);
+    out.set(jpg.subarray(start, jpg.length - 2), SIZE_BYTES);
+    return out;
   },
   async decode(bytes, point) {
     const q = pointOf(this, point).quality!;
-    const header = await sharedHeader(JPEG_SCAN_SIZE.width, JPEG_SCAN_SIZE.height, q);
-    const jpg = new Uint8Array(header.length + bytes.length + 2);
+    if (bytes.length <= SIZE_BYTES) throw new CodecError('jpeg-scan: payload too short');
+    const width = (bytes[0]! << 8) | bytes[1]!;
+    const height = (bytes[2]! << 8) | bytes[3]!;
+    if (width === 0 || height === 0 || width * height > JPEG_SCAN_MAX_PIXELS) {
+      throw new CodecError(`jpeg-scan: a ${width}x${height} picture is out of bounds`);
+    }
+    const header = await sharedHeader(width, height, q);
+    const scan = bytes.subarray(SIZE_BYTES);
+    const jpg = new Uint8Array(header.length + scan.length + 2);
     jpg.set(header);
-    jpg.set(bytes, header.length);
-    jpg.set([0xff, 0xd9], header.length + bytes.length);
-    return decodeChecked('jpeg-scan', jpg);
+    jpg.set(scan, header.length);
+    jpg.set([0xff, 0xd9], header.length + scan.length);
+    const img = await decodeChecked('jpeg-scan', jpg);
+    if (img.width !== width || img.height !== height) {
+      throw new CodecError(
+        `jpeg-scan: decoded ${img.width}x${img.height}, declared ${width}x${height}`,
+      );
+    }
+    return img;
   },
 };
 
