@@ -9,7 +9,8 @@
  *   auto       the first that runs of onnx, tfjs-node, tfjs-wasm
  *
  * When the named engine does not run here the next one of its fallback chain is taken
- * and the log says which was asked for, why it is unavailable and which runs instead.
+ * and the log says which was asked for, why it is unavailable and which runs instead. A
+ * bundle with no tfjs export is refused under a tfjs engine (loadNetwork).
  */
 import type { Bundle } from '../model/load.js';
 import { modelRole } from '../model/manifest.js';
@@ -115,9 +116,16 @@ export async function selectEngine(name: EngineName, threads = 1): Promise<Engin
   );
 }
 
+/** A bundle that the chosen engine cannot run, and what to do instead. */
+export class EngineMismatch extends Error {
+  override name = 'EngineMismatch';
+}
+
 /**
  * Load network `role` of `bundle` with `engine`: its ONNX file, or (a tfjs engine) its
- * tfjs export. A bundle without a tfjs export of that role runs on onnx, logged.
+ * tfjs export. A bundle without a tfjs export of that role (an ONNX-only bundle: its
+ * operators are outside the tfjs exporter's set) is refused under a tfjs engine, saying
+ * which bundle, that it has no TensorFlow.js weights and which engine runs it.
  */
 export async function loadNetwork(
   engine: Engine,
@@ -127,12 +135,11 @@ export async function loadNetwork(
 ): Promise<{ session: Session; engine: Engine }> {
   const format = engine.format ?? 'onnx';
   if (format !== 'onnx' && !bundle.manifest.files[modelRole(role, format)]) {
-    const onnx = await concreteEngine('onnx');
-    log.warn(
-      { engine: engine.name, bundle: bundle.manifest.name, role, using: onnx.name },
-      `bundle ${bundle.manifest.name}@${bundle.manifest.version} has no ${format} export of ${role} (python3 -m splitfleet_models.export_tfjs writes it); running it on ${onnx.name}`,
+    const m = bundle.manifest;
+    throw new EngineMismatch(
+      `bundle ${m.name}@${m.version} has no TensorFlow.js weights for its ${role} (ONNX only), so engine ${engine.name} cannot run it: ` +
+        `use engine onnx (or auto), or export it with python3 -m splitfleet_models.export_tfjs if its operators allow`,
     );
-    return { session: await onnx.load(bundle.file(role), opts), engine: onnx };
   }
   return { session: await engine.load(bundle.file(modelRole(role, format)), opts), engine };
 }
