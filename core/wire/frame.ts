@@ -24,7 +24,8 @@
  *                 its length in bytes, and receivers older than this field refuse it.
  *
  * The device id is not in the frame: it is the topic's device segment.
- * With small ids and a payload under 256 bytes the header is 22-23 bytes.
+ * With small ids and a payload under 256 bytes the header is 22-23 bytes. Wire format v2
+ * (frame-v2.ts), for steady streams, says model, codec, point and shape once per session.
  */
 import { Packr } from 'msgpackr';
 import { boundReason } from './messages.js';
@@ -37,8 +38,10 @@ export const MAX_PAYLOAD_BYTES = 1 << 20;
 export const MAX_FRAME_BYTES = MAX_PAYLOAD_BYTES + 256;
 const MAX_DIMS = 6;
 const MAX_ELEMENTS = 1 << 22;
-/** What a frame's msgpack may hold: v1 needs depth 2 and 17 elements; room for later versions. */
-const FRAME_MSGPACK = { maxBytes: MAX_FRAME_BYTES, maxDepth: 8, maxItems: 1024 };
+/** What a frame's msgpack may hold: v1 needs depth 2 and 17 elements. */
+const FRAME_MSGPACK = { maxDepth: 8, maxItems: 1024 };
+/** Header room a frame may take around its payload. */
+const HEADER_ROOM = MAX_FRAME_BYTES - MAX_PAYLOAD_BYTES;
 
 export interface Frame {
   frameId: number;
@@ -141,7 +144,10 @@ export function encodeFrame(f: Frame): Uint8Array {
   ]);
 }
 
-function validateFields(f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: number }): void {
+/** Check the fields of a frame (a FrameError names the first one out of range). */
+export function validateFields(
+  f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: number },
+): void {
   if (!isUint(f.frameId, 0xffff_ffff)) {
     throw new FrameError(`frameId must be a uint32${got(f.frameId)}`);
   }
@@ -166,18 +172,24 @@ function validateFields(f: Omit<Frame, 'payload' | 'captureTs'> & { captureTs: n
 }
 
 /**
- * Decode and validate a frame from the wire. `bytes` may be a view into a larger
+ * Decode and validate a v1 frame from the wire. `bytes` may be a view into a larger
  * buffer (mqtt.js hands out Buffer views); only its own window is read.
  * @param nowMs receiver clock used to unwrap the 32-bit capture time
+ * @param maxPayloadBytes the receiver's payload cap (the frame may be 256 B more)
  */
-export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Frame {
+export function decodeFrame(
+  bytes: Uint8Array,
+  nowMs: number = Date.now(),
+  maxPayloadBytes: number = MAX_PAYLOAD_BYTES,
+): Frame {
+  const maxFrame = maxPayloadBytes + HEADER_ROOM;
   if (bytes.byteLength === 0) throw new FrameError('empty frame');
-  if (bytes.byteLength > MAX_FRAME_BYTES) {
-    throw new FrameError(`frame of ${bytes.byteLength} B exceeds ${MAX_FRAME_BYTES} B`);
+  if (bytes.byteLength > maxFrame) {
+    throw new FrameError(`frame of ${bytes.byteLength} B exceeds ${maxFrame} B`);
   }
   let raw: unknown;
   try {
-    raw = decodeMsgpack(bytes, FRAME_MSGPACK);
+    raw = decodeMsgpack(bytes, { ...FRAME_MSGPACK, maxBytes: maxFrame });
   } catch (e) {
     if (!(e instanceof MsgpackError)) throw e;
     throw new FrameError(`not a msgpack frame: ${e.message}`);
@@ -210,8 +222,8 @@ export function decodeFrame(bytes: Uint8Array, nowMs: number = Date.now()): Fram
   if (!(payload instanceof Uint8Array)) {
     throw new FrameError(`payload must be msgpack bin${got(payload)}`, id);
   }
-  if (payload.byteLength > MAX_PAYLOAD_BYTES) {
-    throw new FrameError(`payload exceeds ${MAX_PAYLOAD_BYTES} B`, id);
+  if (payload.byteLength > maxPayloadBytes) {
+    throw new FrameError(`payload exceeds ${maxPayloadBytes} B`, id);
   }
   const f: Frame = {
     frameId: id,

@@ -44,6 +44,7 @@ export const ERROR_CODES = [
   'corrupt-payload',
   'overloaded',
   'inference-failed',
+  'unknown-context',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -56,6 +57,8 @@ export interface ErrorMessage {
   reason: string;
   edgeId: string;
   ts: number;
+  /** `unknown-context`: the wire v2 context the frame named (announce it again). */
+  context?: number;
 }
 
 /** Longest error reason sent to anyone (UTF-8 bytes). Reasons built from what a sender
@@ -86,6 +89,7 @@ export function errorMessage(
   code: ErrorCode,
   reason: string,
   edgeId: string,
+  context?: number,
 ): ErrorMessage {
   return {
     v: RESULT_VERSION,
@@ -95,6 +99,7 @@ export function errorMessage(
     reason: boundReason(reason),
     edgeId,
     ts: Date.now(),
+    ...(context !== undefined ? { context } : {}),
   };
 }
 
@@ -223,7 +228,7 @@ export function parseError(payload: Uint8Array | string): ErrorMessage | undefin
     if (v.v !== RESULT_VERSION) throw new Invalid();
     const code = ERROR_CODES.find((c) => c === v.code);
     if (!code) throw new Invalid();
-    return {
+    const e: ErrorMessage = {
       v: RESULT_VERSION,
       deviceId: str(v.deviceId, 64),
       frameId: orNull(int)(v.frameId),
@@ -232,6 +237,12 @@ export function parseError(payload: Uint8Array | string): ErrorMessage | undefin
       edgeId: str(v.edgeId, 64),
       ts: num(v.ts),
     };
+    if (v.context !== undefined) {
+      const c = int(v.context);
+      if (c < 0 || c > 255) throw new Invalid();
+      e.context = c;
+    }
+    return e;
   });
 }
 

@@ -1,7 +1,10 @@
 /**
  * Topic layout: the one place topic strings are built and parsed.
  *
- *   <base>/<fleet>/device/<deviceId>/features   device -> edge   msgpack Frame, QoS 1
+ *   <base>/<fleet>/device/<deviceId>/features   device -> edge   msgpack Frame (v1), QoS 1
+ *   <base>/<fleet>/device/<deviceId>/f          device -> edge   v2 frame or batch (frame-v2.ts), QoS 1
+ *   <base>/<fleet>/device/<deviceId>/ctx        device -> edge   JSON ContextAnnounce (context.ts), QoS 1
+ *   <base>/<fleet>/device/<deviceId>/a          edge -> device   msgpack compact answer or ContextAck, QoS 1
  *   <base>/<fleet>/device/<deviceId>/result     edge -> anyone   JSON Result, QoS 1
  *   <base>/<fleet>/device/<deviceId>/error      edge -> device   JSON FrameErrorMessage, QoS 1
  *   <base>/<fleet>/device/<deviceId>/status     device           JSON DeviceStatus, retained, last will
@@ -16,6 +19,9 @@
  *   <base>/<fleet>/edge/<edgeId>/jobs           edge             JSON RolloutJob[], retained
  *   <base>/<fleet>/edge/<edgeId>/request/<op>   -> edge          JSON request (rollout, rollback, jobs, models)
  *   <base>/<fleet>/edge/<edgeId>/response/<op>  edge ->          JSON {status, data, error, id}
+ *
+ * The per-frame channels of wire v2 (`f`, `a`) have one-letter names: every byte of a
+ * topic travels with every frame and every answer.
  *
  * `base` defaults to "splitfleet". Fleet, device and edge ids are 1..64 characters of
  * [A-Za-z0-9_.-], so they never contain MQTT wildcards or separators.
@@ -32,6 +38,9 @@ export const DEVICE_CHANNELS = [
   'config',
   'fetch',
   'chunk',
+  'f',
+  'ctx',
+  'a',
 ] as const;
 export type DeviceChannel = (typeof DEVICE_CHANNELS)[number];
 
@@ -235,8 +244,8 @@ export function accessFilters(
       const ops = (dir: 'request' | 'response') =>
         `${deviceOpTopic(f, user, dir, '+', base).slice(0, -1)}#`;
       return op === 'publish'
-        ? [own('features'), own('status'), own('fetch'), ops('response')]
-        : [own('result'), own('error'), own('config'), own('chunk'), ops('request')];
+        ? [own('features'), own('f'), own('ctx'), own('status'), own('fetch'), ops('response')]
+        : [own('result'), own('a'), own('error'), own('config'), own('chunk'), ops('request')];
     }
     case 'worker':
       return op === 'publish'
