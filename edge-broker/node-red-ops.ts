@@ -149,6 +149,9 @@ export class OperatorConsole {
     if (login === 'busy')
       return failed(res, 503, 'too many logins at once', { 'retry-after': '1' });
     if (req.method === 'GET' && rest === 'whoami') {
+      // with a credential file every page is behind a login: ask the browser for it (it
+      // sends the dashboard's); without one, nobody is logged in until /login
+      if (!login && this.o.brokerLogins) return failed(res, 401, 'log in', BASIC);
       return send(res, 200, {
         user: login?.user.username ?? null,
         operator: login?.user.permissions === '*',

@@ -1,19 +1,23 @@
 // @ts-check
 /**
  * `splitfleet command`: a request to a device (ping, get-config, restart-pipeline) or to
- * an edge (rollout, rollback, jobs, models), sent on `.../request/<op>`; the answer on
+ * an edge (rollout, rollback, jobs, models, set-config), sent on `.../request/<op>`; the answer on
  * `.../response/<op>` becomes msg.payload. An error answer or no answer in time goes to
  * done(err), so a Catch node sees it. msg.device / msg.edge / msg.op / msg.fleet override
  * the node's settings; msg.payload (an object) is the request body (a rollout's
- * `{spec}`, a rollback's `{jobId}`).
+ * `{spec}`, a rollback's `{jobId}`, a set-config's `{device | group, set}`). The ops are
+ * the project's one list of them (core/wire/rpc.ts).
  */
 'use strict';
 
+const { DEVICE_OPS, EDGE_OPS } = require('../lib/core/wire/rpc.js');
 const { edgeOf } = require('./edge-of.js');
 
-const DEVICE_OPS = ['ping', 'get-config', 'restart-pipeline'];
-const EDGE_OPS = ['rollout', 'rollback', 'jobs', 'models'];
 const ID = /^[A-Za-z0-9_.-]{1,64}$/;
+/** @type {readonly string[]} */
+const deviceOps = DEVICE_OPS;
+/** @type {readonly string[]} */
+const edgeOps = EDGE_OPS;
 
 /** @param {import('node-red').NodeAPI} RED */
 module.exports = function (RED) {
@@ -36,17 +40,17 @@ module.exports = function (RED) {
         /** @type {(e?: Error) => void} */ done,
       ) => {
         const op = String(msg.op || config.op || 'ping');
-        const toEdge = EDGE_OPS.includes(op);
+        const toEdge = edgeOps.includes(op);
         const fleet = String(
           msg.fleet || config.fleet || (edge.fleet !== '+' ? edge.fleet : 'default'),
         );
         const target = String(
           toEdge ? msg.edge || config.target || 'edge-1' : msg.device || config.target || '',
         );
-        if (!toEdge && !DEVICE_OPS.includes(op)) {
+        if (!toEdge && !deviceOps.includes(op)) {
           done(
             new Error(
-              `unknown op ${JSON.stringify(op)}; device ops: ${DEVICE_OPS.join(', ')}; edge ops: ${EDGE_OPS.join(', ')}`,
+              `unknown op ${JSON.stringify(op)}; device ops: ${deviceOps.join(', ')}; edge ops: ${edgeOps.join(', ')}`,
             ),
           );
           return;
