@@ -25,26 +25,29 @@ import { log } from '../core/util/log.js';
 import { bundleRefString } from '../core/wire/ota.js';
 import type { ResultMessage } from '../core/wire/messages.js';
 import { DEFAULT_BASE } from '../core/wire/topics.js';
+import type { Overrides } from '../fleet-config/overrides.js';
 import type { FleetFile } from '../fleet-config/schema.js';
 import { startBroker, type BrokerOptions, type EdgeBroker } from './broker.js';
 import { EdgeBus, part, Parts } from './bus.js';
 import type { DecoderPool } from './decode/pool.js';
-import { FleetConfigs, type DeviceConfigState } from './fleet/configs.js';
+import { FleetConfigs, type DeviceConfigState, type SetConfigResult } from './fleet/configs.js';
+import type { OverrideChange } from '../fleet-config/overrides.js';
 import { MetricsHttp } from './fleet/http.js';
-import { FleetMonitor, type DeviceView } from './fleet/monitor.js';
+import { deviceTable, FleetMonitor, type DeviceView } from './fleet/monitor.js';
 import { EdgeOps } from './fleet/ops.js';
 import { DevicePresence, EdgeAnnouncer } from './fleet/presence.js';
 import { ModelRegistry, namedInConfig, OtaService, type OtaStats } from './fleet/registry.js';
 import type { RolloutManager } from './fleet/rollout.js';
 import { ClusterAnswers, Intake, type EdgeStats } from './intake.js';
 
-export type { DeviceConfigState, EdgeStats };
+export type { DeviceConfigState, EdgeStats, SetConfigResult };
 
 export interface EdgeOptions extends BrokerOptions {
   edgeId?: string;
   /** Fleet whose devices this edge serves; '+' serves every fleet. */
   fleet?: string;
-  /** The fleet the edge's own status is published under. */
+  /** The fleet the edge's own status, devices report, jobs and ops are under (default:
+   * the fleet file's, else the served fleet, else 'default'). */
   statusFleet?: string;
   base?: string;
   bundles: readonly Bundle[];
@@ -62,6 +65,10 @@ export interface EdgeOptions extends BrokerOptions {
   /** A checked fleet file (fleet-config/load.ts): each device's effective config is
    * published retained on its config topic. */
   fleetFile?: FleetFile;
+  /** Operator overrides on the fleet file at start (fleet-config/overrides.ts). */
+  overrides?: Overrides;
+  /** Where operator changes (`set-config`) are kept; null or absent: in memory only. */
+  overridesFile?: string | null;
   /** HTTP port of `/metrics` (Prometheus) and `/devices` (JSON); 0 picks one; null: none. */
   metricsPort?: number | null;
   /** Where the HTTP listeners bind (`/metrics`, `/devices`); default 127.0.0.1, this host
@@ -82,7 +89,11 @@ export interface Edge {
    * get their retained config cleared. */
   applyFleet(f: FleetFile): Promise<void>;
   configs(): Map<string, DeviceConfigState>;
-  /** Presence and traffic of every device seen (also published on `.../edge/<id>/devices`). */
+  /** An operator's change of a device's or group's settings (the `set-config` op). */
+  setConfig(change: OverrideChange): Promise<SetConfigResult>;
+  /** Every device of the fleet file and every other device seen: presence, traffic, the
+   * config wanted and running, the last refusal (also published on
+   * `.../edge/<id>/devices` and served on `/devices`). */
   devices(): DeviceView[];
   monitor: FleetMonitor;
   /** The decoder processes and their queue. */
@@ -100,7 +111,8 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const edgeId = opts.edgeId ?? 'edge-1';
   const base = opts.base ?? DEFAULT_BASE;
   const fleet = opts.fleet ?? '+';
-  const statusFleet = opts.statusFleet ?? (fleet === '+' ? 'default' : fleet);
+  const statusFleet =
+    opts.statusFleet ?? opts.fleetFile?.fleet ?? (fleet === '+' ? 'default' : fleet);
   const workers = Math.max(1, opts.workers ?? 1);
   if (opts.bundles.length === 0) throw new Error('the edge needs at least one model bundle');
 
@@ -180,7 +192,18 @@ async function compose(
     stateDir: opts.stateDir ?? null,
     metrics: monitor.registry,
     fleetFile: opts.fleetFile,
+    overrides: opts.overrides,
+    overridesFile: opts.overridesFile ?? null,
   });
+  const table = () => {
+    const f = configs.fleetFile;
+    return deviceTable(
+      monitor.snapshot(),
+      f?.fleet ?? null,
+      Object.keys(f?.devices ?? {}),
+      configs.snapshot(),
+    );
+  };
   const ota = new OtaService(broker, registry, {
     fleet,
     base,
@@ -194,14 +217,22 @@ async function compose(
   const http =
     opts.metricsPort === undefined || opts.metricsPort === null
       ? null
-      : new MetricsHttp({ monitor, edgeId, port: opts.metricsPort, host: opts.httpHost });
+      : new MetricsHttp({
+          monitor,
+          devices: table,
+          edgeId,
+          port: opts.metricsPort,
+          host: opts.httpHost,
+        });
   const models = opts.bundles.map((b) => bundleRefString(b.manifest));
 
   await parts.start(intake);
   if (opts.redis?.mode === 'cluster')
     await parts.start(new ClusterAnswers({ broker, bus, base, fleet }));
   await parts.start(configs);
-  await parts.start(new DevicePresence({ broker, bus, monitor, base, fleet, edgeId, statusFleet }));
+  await parts.start(
+    new DevicePresence({ broker, bus, monitor, base, fleet, edgeId, statusFleet, table }),
+  );
   await parts.start(ota);
   await parts.start(
     new EdgeOps({
@@ -210,6 +241,7 @@ async function compose(
       edgeId,
       rollouts: configs.rollouts,
       registry,
+      configs,
       fleet: () => configs.fleetFile?.fleet ?? statusFleet,
     }),
   );
@@ -227,7 +259,8 @@ async function compose(
     },
     applyFleet: (f) => configs.apply(f),
     configs: () => configs.snapshot(),
-    devices: () => monitor.snapshot(),
+    setConfig: (change) => configs.setConfig(change),
+    devices: table,
     monitor,
     pool: intake.pool,
     registry,

@@ -7,12 +7,21 @@
  * in its workerData and posts the outcome back.
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
-import { FleetConfigError, loadFleet, type FleetContext, type FleetProblem } from './load.js';
+import { FleetConfigError, loadFleet, type FleetProblem } from './load.js';
+import { loadPlanSources, type PlanBundleDir } from './plans.js';
 import type { FleetFile } from './schema.js';
+
+/** What the thread checks a file against: names, and bundle folders for the plans. */
+export interface WorkerContext {
+  codecs?: readonly string[];
+  models?: readonly string[];
+  /** Bundle folders each device's model, codec and point must fit (plans.ts). */
+  bundles?: { dirs: readonly PlanBundleDir[]; where?: string };
+}
 
 interface Job {
   file: string;
-  ctx: FleetContext;
+  ctx: WorkerContext;
 }
 
 type Outcome =
@@ -29,12 +38,20 @@ const THREAD_CODE = FROM_SOURCE
 
 /** loadFleet on a worker thread: resolves to the checked fleet file, or rejects with the
  * FleetConfigError loadFleet would throw (every problem with its line and column). */
-export function loadFleetInWorker(file: string, ctx: FleetContext = {}): Promise<FleetFile> {
+export function loadFleetInWorker(file: string, ctx: WorkerContext = {}): Promise<FleetFile> {
   const job: Job = {
     file,
     ctx: {
       ...(ctx.codecs ? { codecs: [...ctx.codecs] } : {}),
       ...(ctx.models ? { models: [...ctx.models] } : {}),
+      ...(ctx.bundles
+        ? {
+            bundles: {
+              dirs: ctx.bundles.dirs.map((d) => ({ dir: d.dir, staged: Boolean(d.staged) })),
+              ...(ctx.bundles.where ? { where: ctx.bundles.where } : {}),
+            },
+          }
+        : {}),
     },
   };
   return new Promise<FleetFile>((resolve, reject) => {
@@ -66,7 +83,9 @@ export function loadFleetInWorker(file: string, ctx: FleetContext = {}): Promise
 /** The thread's side: check the file, post the outcome. */
 async function runJob(job: Job): Promise<Outcome> {
   try {
-    return { kind: 'ok', fleet: await loadFleet(job.file, job.ctx) };
+    const { codecs, models, bundles } = job.ctx;
+    const plans = bundles ? await loadPlanSources(bundles.dirs, bundles.where) : undefined;
+    return { kind: 'ok', fleet: await loadFleet(job.file, { codecs, models, plans }) };
   } catch (e) {
     if (e instanceof FleetConfigError) return { kind: 'problems', problems: e.problems };
     return { kind: 'error', message: e instanceof Error ? e.message : String(e) };
@@ -85,7 +104,28 @@ function jobOf(data: unknown): Job | undefined {
   const c = ctx as Record<string, unknown>;
   const codecs = names(c.codecs);
   const models = names(c.models);
-  return { file, ctx: { ...(codecs ? { codecs } : {}), ...(models ? { models } : {}) } };
+  const b = c.bundles;
+  let bundles: WorkerContext['bundles'];
+  if (typeof b === 'object' && b !== null) {
+    const { dirs, where } = b as Record<string, unknown>;
+    if (!Array.isArray(dirs)) return undefined;
+    const list: PlanBundleDir[] = [];
+    for (const d of dirs as unknown[]) {
+      if (typeof d !== 'object' || d === null) return undefined;
+      const { dir, staged } = d as Record<string, unknown>;
+      if (typeof dir !== 'string') return undefined;
+      list.push({ dir, staged: staged === true });
+    }
+    bundles = { dirs: list, ...(typeof where === 'string' ? { where } : {}) };
+  }
+  return {
+    file,
+    ctx: {
+      ...(codecs ? { codecs } : {}),
+      ...(models ? { models } : {}),
+      ...(bundles ? { bundles } : {}),
+    },
+  };
 }
 
 const job = isMainThread ? undefined : jobOf(workerData);

@@ -1,8 +1,9 @@
 /**
  * Read a fleet file: YAML -> migration to the current version -> JSON Schema validation
  * -> checks the schema cannot express (a device's group exists, the codec and the model
- * are known). Every problem is reported with the file, line and column of the value (or
- * key) it is about; all problems at once, not the first.
+ * are known, and with bundles to check against: each device's model, codec and point
+ * make a split plan, plans.ts). Every problem is reported with the file, line and column
+ * of the value (or key) it is about; all problems at once, not the first.
  */
 import { Ajv, type ErrorObject } from 'ajv';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ import {
 } from 'yaml';
 import { FLEET_VERSION, fleetSchema, type FleetFile } from './schema.js';
 import { migrate } from './migrations.js';
+import { listed, planProblems, type PlanSources } from './plans.js';
 
 export interface FleetProblem {
   file: string;
@@ -38,14 +40,18 @@ export class FleetConfigError extends Error {
   }
 }
 
+/** `file:line:col: path: message` (a problem of no file position, line 0: `file: path: ...`). */
 export function formatProblem(p: FleetProblem): string {
-  return `${p.file}:${p.line}:${p.col}: ${p.path ? `${p.path}: ` : ''}${p.message}`;
+  const where = p.line > 0 ? `${p.file}:${p.line}:${p.col}` : p.file;
+  return `${where}: ${p.path ? `${p.path}: ` : ''}${p.message}`;
 }
 
 /** What the checks beyond the schema know about; leave a list out to skip its check. */
 export interface FleetContext {
   codecs?: readonly string[];
   models?: readonly string[];
+  /** Bundles to check each device's model, codec and point against (plans.ts). */
+  plans?: PlanSources;
 }
 
 const validateSchema = new Ajv({ allErrors: true, strict: true }).compile(fleetSchema());
@@ -174,6 +180,24 @@ export function readYaml(
 export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {}): FleetFile {
   const { raw, problems, at } = readYaml(text, file);
   if (problems.length > 0) throw new FleetConfigError(problems);
+  return checked(raw, problems, at, ctx);
+}
+
+/** Check a fleet file that is data already (a fleet file with operator overrides on
+ * top): the same checks as parseFleet; its problems name `source` and no line. */
+export function checkFleet(data: unknown, source: string, ctx: FleetContext = {}): FleetFile {
+  const problems: FleetProblem[] = [];
+  const at = (path: Path, message: string) =>
+    problems.push({ file: source, line: 0, col: 0, path: path.join('.'), message });
+  return checked(structuredClone(data), problems, at, ctx);
+}
+
+function checked(
+  raw: unknown,
+  problems: FleetProblem[],
+  at: (path: Path, message: string, key?: boolean) => void,
+  ctx: FleetContext,
+): FleetFile {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     at([], 'a fleet file is a mapping (version, fleet, defaults, groups, devices)');
     throw new FleetConfigError(problems);
@@ -184,7 +208,8 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
     throw new FleetConfigError(problems);
   }
   const data = migrate(raw as Record<string, unknown>);
-  if (!validateSchema(data)) {
+  const valid = validateSchema(data);
+  if (!valid) {
     for (const e of validateSchema.errors ?? []) {
       // a failed propertyNames also reports its inner pattern error: keep one
       if ((e as { propertyName?: string }).propertyName !== undefined) continue;
@@ -215,12 +240,15 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
   const models = ctx.models && new Set(ctx.models);
   const codecList = ctx.codecs && listed(ctx.codecs);
   const modelList = ctx.models && listed(ctx.models);
+  let named = true; // every group, codec and model named is known
   for (const [path, s] of sections) {
     if (typeof s.group === 'string' && !Object.hasOwn(fleet.groups, s.group)) {
       at([...path, 'group'], `unknown group ${JSON.stringify(s.group)}; groups: ${groups}`);
+      named = false;
     }
     if (codecs && typeof s.codec === 'string' && !codecs.has(s.codec)) {
       at([...path, 'codec'], `unknown codec ${JSON.stringify(s.codec)}; known: ${codecList}`);
+      named = false;
     }
     if (
       models &&
@@ -229,20 +257,18 @@ export function parseFleet(text: string, file = '<fleet>', ctx: FleetContext = {
       !models.has(s.model.split('@')[0]!)
     ) {
       at([...path, 'model'], `unknown model ${JSON.stringify(s.model)}; the zoo has ${modelList}`);
+      named = false;
     }
+  }
+  // the plans, once the settings are well-formed and every name is known
+  if (ctx.plans && valid && named) {
+    for (const p of planProblems(fleet, ctx.plans)) at(p.path, p.message);
   }
   if (problems.length > 0) {
     problems.sort((a, b) => a.line - b.line || a.col - b.col);
     throw new FleetConfigError(problems);
   }
   return fleet;
-}
-
-/** Names for a message: the first 20, then how many more. */
-function listed(names: readonly string[]): string {
-  if (names.length === 0) return 'none';
-  const shown = names.slice(0, 20).join(', ');
-  return names.length > 20 ? `${shown} and ${names.length - 20} more` : shown;
 }
 
 export async function loadFleet(file: string, ctx: FleetContext = {}): Promise<FleetFile> {

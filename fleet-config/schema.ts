@@ -13,6 +13,10 @@ import { ID_PATTERN } from '../core/wire/topics.js';
 import { ENGINE_NAMES } from '../core/engine/engine.js';
 import { DEFAULT_MODEL } from '../core/model/ref.js';
 
+/** The fleet id of every command that is given none and reads no fleet file (agent,
+ * edge, worker, fleet ...). */
+export const DEFAULT_FLEET = 'default';
+
 /** The version this code reads and writes; older files are migrated (migrations.ts). */
 export const FLEET_VERSION = 1;
 

@@ -8,8 +8,10 @@ import { DEFAULT_MODEL } from '../../core/model/zoo.js';
 import { DEFAULT_RATE } from '../../edge-broker/auth.js';
 import { int, num, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
+import { DEFAULT_FLEET } from '../../fleet-config/schema.js';
 
 export interface EdgeCliOptions {
+  /** The models of --model (none given: the fleet file's, else DEFAULT_MODEL). */
   models: string[];
   host: string;
   httpHost: string;
@@ -21,7 +23,8 @@ export interface EdgeCliOptions {
   maxQueue: number;
   maxBatch: number;
   maxWaitMs: number;
-  fleet: string;
+  /** --fleet; undefined: the fleet file's, else DEFAULT_FLEET. */
+  fleet: string | undefined;
   edgeId: string;
   credentials?: string;
   rate?: number;
@@ -57,7 +60,7 @@ export function edgeOptions(raw: Readonly<Record<string, unknown>>): EdgeCliOpti
   }
   const redis = o.optStr('redis');
   return {
-    models: o.strs('model'),
+    models: o.optStrs('model') ?? [],
     host: o.str('host'),
     httpHost: o.str('httpHost'),
     port: o.num('port'),
@@ -67,7 +70,7 @@ export function edgeOptions(raw: Readonly<Record<string, unknown>>): EdgeCliOpti
     maxQueue: o.num('maxQueue'),
     maxBatch: o.num('maxBatch'),
     maxWaitMs: o.num('maxWait'),
-    fleet: o.str('fleet'),
+    fleet: o.optStr('fleet'),
     edgeId: o.str('edgeId'),
     credentials: o.optStr('credentials'),
     rate: o.optNum('rate'),
@@ -86,7 +89,10 @@ export function edgeOptions(raw: Readonly<Record<string, unknown>>): EdgeCliOpti
 
 export function register(cmd: Command): void {
   cmd
-    .option('--model <names...>', 'models to serve', [DEFAULT_MODEL])
+    .option(
+      '--model <names...>',
+      `models to serve, besides the ones the fleet file names (default without a fleet file: ${DEFAULT_MODEL})`,
+    )
     .option('--host <addr>', 'listen address of MQTT (TCP, WebSocket, TLS)', '0.0.0.0')
     .option(
       '--http-host <addr>',
@@ -101,7 +107,10 @@ export function register(cmd: Command): void {
     .option('--max-queue <n>', 'frames queued before devices get "overloaded"', int(1), 256)
     .option('--max-batch <n>', 'frames run through the tail together at most', int(1, 1024), 8)
     .option('--max-wait <ms>', 'how long an idle decoder waits for a batch to fill', num, 2)
-    .option('--fleet <id>', "fleet to serve ('+' for all)", '+')
+    .option(
+      '--fleet <id>',
+      `fleet to serve ('+' for all; default: the fleet file's, else ${DEFAULT_FLEET})`,
+    )
     .option('--edge-id <id>', 'edge id', 'edge-1')
     .option(
       '--credentials <file>',
@@ -124,7 +133,7 @@ export function register(cmd: Command): void {
     .option('--tls-cert <file>', 'PEM certificate (chain) of the TLS listener')
     .option(
       '--fleet-file <file>',
-      "fleet file: each device's config is published retained; edits are re-checked and re-published",
+      "fleet file: the edge serves the models it names and publishes each device's config retained; edits are re-checked and re-published; operator changes are kept in <file>.overrides.json",
     )
     .option(
       '--registry <dir>',

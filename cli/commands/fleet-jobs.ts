@@ -11,7 +11,8 @@ import { Command } from 'commander';
 import { int, list, OptionValues, positive, share } from '../args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { dataOf, request, type EdgeOp } from '../../core/wire/rpc.js';
-import { edgeOpTopic, loginClientId } from '../../core/wire/topics.js';
+import { edgeOpTopic, edgeStatusTopic, loginClientId, parseTopic } from '../../core/wire/topics.js';
+import { DEFAULT_FLEET } from './shared.js';
 import type { RolloutSpec } from '../../edge-broker/fleet/rollout.js';
 import type { RegistryListing } from '../../edge-broker/fleet/registry.js';
 
@@ -149,14 +150,54 @@ function listingsOf(v: unknown): RegistryListing[] {
 }
 
 interface EdgeFlags extends ConnectFlags {
-  fleet: string;
+  /** undefined: the fleet the edge says it runs (its retained status). */
+  fleet: string | undefined;
   edge: string;
   json: boolean;
 }
 
 function edgeFlags(raw: Readonly<Record<string, unknown>>): EdgeFlags {
   const o = new OptionValues(raw, 'splitfleet fleet');
-  return { ...connectFlags(raw), fleet: o.str('fleet'), edge: o.str('edge'), json: o.flag('json') };
+  return {
+    ...connectFlags(raw),
+    fleet: o.optStr('fleet'),
+    edge: o.str('edge'),
+    json: o.flag('json'),
+  };
+}
+
+/** How long to wait for an edge's retained status when no --fleet is given. */
+const FIND_FLEET_MS = 2000;
+
+/** The fleet edge `edge` runs: the fleet of its retained online status (every edge
+ * publishes it under the fleet it serves); DEFAULT_FLEET when none comes in time. */
+export async function fleetOfEdge(client: MqttClient, edge: string): Promise<string> {
+  const filter = edgeStatusTopic('+', edge);
+  let found: (fleet: string) => void = () => undefined;
+  const online = new Promise<string>((resolve) => (found = resolve));
+  const onMessage = (topic: string, payload: Buffer) => {
+    const t = parseTopic(topic);
+    if (!t || t.kind !== 'edge' || t.edgeId !== edge) return;
+    try {
+      const v: unknown = JSON.parse(payload.toString('utf8'));
+      if (isObject(v) && v.state === 'online') found(t.fleet);
+    } catch {
+      // not a status: ignored
+    }
+  };
+  client.on('message', onMessage);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await client.subscribeAsync(filter, { qos: 1 });
+    const late = new Promise<string>(
+      (r) => (timer = setTimeout(() => r(DEFAULT_FLEET), FIND_FLEET_MS)),
+    );
+    return await Promise.race([online, late]);
+  } finally {
+    clearTimeout(timer);
+    client.removeListener('message', onMessage);
+    await client.unsubscribeAsync(filter).catch(() => undefined);
+  }
 }
 
 /** Connect to the edge the flags name, run `fn`, always disconnect. */
@@ -168,7 +209,7 @@ async function atEdge(
 ): Promise<void> {
   const client = await connectEdge(o);
   try {
-    const where = { fleet: o.fleet, edge: o.edge };
+    const where = { fleet: o.fleet ?? (await fleetOfEdge(client, o.edge)), edge: o.edge };
     await fn((op, body, timeoutMs) => edgeRequest(client, where, op, body, timeoutMs));
   } finally {
     await client.endAsync();
@@ -228,7 +269,7 @@ function rolloutSpec(raw: Readonly<Record<string, unknown>>): RolloutSpec {
 export function addJobCommands(fleet: Command): void {
   const target = (c: Command) =>
     withConnection(c)
-      .option('--fleet <id>', 'fleet id', 'default')
+      .option('--fleet <id>', `fleet id (default: the fleet the edge runs, else ${DEFAULT_FLEET})`)
       .option('--edge <id>', 'edge id', 'edge-1');
 
   target(fleet.command('rollout'))
@@ -340,6 +381,60 @@ export function addJobCommands(fleet: Command): void {
             process.stdout.write(
               `${m.ref} ${m.kind}${m.staged ? ' (staged)' : ''} manifest sha256 ${m.manifestSha256} files ${m.files.join(' ')}\n`,
             );
+      });
+    });
+
+  target(fleet.command('set'))
+    .description(
+      "change a device's or a group's codec, point or fps on a running edge (checked as the fleet file is; kept in <fleet-file>.overrides.json)",
+    )
+    .option('--device <id>', 'the device to change')
+    .option('--group <id>', 'the group to change')
+    .option('--codec <name>', 'codec')
+    .option('--point <n>', 'operating point', int(0, 255))
+    .option('--fps <n>', 'frames per second', positive)
+    .option('--unset <settings>', 'remove these overrides (comma-separated: codec,point,fps)', list)
+    .option('--json', 'print the answer as JSON')
+    .action(async (_o: unknown, c: Command) => {
+      const raw = c.opts();
+      const o = edgeFlags(raw);
+      const v = new OptionValues(raw, 'splitfleet fleet set');
+      const device = v.optStr('device');
+      const group = v.optStr('group');
+      if ((device === undefined) === (group === undefined))
+        throw new Error('name exactly one of --device and --group');
+      const set: Record<string, string | number | null> = {};
+      for (const k of v.optStrs('unset') ?? []) {
+        if (!['codec', 'point', 'fps'].includes(k))
+          throw new Error(
+            `--unset: unknown setting ${JSON.stringify(k)}; settings: codec, point, fps`,
+          );
+        set[k] = null;
+      }
+      const codec = v.optStr('codec');
+      const point = v.optNum('point');
+      const fps = v.optNum('fps');
+      if (codec !== undefined) set.codec = codec;
+      if (point !== undefined) set.point = point;
+      if (fps !== undefined) set.fps = fps;
+      if (Object.keys(set).length === 0) throw new Error('give --codec, --point, --fps or --unset');
+      await atEdge(o, async (request) => {
+        const data = await request('set-config', {
+          ...(device !== undefined ? { device } : { group }),
+          set,
+        });
+        if (
+          !isObject(data) ||
+          !Array.isArray(data.devices) ||
+          !data.devices.every(isStr) ||
+          !(data.persisted === null || isStr(data.persisted))
+        )
+          throw new Error('the edge answered set-config with something that is not its answer');
+        process.stdout.write(
+          o.json
+            ? JSON.stringify(data) + '\n'
+            : `published to ${data.devices.length} device(s): ${data.devices.join(', ') || '-'}; ${data.persisted ? `kept in ${data.persisted}` : 'not kept (the edge keeps it in memory)'}\n`,
+        );
       });
     });
 }

@@ -5,7 +5,8 @@
 import Table from 'cli-table3';
 import type { Command } from 'commander';
 import { edgeTopic } from '../../core/wire/topics.js';
-import type { DeviceView } from '../../edge-broker/fleet/monitor.js';
+import type { DeviceSettings } from '../../core/wire/messages.js';
+import type { DeviceView, RunningConfig, WantedConfig } from '../../edge-broker/fleet/monitor.js';
 import { int, OptionValues } from '../args.js';
 import { connectEdge, connectFlags, withConnection } from './fleet-jobs.js';
 
@@ -25,17 +26,68 @@ const orNull =
   (v: unknown): v is T | null =>
     v === null || is(v);
 
+const STATES = ['online', 'offline', 'never seen'] as const;
+
+/** The settings of a wanted config, checked: the ones the table shows must be there. */
+function settingsOf(v: unknown): DeviceSettings | undefined {
+  if (!isObject(v)) return undefined;
+  const { model, codec, point, fps, latencyGoalMs, maxKbps, source, credentials, engine } = v;
+  if (!isStr(model) || !isStr(codec) || !isNum(point) || !isNum(fps)) return undefined;
+  if (!orNull(isNum)(latencyGoalMs) || !orNull(isNum)(maxKbps)) return undefined;
+  if (!isStr(source) || !orNull(isStr)(credentials)) return undefined;
+  if (engine !== undefined && !isStr(engine)) return undefined;
+  return {
+    model,
+    codec,
+    point,
+    fps,
+    latencyGoalMs,
+    maxKbps,
+    source,
+    credentials,
+    ...(engine !== undefined ? { engine } : {}),
+  };
+}
+
+function wantedOf(v: unknown): WantedConfig | null | undefined {
+  if (v === null) return null;
+  if (!isObject(v) || !isStr(v.configId) || !orNull(isStr)(v.group)) return undefined;
+  const settings = settingsOf(v.settings);
+  if (!settings || !Array.isArray(v.overridden) || !v.overridden.every(isStr)) return undefined;
+  return {
+    configId: v.configId,
+    group: v.group,
+    settings,
+    overridden: v.overridden.filter(isStr),
+  };
+}
+
+function runningOf(v: unknown): RunningConfig | null | undefined {
+  if (v === null) return null;
+  if (!isObject(v)) return undefined;
+  const { configId, model, codec, point } = v;
+  if (!orNull(isStr)(configId) || !orNull(isStr)(model) || !orNull(isStr)(codec)) return undefined;
+  if (!orNull(isNum)(point)) return undefined;
+  return { configId, model, codec, point };
+}
+
 function deviceView(v: unknown): DeviceView | undefined {
   if (!isObject(v)) return undefined;
-  const { fleet, device, online, seq, model, codec, point, configId } = v;
+  const { fleet, device, state, online, inFleetFile, seq, model, codec, point, configId } = v;
   const { framesPerSecond, bytesPerSecond, edgeLatencyMsP50, frames, results, errors, lastSeen } =
     v;
+  const { refused, refusedConfigId } = v;
   if (!isStr(fleet) || !isStr(device) || typeof online !== 'boolean') return undefined;
+  if (!STATES.some((x) => x === state) || typeof inFleetFile !== 'boolean') return undefined;
   if (!orNull(isNum)(seq) || !orNull(isStr)(model) || !orNull(isStr)(codec)) return undefined;
   if (!orNull(isNum)(point) || !orNull(isStr)(configId)) return undefined;
   if (!isNum(framesPerSecond) || !isNum(bytesPerSecond) || !orNull(isNum)(edgeLatencyMsP50))
     return undefined;
   if (!isNum(frames) || !isNum(results) || !orNull(isNum)(lastSeen)) return undefined;
+  if (!orNull(isStr)(refused) || !orNull(isStr)(refusedConfigId)) return undefined;
+  const wanted = wantedOf(v.wanted);
+  const running = runningOf(v.running);
+  if (wanted === undefined || running === undefined) return undefined;
   if (!isObject(errors)) return undefined;
   const errorCounts: Record<string, number> = {};
   for (const [code, n] of Object.entries(errors)) {
@@ -45,7 +97,13 @@ function deviceView(v: unknown): DeviceView | undefined {
   return {
     fleet,
     device,
+    state: state as DeviceView['state'],
     online,
+    inFleetFile,
+    wanted,
+    running,
+    refused: refused === null ? null : refused.slice(0, 1024),
+    refusedConfigId,
     seq,
     model,
     codec,
@@ -80,15 +138,29 @@ export function parseDevicesReport(payload: Uint8Array | string): DevicesReport 
   return { edgeId: v.edgeId, ts: v.ts, devices };
 }
 
+/** codec/point @ fps of a wanted config, its id, and which settings an operator set. */
+function wantedCell(w: WantedConfig | null): string {
+  if (!w) return '-';
+  const s = w.settings;
+  const set = w.overridden.length ? `\noverride: ${w.overridden.join(', ')}` : '';
+  return `${s.model}\n${s.codec} point ${s.point} @ ${s.fps} fps\n${w.configId}${set}`;
+}
+
+function runningCell(r: RunningConfig | null, wanted: WantedConfig | null): string {
+  if (!r) return '-';
+  const same = wanted !== null && r.configId === wanted.configId ? ' (= wanted)' : '';
+  return `${r.model ?? '-'}\n${r.codec ?? '-'} point ${r.point ?? '-'}\n${r.configId ?? 'start-up flags'}${same}`;
+}
+
 function table(devices: (DeviceView & { edgeId: string })[]): string {
   const t = new Table({
     head: [
       'fleet',
       'device',
-      'online',
-      'model',
-      'codec',
-      'point',
+      'state',
+      'wanted',
+      'running',
+      'refused',
       'frames/s',
       'bytes/s',
       'edge ms p50',
@@ -102,10 +174,10 @@ function table(devices: (DeviceView & { edgeId: string })[]): string {
     t.push([
       d.fleet,
       d.device,
-      d.online ? 'yes' : 'no',
-      d.model ?? '-',
-      d.codec ?? '-',
-      d.point ?? '-',
+      d.state,
+      wantedCell(d.wanted),
+      runningCell(d.running, d.wanted),
+      d.refused ?? '-',
       d.framesPerSecond,
       d.bytesPerSecond,
       d.edgeLatencyMsP50 ?? '-',
@@ -121,7 +193,9 @@ export function registerStatus(fleet: Command): void {
   withConnection(
     fleet
       .command('status')
-      .description('every device the edges see: presence, model, codec, point, traffic, errors'),
+      .description(
+        'every device of the fleet files and every device seen: presence, the config wanted and running, refusals, traffic, errors',
+      ),
   )
     .option('--fleet <id>', "only this fleet's edges ('+': all)", '+')
     .option(

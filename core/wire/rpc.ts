@@ -24,7 +24,7 @@ const MAX_ERROR = 1024;
 
 /** The ops of a device's agent and of an edge (the one list of each). */
 export const DEVICE_OPS = ['ping', 'get-config', 'restart-pipeline'] as const;
-export const EDGE_OPS = ['rollout', 'rollback', 'jobs', 'models'] as const;
+export const EDGE_OPS = ['rollout', 'rollback', 'jobs', 'models', 'set-config'] as const;
 export type DeviceOp = (typeof DEVICE_OPS)[number];
 export type EdgeOp = (typeof EDGE_OPS)[number];
 

@@ -1,19 +1,37 @@
 /**
- * The fleet's configs: the fleet file in force, the rollout jobs' pins on top of it
- * (rollout.ts), the effective config of each device published retained on
+ * The fleet's configs: the fleet file in force, the operator's overrides on top of it
+ * (fleet-config/overrides.ts, the `set-config` op), the rollout jobs' pins on top of
+ * those (rollout.ts), the effective config of each device published retained on
  * `.../device/<id>/config`, and what each device answers on `.../response/config`:
- * the config it runs, or the one it refused and why.
+ * the config it runs, or the one it refused and why (logged, once a minute per device).
  *
- * The one owner of the fleet file in force, the config states and the rollout jobs.
+ * A file (with its overrides) comes into force only when every device's model, codec
+ * and point make a split plan of a bundle this edge serves (fleet-config/plans.ts):
+ * a device is never sent a config the edge cannot decode.
+ *
+ * The one owner of the fleet file in force, the overrides, the config states and the
+ * rollout jobs.
  */
 import type { Registry } from 'prom-client';
 import { join } from 'node:path';
 import { background, limitedLog, log } from '../../core/util/log.js';
 import { bundleRefString } from '../../core/wire/ota.js';
 import { CONFIG_VERSION, type ConfigAck, type ConfigMessage } from '../../core/wire/messages.js';
-import { parseOpResponse } from '../../core/wire/rpc.js';
+import { OpError, parseOpResponse } from '../../core/wire/rpc.js';
 import { deviceOpTopic, deviceTopic, edgeTopic, parseOpTopic } from '../../core/wire/topics.js';
+import { codecNames } from '../../core/codec/registry.js';
 import { configIdWithBundle, effectiveConfig } from '../../fleet-config/effective.js';
+import { checkFleet, FleetConfigError, formatProblem } from '../../fleet-config/load.js';
+import {
+  applyOverrides,
+  emptyOverrides,
+  overriddenFor,
+  saveOverrides,
+  withChange,
+  type OverrideChange,
+  type OverrideKey,
+  type Overrides,
+} from '../../fleet-config/overrides.js';
 import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
@@ -24,6 +42,11 @@ import { RolloutManager } from './rollout.js';
 /** What the edge wants a device to run and what the device says it runs. */
 export interface DeviceConfigState {
   wanted: string;
+  /** The settings of the wanted config (fleet file, overrides, rollout pin). */
+  settings: DeviceSettings;
+  group: string | null;
+  /** The settings an operator override sets for it (its own or its group's). */
+  overridden: OverrideKey[];
   applied: string | null;
   /** The reason of the device's last refusal, if its last answer was one. */
   refused: string | null;
@@ -47,7 +70,23 @@ export interface FleetConfigsOptions {
   metrics: Registry;
   /** A fleet file to put in force at start. */
   fleetFile?: FleetFile;
+  /** The operator's overrides at start (fleet-config/overrides.ts). */
+  overrides?: Overrides;
+  /** Where `set-config` keeps the overrides (written atomically); null: in memory. */
+  overridesFile?: string | null;
 }
+
+/** What a `set-config` did: the devices whose config was published again, and where
+ * the overrides are kept. */
+export interface SetConfigResult {
+  devices: string[];
+  persisted: string | null;
+}
+
+const names = (ids: string[]) =>
+  ids.length > 20
+    ? `${ids.slice(0, 20).join(', ')} and ${ids.length - 20} more`
+    : ids.join(', ') || 'none';
 
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -71,12 +110,19 @@ export class FleetConfigs implements Part {
   readonly name = 'fleet configs';
   /** The rollout jobs (their pins are part of each device's config). */
   readonly rollouts: RolloutManager;
+  /** The fleet file in force with the overrides laid on: what devices run. */
   private fleetOf: FleetFile | null = null;
+  /** The fleet file in force as written. */
+  private fileOf: FleetFile | null = null;
+  private overrides: Overrides;
+  /** Changes of the overrides, one at a time. */
+  private changes: Promise<unknown> = Promise.resolve();
   private readonly states = new Map<string, DeviceConfigState>();
   private readonly offBus: (() => void)[] = [];
   private unsubscribe: (() => Promise<void>) | null = null;
 
   constructor(private readonly o: FleetConfigsOptions) {
+    this.overrides = o.overrides ?? emptyOverrides();
     const jobsTopic = edgeTopic(o.statusFleet, o.edgeId, 'jobs', o.base);
     this.rollouts = new RolloutManager(
       {
@@ -95,9 +141,14 @@ export class FleetConfigs implements Part {
     );
   }
 
-  /** The fleet file in force, or null. */
+  /** The fleet file in force with the operator's overrides, or null. */
   get fleetFile(): FleetFile | null {
     return this.fleetOf;
+  }
+
+  /** The operator's overrides (a copy). */
+  get overridesInForce(): Overrides {
+    return structuredClone(this.overrides);
   }
 
   /** The settings a rollout pins on a device, or undefined. */
@@ -134,19 +185,37 @@ export class FleetConfigs implements Part {
     await this.unsubscribe?.();
   }
 
-  /** Put a fleet file in force: publish every device's effective config (retained); the
-   * devices no longer in the fleet get their retained config cleared. */
+  /** Check a fleet file with overrides against the names and this edge's bundles;
+   * throws FleetConfigError with every problem. */
+  private check(f: FleetFile, overrides: Overrides): FleetFile {
+    const ctx = { codecs: codecNames(), plans: this.o.registry.planSources() };
+    checkFleet(f, `fleet file ${f.fleet}`, ctx);
+    const { fleet, unknown } = applyOverrides(f, overrides);
+    if (unknown.length > 0)
+      log.warn(
+        { fleet: f.fleet, unknown },
+        'operator overrides of devices or groups the fleet file lacks are left out',
+      );
+    return checkFleet(fleet, `fleet file ${f.fleet} with the operator overrides`, ctx);
+  }
+
+  /** Put a fleet file in force (with the operator's overrides on it): publish every
+   * device's effective config (retained); the devices no longer in the fleet get their
+   * retained config cleared. Throws FleetConfigError, and changes nothing, when a
+   * device's model, codec or point does not fit a bundle this edge serves. */
   async apply(f: FleetFile): Promise<void> {
     const { o } = this;
     if (o.fleet !== '+' && f.fleet !== o.fleet) {
       throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${o.fleet}`);
     }
+    const merged = this.check(f, this.overrides);
     const before = this.fleetOf;
-    this.fleetOf = f;
+    this.fileOf = f;
+    this.fleetOf = merged;
     if (before && before.fleet !== f.fleet) this.states.clear();
-    await this.publish(f, Object.keys(f.devices));
+    await this.publish(merged, Object.keys(merged.devices));
     for (const device of Object.keys(before?.devices ?? {})) {
-      if (before && !(device in f.devices)) {
+      if (before && !(device in merged.devices)) {
         this.states.delete(device);
         await o.broker.publish(
           deviceTopic(before.fleet, device, 'config', o.base),
@@ -157,7 +226,51 @@ export class FleetConfigs implements Part {
     }
     log.info({ fleet: f.fleet, devices: Object.keys(f.devices).length }, 'fleet config published');
     this.rollouts.resume(); // queued jobs wait for a fleet file
-    o.bus.emit('fleetApplied', { fleet: f });
+    o.bus.emit('fleetApplied', { fleet: merged });
+  }
+
+  /** An operator's change of a device's or a group's settings: checked as the fleet file
+   * is, kept (the overrides file), laid on the file in force and published to the
+   * devices it concerns. Throws (changing nothing) when it does not check. */
+  setConfig(change: OverrideChange): Promise<SetConfigResult> {
+    const run = this.changes.then(() => this.change(change));
+    this.changes = run.catch(() => undefined);
+    return run;
+  }
+
+  private async change(change: OverrideChange): Promise<SetConfigResult> {
+    const file = this.fileOf;
+    if (!file) throw new OpError('this edge runs no fleet file: start it with --fleet-file');
+    const t = change.target;
+    if ('device' in t && !Object.hasOwn(file.devices, t.device))
+      throw new OpError(
+        `fleet ${file.fleet} has no device ${JSON.stringify(t.device)}; devices: ${names(Object.keys(file.devices))}`,
+      );
+    if ('group' in t && !Object.hasOwn(file.groups, t.group))
+      throw new OpError(
+        `fleet ${file.fleet} has no group ${JSON.stringify(t.group)}; groups: ${names(Object.keys(file.groups))}`,
+      );
+    const next = withChange(this.overrides, change);
+    let merged: FleetFile;
+    try {
+      merged = this.check(file, next);
+    } catch (e) {
+      if (e instanceof FleetConfigError)
+        throw new OpError(e.problems.map(formatProblem).join('\n'));
+      throw e;
+    }
+    if (this.o.overridesFile) await saveOverrides(this.o.overridesFile, next);
+    this.overrides = next;
+    this.fleetOf = merged;
+    const devices = Object.keys(merged.devices).filter((d) =>
+      'device' in t ? d === t.device : merged.devices[d]?.group === t.group,
+    );
+    await this.publish(merged, devices);
+    log.info(
+      { fleet: file.fleet, ...t, set: change.set, devices },
+      'operator config change published',
+    );
+    return { devices, persisted: this.o.overridesFile ?? null };
   }
 
   /** Publish the effective configs of `devices` (with any rollout pin), each naming the
@@ -185,6 +298,9 @@ export class FleetConfigs implements Part {
       const same = prev?.wanted === configId;
       this.states.set(device, {
         wanted: configId,
+        settings,
+        group,
+        overridden: this.fileOf ? overriddenFor(this.fileOf, this.overrides, device) : [],
         applied: prev?.applied ?? null,
         // a refusal of an earlier config says nothing about this one
         refused: same ? (prev?.refused ?? null) : null,
@@ -208,6 +324,12 @@ export class FleetConfigs implements Part {
       return;
     }
     const error = r.status === 'error' ? r.error : null;
+    if (error !== null)
+      limitedLog.warn(
+        `config-refused:${t.fleet}/${t.id}`,
+        { fleet: t.fleet, device: t.id, configId: ack.refused, runs: ack.configId, why: error },
+        'device refused its config',
+      );
     st.applied = ack.configId;
     st.refused = error;
     st.refusedId = r.status === 'error' ? ack.refused : null;

@@ -1,6 +1,8 @@
 /**
- * The edge's HTTP listener: `/metrics` (Prometheus text) and `/devices` (JSON, every
- * device seen). It binds 127.0.0.1 unless told otherwise: it shows every device and its
+ * The edge's HTTP listener: `/metrics` (Prometheus text) and `/devices` (JSON: every
+ * device of the fleet file, seen or not, and every other device seen, each with its
+ * presence, traffic, the config the edge wants it to run, the config it runs and its
+ * last refusal). It binds 127.0.0.1 unless told otherwise: it shows every device and its
  * traffic to whoever can reach it. GET and HEAD only; every handler catches, so no request
  * can end the process.
  */
@@ -13,10 +15,13 @@ import {
 import { limitedLog } from '../../core/util/log.js';
 import { listen, shownHost } from '../broker.js';
 import type { Part } from '../bus.js';
-import type { FleetMonitor } from './monitor.js';
+import type { DeviceView, FleetMonitor } from './monitor.js';
 
 export interface MetricsHttpOptions {
   monitor: FleetMonitor;
+  /** `/devices`: every device of the fleet file and every other seen, with the config
+   * wanted and running (default: the monitor's devices seen). */
+  devices?: () => DeviceView[];
   edgeId: string;
   /** Port; 0 picks a free one. */
   port: number;
@@ -70,7 +75,8 @@ export class MetricsHttp implements Part {
         (e: unknown) => this.failed(res, e),
       );
     } else if (path === '/devices') {
-      const body = JSON.stringify({ edgeId, ts: Date.now(), devices: monitor.snapshot() });
+      const devices = this.o.devices ? this.o.devices() : monitor.snapshot();
+      const body = JSON.stringify({ edgeId, ts: Date.now(), devices });
       res.writeHead(200, { 'content-type': 'application/json' }).end(body);
     } else {
       text(res, 404, 'splitfleet edge: /metrics (Prometheus) or /devices (JSON)\n');

@@ -5,15 +5,43 @@
  * same as Prometheus metrics (prom-client) for scraping.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { DeviceStatus, ErrorCode } from '../../core/wire/messages.js';
+import type { DeviceSettings, DeviceStatus, ErrorCode } from '../../core/wire/messages.js';
+import type { DeviceConfigState } from './configs.js';
 
 /** Rates are over this window. */
 const WINDOW_MS = 10_000;
 
+/** The config the edge wants a device to run: the fleet file's, with the operator's
+ * overrides and any rollout pin. */
+export interface WantedConfig {
+  configId: string;
+  group: string | null;
+  settings: DeviceSettings;
+  /** Settings an operator override sets (the device's own or its group's). */
+  overridden: string[];
+}
+
+/** The config a device says it runs (its retained status, or its last config answer). */
+export interface RunningConfig {
+  configId: string | null;
+  model: string | null;
+  codec: string | null;
+  point: number | null;
+}
+
 export interface DeviceView {
   fleet: string;
   device: string;
+  /** online, offline, or never seen (a device of the fleet file the edge has not heard). */
+  state: 'online' | 'offline' | 'never seen';
   online: boolean;
+  /** Whether the fleet file in force names it. */
+  inFleetFile: boolean;
+  wanted: WantedConfig | null;
+  running: RunningConfig | null;
+  /** Why it refused the wanted config (its last answer), or null. */
+  refused: string | null;
+  refusedConfigId: string | null;
   seq: number | null;
   model: string | null;
   codec: string | null;
@@ -121,7 +149,13 @@ export class FleetMonitor {
         view: {
           fleet,
           device,
+          state: 'offline',
           online: false,
+          inFleetFile: false,
+          wanted: null,
+          running: null,
+          refused: null,
+          refusedConfigId: null,
           seq: null,
           model: null,
           codec: null,
@@ -144,17 +178,23 @@ export class FleetMonitor {
   }
 
   /** A retained status (birth, clean death or last will). A death whose seq is older
-   * than the birth in force is stale (a will of an earlier connection) and ignored. */
+   * than the birth in force is stale (a will of an earlier connection) and ignored. The
+   * running settings come from births: a death keeps the last ones a birth reported (a
+   * will carries the settings the device connected with, not what it ran since). */
   status(fleet: string, device: string, s: DeviceStatus): void {
     const t = this.track(fleet, device);
     const v = t.view;
     if (v.seq !== null && s.seq < v.seq) return;
     v.seq = s.seq;
     v.online = s.state === 'online';
-    v.model = s.model ?? v.model;
-    v.codec = s.codec ?? v.codec;
-    v.point = s.point ?? v.point;
-    v.configId = s.configId ?? v.configId;
+    v.state = v.online ? 'online' : 'offline';
+    const known = v.model !== null || v.configId !== null;
+    if (v.online || !known) {
+      v.model = s.model ?? v.model;
+      v.codec = s.codec ?? v.codec;
+      v.point = s.point ?? v.point;
+      v.configId = s.configId ?? v.configId;
+    }
     v.lastSeen = Math.max(v.lastSeen ?? 0, s.ts);
   }
 
@@ -209,4 +249,78 @@ export class FleetMonitor {
   get id(): string {
     return this.edgeId;
   }
+}
+
+/** Every device of the fleet file (never seen, offline, online) and every other device
+ * seen, with what the edge wants each to run, what it runs, and its last refusal. */
+export function deviceTable(
+  seen: readonly DeviceView[],
+  fleet: string | null,
+  fileDevices: readonly string[],
+  configs: ReadonlyMap<string, DeviceConfigState>,
+): DeviceView[] {
+  const byKey = new Map(seen.map((v) => [`${v.fleet}/${v.device}`, { ...v }]));
+  if (fleet !== null) {
+    for (const device of fileDevices) {
+      const key = `${fleet}/${device}`;
+      if (!byKey.has(key)) byKey.set(key, { ...neverSeen(fleet, device) });
+    }
+  }
+  const files = new Set(fileDevices);
+  const out: DeviceView[] = [];
+  for (const v of byKey.values()) {
+    const mine = v.fleet === fleet && files.has(v.device);
+    const st = mine ? configs.get(v.device) : undefined;
+    const reported = v.configId !== null || v.model !== null;
+    out.push({
+      ...v,
+      inFleetFile: mine,
+      wanted: st
+        ? {
+            configId: st.wanted,
+            group: st.group,
+            settings: { ...st.settings },
+            overridden: [...st.overridden],
+          }
+        : null,
+      running:
+        reported || st?.applied
+          ? {
+              configId: v.configId ?? st?.applied ?? null,
+              model: v.model,
+              codec: v.codec,
+              point: v.point,
+            }
+          : null,
+      refused: st?.refused ?? null,
+      refusedConfigId: st?.refusedId ?? null,
+    });
+  }
+  return out.sort((a, b) => a.fleet.localeCompare(b.fleet) || a.device.localeCompare(b.device));
+}
+
+function neverSeen(fleet: string, device: string): DeviceView {
+  return {
+    fleet,
+    device,
+    state: 'never seen',
+    online: false,
+    inFleetFile: true,
+    wanted: null,
+    running: null,
+    refused: null,
+    refusedConfigId: null,
+    seq: null,
+    model: null,
+    codec: null,
+    point: null,
+    configId: null,
+    framesPerSecond: 0,
+    bytesPerSecond: 0,
+    edgeLatencyMsP50: null,
+    frames: 0,
+    results: 0,
+    errors: {},
+    lastSeen: null,
+  };
 }

@@ -1,15 +1,20 @@
 /**
- * The edge's ops, for operators (`splitfleet fleet rollout | rollback | jobs | models`, the
- * Node-RED command node): a request on `<base>/<fleet>/edge/<id>/request/<op>` is answered
- * on `.../response/<op>` (core/wire/rpc.ts: correlation ids, QoS, errors answered). Only
- * requests of the fleet the edge runs are served; a rollout's spec is checked field by
- * field before anything is queued.
+ * The edge's ops, for operators (`splitfleet fleet rollout | rollback | jobs | models |
+ * set`, the Node-RED command node and dashboard): a request on
+ * `<base>/<fleet>/edge/<id>/request/<op>` is answered on `.../response/<op>`
+ * (core/wire/rpc.ts: correlation ids, QoS, errors answered). Only requests of the fleet
+ * the edge runs are served, and only logins that may write the fleet's topics (an
+ * operator: core/wire/topics.ts accessFilters) can send one; a rollout's spec and a
+ * set-config's change are checked field by field before anything is done.
  */
 import { limitedLog } from '../../core/util/log.js';
 import { OpError, serveOps, type EdgeOp, type OpHandler } from '../../core/wire/rpc.js';
 import { edgeOpTopic } from '../../core/wire/topics.js';
 import { subscribe, type EdgeBroker } from '../broker.js';
 import type { Part } from '../bus.js';
+import { OVERRIDE_KEYS, type OverrideChange } from '../../fleet-config/overrides.js';
+import { ID_PATTERN } from '../../core/wire/topics.js';
+import type { FleetConfigs } from './configs.js';
 import type { ModelRegistry } from './registry.js';
 import { parseRolloutSpec } from './rollout-spec.js';
 import type { RolloutManager } from './rollout.js';
@@ -20,12 +25,52 @@ export interface EdgeOpsOptions {
   edgeId: string;
   rollouts: RolloutManager;
   registry: ModelRegistry;
+  configs: FleetConfigs;
   /** The fleet the edge runs now (requests of others are refused). */
   fleet: () => string;
 }
 
 /** The longest job id a rollback names. */
 const MAX_JOB_ID = 128;
+
+const ID_RE = new RegExp(ID_PATTERN);
+
+/** A set-config's body, checked field by field: exactly one of `device` and `group`,
+ * and `set` with codec (a name), point (an integer) or fps (a number), each null to
+ * remove its override. Their ranges are the fleet file's checks (configs.ts). */
+export function parseSetConfig(body: Readonly<Record<string, unknown>>): OverrideChange {
+  const { device, group, set } = body;
+  const id = (v: unknown, what: string): string => {
+    if (typeof v !== 'string' || !ID_RE.test(v))
+      throw new OpError(`${what} must be an id (1..64 of [A-Za-z0-9_.-])`);
+    return v;
+  };
+  if ((device === undefined) === (group === undefined))
+    throw new OpError('name exactly one of device and group');
+  const target =
+    device !== undefined ? { device: id(device, 'device') } : { group: id(group, 'group') };
+  if (typeof set !== 'object' || set === null || Array.isArray(set))
+    throw new OpError('set must be an object of codec, point, fps (null removes an override)');
+  const out: OverrideChange['set'] = {};
+  for (const [k, v] of Object.entries(set as Record<string, unknown>)) {
+    if (k === 'codec' && (v === null || (typeof v === 'string' && v.length <= 32))) out.codec = v;
+    else if (k === 'point' && (v === null || (typeof v === 'number' && Number.isInteger(v))))
+      out.point = v;
+    else if (k === 'fps' && (v === null || (typeof v === 'number' && Number.isFinite(v))))
+      out.fps = v;
+    else if (!(OVERRIDE_KEYS as readonly string[]).includes(k))
+      throw new OpError(
+        `set: unknown setting ${JSON.stringify(k.slice(0, 64))}; settings: ${OVERRIDE_KEYS.join(', ')}`,
+      );
+    else
+      throw new OpError(
+        `set.${k} must be ${k === 'codec' ? 'a codec name' : k === 'point' ? 'an integer' : 'a number'} or null`,
+      );
+  }
+  if (Object.keys(out).length === 0)
+    throw new OpError(`set names none of ${OVERRIDE_KEYS.join(', ')}`);
+  return { target, set: out };
+}
 
 export class EdgeOps implements Part {
   readonly name = 'edge ops';
@@ -45,6 +90,7 @@ export class EdgeOps implements Part {
       },
       jobs: () => Promise.resolve(o.rollouts.list()),
       models: () => Promise.resolve(o.registry.list()),
+      'set-config': (body) => o.configs.setConfig(parseSetConfig(body)),
     };
     const serve = serveOps({
       base: o.base,

@@ -4,13 +4,13 @@
  * `.../edge/<id>/devices` every 2 s; and the edge's own retained status, online while it
  * serves.
  */
-import { background } from '../../core/util/log.js';
+import { background, limitedLog } from '../../core/util/log.js';
 import { bundleRefString } from '../../core/wire/ota.js';
 import { parseDeviceStatus, type EdgeStatus } from '../../core/wire/messages.js';
 import { deviceFilter, edgeStatusTopic, edgeTopic, parseTopic } from '../../core/wire/topics.js';
 import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
-import type { FleetMonitor } from './monitor.js';
+import type { DeviceView, FleetMonitor } from './monitor.js';
 
 /** How often the devices report is published. */
 const REPORT_MS = 2000;
@@ -25,9 +25,12 @@ export interface PresenceOptions {
   edgeId: string;
   /** The fleet the devices report is published under. */
   statusFleet: string;
+  /** The report's devices (default: the monitor's, every device seen). */
+  table?: () => DeviceView[];
 }
 
-/** The devices' presence and traffic, in the monitor. */
+/** The devices' presence and traffic, in the monitor; a device's frames answered with
+ * errors are logged, once a minute per device and code (with how many were held back). */
 export class DevicePresence implements Part {
   readonly name = 'device presence';
   private readonly offBus: (() => void)[] = [];
@@ -45,7 +48,14 @@ export class DevicePresence implements Part {
         const model = bundleRefString({ name: r.model, version: r.modelVersion });
         m.result(fleet, deviceId, model, r.codec, r.latency.edgeMs);
       }),
-      o.bus.on('frameError', (e) => m.error(e.fleet, e.deviceId, e.code)),
+      o.bus.on('frameError', (e) => {
+        m.error(e.fleet, e.deviceId, e.code);
+        limitedLog.warn(
+          `device-error:${e.fleet}/${e.deviceId}:${e.code}`,
+          { fleet: e.fleet, device: e.deviceId, code: e.code, frameId: e.frameId },
+          'device frame answered with an error',
+        );
+      }),
     );
     this.unsubscribe = await subscribe(
       o.broker,
@@ -64,9 +74,10 @@ export class DevicePresence implements Part {
       publishJson(
         o.broker,
         topic,
-        { edgeId: o.edgeId, ts: Date.now(), devices: m.snapshot() },
+        { edgeId: o.edgeId, ts: Date.now(), devices: o.table ? o.table() : m.snapshot() },
         true,
       );
+    await report(); // the devices of the fleet file are listed from the start
     this.timer = setInterval(() => background(report(), 'devices report'), REPORT_MS);
     this.timer.unref();
   }

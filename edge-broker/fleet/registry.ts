@@ -27,6 +27,7 @@ import {
 } from '../../core/wire/ota.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
 import { effectiveConfig } from '../../fleet-config/effective.js';
+import type { PlanBundleDir, PlanSources } from '../../fleet-config/plans.js';
 import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { background, limitedLog } from '../../core/util/log.js';
 
@@ -71,6 +72,23 @@ export class ModelRegistry {
       manifestSha256: e.bundle.manifestSha256,
       files: [...e.files.keys()],
     }));
+  }
+
+  /** The bundles a fleet file's plans are checked against (fleet-config/plans.ts). */
+  planSources(): PlanSources {
+    return {
+      bundles: [...this.entries.values()].map((e) => ({
+        manifest: e.bundle.manifest,
+        codec: e.bundle.codec,
+        staged: e.staged,
+      })),
+      where: 'this edge (it serves the models of --model and of its fleet file at start)',
+    };
+  }
+
+  /** The bundle folders, for a check on another thread (fleet-config/load-worker.ts). */
+  planDirs(): PlanBundleDir[] {
+    return [...this.entries.values()].map((e) => ({ dir: e.bundle.dir, staged: e.staged }));
   }
 
   get(ref: string): RegistryEntry | undefined {
