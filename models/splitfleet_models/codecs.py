@@ -214,11 +214,19 @@ class VariationalBottleneck(nn.Module):
     def edge(self, symbols):
         return self.teacher.tail(self.dec(symbols) * self.out_scale)
 
-    def forward(self, x, logits: bool = True):
+    # decoder input in training: False = the prior's noisy latent (y + U(-1/2, 1/2));
+    # True = the rounded latent with a straight-through gradient, what the decoder gets
+    # at export (the rate term keeps the noisy likelihood either way)
+    ste = False
+
+    def forward(self, x, logits: bool = True, src: torch.Tensor | None = None):
         """Training pass; `logits=False` skips the teacher's tail (feature distillation
-        alone does not need it)."""
-        y = self.enc(self.source(x))
+        alone does not need it); `src` gives ``source(x)`` when it is known (the
+        frozen teacher's split tensor from a target cache)."""
+        y = self.enc(self.source(x) if src is None else src)
         y_hat, lik = self.prior(y)
+        if self.training and self.ste:
+            y_hat = ste_round(y)
         restored = self.dec(y_hat) * self.out_scale
         out = dict(restored=restored, likelihoods=lik)
         if logits:

@@ -34,6 +34,7 @@ from .data import DataError, load_images
 from .entropy import histogram_tables, table_bits, tables_json
 from .export import bundle_args, dataset_name, onnx_bytes, onnx_parity, sample_batch, sample_images, sha256, tfjs_or_note
 from .nets import count_macs, describe
+from .targets import file_sha256, validation_split
 from .train_codec import VB_METHODS, build_codec, evaluate_codec, load_teacher, symbols_of
 
 # Pinned codec ids (core/codec/registry.ts): never reuse, never renumber.
@@ -41,24 +42,15 @@ CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6, "splitfleet": 7}
 CODEC_VERSION = 1
 
 
-def file_sha256(path: str) -> str | None:
-    """sha256 of the data set archive (None for a folder): what the runs trained on."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_run(run: str):
-    st = torch.load(Path(run) / "final.pt", map_location="cpu")
+    """A run folder's final.pt, or a checkpoint file of a run (its best.pt: the epoch its
+    validation split chose)."""
+    p = Path(run)
+    st = torch.load(p if p.is_file() else p / "final.pt", map_location="cpu")
     codec = build_codec(st["cfg"])
     codec.load_state_dict(st["model"])
     codec.eval()
-    return codec, st["cfg"]
+    return codec, st["cfg"], dict(provenance=st.get("provenance"), selected=st.get("selected"))
 
 
 def channel_of(shape) -> callable:
@@ -81,7 +73,8 @@ def main(argv=None) -> None:
     if not args.data:
         ap.error("--data (or SPLITFLEET_CIFAR10) is required: accuracy and tables are measured")
     torch.set_num_threads(2)
-    runs = [load_run(r) for r in args.run]
+    loaded = [load_run(r) for r in args.run]
+    runs = [(c, cfg) for c, cfg, _ in loaded]
     prep, labels = runs[0][0].prep, runs[0][0].labels
     if any(c.prep != prep or c.labels != labels for c, _ in runs):
         raise SystemExit("the runs' teachers differ in preprocessing or labels")
@@ -90,6 +83,10 @@ def main(argv=None) -> None:
     except DataError as e:
         raise SystemExit(f"data: {e}") from None
     tr, te = ds.train, ds.test
+    # the validation split the runs chose on (the toolkit's default), measured beside
+    # the test split's final numbers
+    _, val_idx, val_hash = validation_split(len(tr.labels), int(runs[0][1].get("val", 5000)))
+    val_x, val_y = tr.images[val_idx], tr.labels[val_idx]
     in_shape = (3, *prep.size)
     methods = {cfg["method"] for _, cfg in runs}
     if len(methods) != 1:
@@ -130,6 +127,7 @@ def main(argv=None) -> None:
             device_macs += tmacs[0] if method != "frankensplit" else 0
             edge_macs += tmacs[1]
         test_sym = symbols_of(codec, te.images)
+        val_sym = symbols_of(codec, val_x) if len(val_y) else None
         tables = None
         if method in VB_METHODS:
             tables = codec.prior.tables()
@@ -144,6 +142,11 @@ def main(argv=None) -> None:
                 ideal = table_bits(test_sym[:, :k], tables[:k]) / len(te.labels)
             else:
                 ideal = 8.0 * k * sym_shape[1] * sym_shape[2]
+            val_rec = {}
+            if val_sym is not None:
+                val_rec["valTop1"] = round(evaluate_codec(codec, val_x, val_y, k=k if method == "aecnn" else None), 4)
+                if tables is not None:
+                    val_rec["valBitsPerImage"] = round(table_bits(val_sym[:, :k], tables[:k]) / len(val_y), 1)
             label = {"aecnn": f"k={k}", "bottlenetpp": f"c={sym_shape[0]}"}.get(method, f"lam={cfg.get('lam')}")
             points.append(
                 dict(
@@ -159,10 +162,11 @@ def main(argv=None) -> None:
                     edgeMacs=edge_macs,
                     top1=round(top1, 4),
                     bitsPerImage=round(ideal, 1),
+                    **val_rec,
                 )
             )
             print(json.dumps({"point": points[-1]["index"], "label": label, "top1": points[-1]["top1"],
-                              "bitsPerImage": points[-1]["bitsPerImage"]}), flush=True)
+                              "bitsPerImage": points[-1]["bitsPerImage"], **val_rec}), flush=True)
         fixture_sets.append((codec, tables, ks))
 
     codec0 = runs[0][0]
@@ -203,8 +207,15 @@ def main(argv=None) -> None:
             "source": os.path.basename(args.data),
             "sourceSha256": file_sha256(args.data),
             "engine": f"pytorch {torch.__version__}",
+            "validation": {"split": "train", "samples": len(val_y), "indexSha256": val_hash},
         },
-        "training": {"runs": [cfg for _, cfg in runs]},
+        # per run: its recipe and, for runs that record them, how it was made (seed,
+        # data and validation split hashes, teacher bundle, commit, torch, device,
+        # CPU/GPU minutes) and the epoch its validation split chose
+        "training": {"runs": [cfg for _, cfg in runs],
+                     **({"provenance": [x["provenance"] for *_, x in loaded],
+                         "selected": [x["selected"] for *_, x in loaded]}
+                        if any(x["provenance"] for *_, x in loaded) else {})},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -128,9 +128,79 @@ def main(argv=None) -> None:
             raise SystemExit("rebuilt network does not match the bundle's fixtures")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_atomic(dict(model=net.state_dict(), cfg=cfg, source=dict(bundle=str(bundle), manifest=man)), out / "final.pt")
+    source = dict(bundle=str(bundle), manifest=man, manifestSha256=sha256_file(bundle / "manifest.json"))
+    save_atomic(dict(model=net.state_dict(), cfg=cfg, source=source), out / "final.pt")
     print(f"wrote {out / 'final.pt'} from {man['name']} v{man['version']} (top-1 {man['accuracy']['top1']})")
 
 
 if __name__ == "__main__":
     main()
+
+
+def folded_convs(net: nn.Module) -> list[np.ndarray]:
+    """The convolution weights of `net` with each following batch norm folded in (eval
+    mode), as the exporter writes them."""
+    mods = list(net.modules())
+    out = []
+    for i, m in enumerate(mods):
+        if isinstance(m, nn.Conv2d):
+            w = m.weight.detach()
+            bn = mods[i + 1] if i + 1 < len(mods) else None
+            if isinstance(bn, nn.BatchNorm2d):
+                w = w * (bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None]
+            out.append(w.numpy())
+    return out
+
+
+def load_codec_point(codec: nn.Module, bundle: Path, index: int) -> dict:
+    """Load a shipped codec bundle's operating point `index` into `codec` (built by
+    train_codec.build_codec around the same teacher): the encoder and decoder weights
+    by their ONNX names (``codec.enc.*``, ``codec.dec.*``, ``codec.out_scale``), the
+    fine-tuned tail the same way as a backbone's (folded batch norms as identities).
+    The teacher head inside the device half is checked against the codec's own. The
+    entropy model is not in the bundle as weights (only its CDF tables): the caller
+    fits ``codec.prior`` again. Returns the point's manifest entry."""
+    man = json.loads((bundle / "manifest.json").read_text())
+    if man.get("kind") != "codec" or man["codec"]["method"] != codec.method:
+        raise SystemExit(f"{bundle}: not a {codec.method} codec bundle")
+    points = man["codec"]["points"]
+    if not 0 <= index < len(points):
+        raise SystemExit(f"{bundle}: no point {index} (it has {len(points)})")
+    point = points[index]
+    state = codec.state_dict()
+    own: dict[str, torch.Tensor] = {}
+    teacher_convs: dict[str, list] = {}
+    rest: list[np.ndarray] = []
+    for role in ("head", "tail"):
+        f = man["files"][point[role]]
+        p = bundle / f["path"]
+        if sha256_file(p) != f["sha256"]:
+            raise SystemExit(f"{p}: sha256 does not match the manifest")
+        m = onnx.load(str(p))
+        init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+        for node in m.graph.node:
+            if node.op_type == "Constant":
+                init[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        own.update({k: torch.from_numpy(v.copy()) for k, v in init.items() if k.startswith("codec.")})
+        convs = teacher_convs.setdefault(role, [])
+        for node in m.graph.node:
+            if node.op_type == "Conv" and node.input[1] in init and not node.input[1].startswith("codec."):
+                convs.append((init[node.input[1]], init[node.input[2]]))
+            elif role == "tail" and node.op_type == "MatMul":
+                rest.insert(0, init[node.input[1]])
+            elif role == "tail" and node.op_type == "Mul":
+                rest.extend(init[i] for i in node.input if i in init and not i.startswith("codec."))
+    missing = [k for k in state if k.startswith(("enc.", "dec.")) or k == "out_scale"]
+    for k in missing:
+        src = own.get(f"codec.{k}")
+        if src is None or tuple(src.shape) != tuple(state[k].shape):
+            raise SystemExit(f"{bundle}: no weight codec.{k} of shape {tuple(state[k].shape)}")
+        state[k] = src.reshape(state[k].shape)
+    codec.load_state_dict(state)
+    head = folded_convs(codec.teacher.head)
+    if len(head) != len(teacher_convs["head"]) or any(
+        not np.allclose(w, wb, atol=1e-5) for w, (wb, _) in zip(head, teacher_convs["head"])
+    ):
+        raise SystemExit(f"{bundle}: the device half's teacher head differs from the codec's teacher")
+    load_into(codec.teacher.tail, teacher_convs["tail"], rest)
+    return point

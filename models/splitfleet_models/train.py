@@ -76,16 +76,10 @@ def lr_at(step: float, steps_per_epoch: int, cfg: dict) -> float:
 def augment(x: torch.Tensor, gen: torch.Generator, cutout: int) -> torch.Tensor:
     """Random crop (reflect pad of 1/8 of the side: 4 at 32x32), horizontal flip and
     cutout on a uint8 NCHW batch of any size."""
+    from .targets import apply_augment, augment_params
+
     n, _, h, w = x.shape
-    ph, pw = max(1, h // 8), max(1, w // 8)
-    padded = F.pad(x.float(), (pw, pw, ph, ph), mode="reflect")
-    ox = torch.randint(0, 2 * pw + 1, (n,), generator=gen)
-    oy = torch.randint(0, 2 * ph + 1, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    out = torch.empty_like(x, dtype=torch.float32)
-    for i in range(n):
-        crop = padded[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w]
-        out[i] = crop.flip(2) if flip[i] else crop
+    out = apply_augment(x, *augment_params(n, h, w, gen))
     if cutout > 0:
         cx = torch.randint(0, w, (n,), generator=gen)
         cy = torch.randint(0, h, (n,), generator=gen)

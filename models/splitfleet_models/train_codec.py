@@ -41,11 +41,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from .codec_val import ValSet, better, spent_minutes, target_cache, teacher_top1, val_metrics, warm_start
 from .codecs import AECNN, BottleNetPP, FrankenSplit, FrozenTeacher, SplitFleet
 from .data import DataError, load_images
 from .entropy import bits
 from .nets import build
 from .preprocess import Preprocessing
+from .targets import VAL_SIZE, FrozenTargets, TargetCache, code_commit, file_sha256, teacher_source, validation_split
 from .train import augment, labels_of, load_resume, prep_of, run_logger, save_atomic, set_seed
 
 METHODS = ("bottlenetpp", "aecnn", "frankensplit", "splitfleet")
@@ -54,7 +56,8 @@ VB_METHODS = ("frankensplit", "splitfleet")
 
 
 def load_recipe(path: str | None, overrides: dict) -> dict:
-    cfg = dict(batch=128, seed=1, threads=2, autocast="none", cutout=0, saliency=0.5, kd=0.0, mse=1.0, ce=1.0, l1=0.0)
+    cfg = dict(batch=128, seed=1, threads=2, autocast="none", cutout=0, saliency=0.5, kd=0.0, mse=1.0, ce=1.0, l1=0.0,
+               val=VAL_SIZE, ste=False, teacher_cache=0, channels_last=False)
     if path:
         cfg.update(yaml.safe_load(Path(path).read_text()) or {})
     cfg.update({k: v for k, v in overrides.items() if v is not None})
@@ -165,18 +168,12 @@ def set_mode(codec: torch.nn.Module, stage: dict) -> list[torch.nn.Parameter]:
     return params
 
 
-def saliency(teacher: FrozenTeacher, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) of the true class at the teacher's split tensor,
-    normalized to mean 1 per image: (B, H, W)."""
-    t = t.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = teacher.tail(t)
-        (g,) = torch.autograd.grad(logits.gather(1, y[:, None]).sum(), t)
-    cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * t).sum(1)).detach()
-    return cam / (cam.mean(dim=(1, 2), keepdim=True) + 1e-6)
-
-
-def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator, frozen: FrozenTargets | None = None,
+              cached=None) -> tuple[torch.Tensor, dict]:
+    """The loss of one batch. Variational-bottleneck methods distil from `frozen` (the
+    teacher's head and a frozen copy of its original tail; `cached` = its (split
+    tensor, saliency, logits) from a TargetCache, `x` then only needed when the
+    encoder reads the image)."""
     w = {**cfg, **stage}
     m = cfg["method"]
     if stage["name"] == "attention":
@@ -187,11 +184,12 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
     if m in VB_METHODS:
         kd_on = float(w["kd"]) > 0
         need_logits = kd_on or float(w["ce"]) > 0
-        with torch.no_grad():
-            t = codec.teacher.head(x)
-            t_logits = codec.teacher.tail(t) if kd_on else None
-        sal = saliency(codec.teacher, t, y) if float(w["saliency"]) > 0 else None
-        out = codec(x, logits=need_logits)
+        frozen = frozen or FrozenTargets(codec.teacher)
+        if cached is not None:
+            t, sal, t_logits = cached
+        else:
+            t, sal, t_logits = frozen.compute(x, y, float(w["saliency"]) > 0, kd_on)
+        out = codec(x, logits=need_logits, src=t if codec.method == "splitfleet" else None)
         err = (out["restored"].float() - t.float()) ** 2
         if sal is not None:
             s = float(w["saliency"])
@@ -199,7 +197,7 @@ def step_loss(codec, x, y, cfg: dict, stage: dict, gen: torch.Generator) -> tupl
         # relative to the teacher tensor's power, so `lam` does not depend on the
         # scale of the features at the split point
         dist = err.mean() / t.float().pow(2).mean()
-        bpp = bits(out["likelihoods"]) / (x.shape[0] * x.shape[2] * x.shape[3])
+        bpp = bits(out["likelihoods"]) / (y.shape[0] * codec.prep.size[0] * codec.prep.size[1])
         loss = dist + float(w["lam"]) * bpp
         rec = dict(dist=dist.detach(), bpp=bpp.detach())
         if kd_on:
@@ -293,19 +291,29 @@ def cpu_state(codec: torch.nn.Module) -> dict:
     return {k: v.detach().cpu() for k, v in codec.state_dict().items()}
 
 
-def train_step(codec, opt, x_all, y_all, idx, cfg: dict, stage: dict, gen, dev: torch.device) -> dict:
+def train_step(codec, opt, x_all, y_all, idx, cfg: dict, stage: dict, gen, dev: torch.device,
+               frozen: FrozenTargets | None = None, cache: TargetCache | None = None, view=None) -> dict:
     """One optimizer step on the training images `idx` (augmented on the CPU, then moved
-    to `dev`); returns the step's loss records, still on the device."""
-    x = codec.prep.normalize(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
+    to `dev`; with a `cache`, each image in its `view` with the cached targets); returns
+    the step's loss records, still on the device."""
+    cached = None
+    mf = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+    if cache is not None:
+        x, t, sal, lg = cache.batch(idx, view, x_all, codec.prep, with_images=codec.method != "splitfleet")
+        cached = tuple(v.to(dev) if v is not None else None for v in (t.contiguous(memory_format=mf), sal, lg))
+        x = x.to(dev).contiguous(memory_format=mf) if x is not None else None
+    else:
+        x = codec.prep.normalize(augment(x_all[idx], gen, int(cfg["cutout"])).to(dev, non_blocking=True))
+        x = x.contiguous(memory_format=mf)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg["autocast"] == "bf16"):
-        loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen)
+        loss, rec = step_loss(codec, x, y_all[idx].to(dev), cfg, stage, gen, frozen, cached)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return rec
 
 
-def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n: int) -> None:
+def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n: int, frozen=None) -> None:
     """Times `n` training steps of `stage` (after 3 warm-up steps) and prints the mean
     seconds per step; used to size GPU runs (sweep.py). Saves nothing."""
     params = set_mode(codec, stage)
@@ -317,7 +325,8 @@ def probe(codec, x_all, y_all, cfg: dict, stage: dict, gen, dev: torch.device, n
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.time()
-        train_step(codec, opt, x_all, y_all, torch.randint(0, len(y_all), (bs,), generator=gen), cfg, stage, gen, dev)
+        idx = torch.randint(0, len(y_all), (bs,), generator=gen)
+        train_step(codec, opt, x_all, y_all, idx, cfg, stage, gen, dev, frozen)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     print(json.dumps(dict(probe=cfg["method"], stage=stage["name"], device=str(dev), batch=bs,
@@ -365,17 +374,26 @@ def main(argv=None) -> None:
 
     set_seed(int(cfg["seed"]))
     codec = build_codec(cfg).to(dev)
+    frozen = FrozenTargets(codec.teacher)  # the original tail, before any weights are loaded or trained
+    if cfg["method"] in VB_METHODS:
+        codec.ste = bool(cfg["ste"])
     try:
         ds = load_images(args.data, codec.prep.size, codec.prep.resize, classes=codec.labels, cache_dir=args.cache)
     except DataError as e:
         raise SystemExit(f"data: {e}") from None
-    tr, te = ds.train, ds.test
-    if int(cfg["batch"]) > len(tr.labels):
-        cfg["batch"] = len(tr.labels)  # tiny data sets: one step per epoch
+    # every choice is made on a validation split held out of train; the test split is
+    # measured only at export
+    tr_idx, val_idx, val_hash = validation_split(len(ds.train.labels), int(cfg["val"]))
+    tr_images, tr_labels = ds.train.images[tr_idx], ds.train.labels[tr_idx]
+    val = ValSet(codec, ds.train.images[val_idx], ds.train.labels[val_idx])
+    if int(cfg["batch"]) > len(tr_labels):
+        cfg["batch"] = len(tr_labels)  # tiny data sets: one step per epoch
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     pos = (0, 0)  # (stage index, epochs done in it)
     ckpt = out / "last.pt"
     opt_state = None
+    best = None
+    spent = dict(cpu=0.0, wall=0.0)
     st = load_resume(ckpt, "cfg", cfg)
     if st is not None:
         codec.load_state_dict(st["model"])
@@ -383,26 +401,41 @@ def main(argv=None) -> None:
         torch.set_rng_state(st["torch_rng"])
         random.setstate(st["py_rng"])
         pos, opt_state = tuple(st["pos"]), st["opt"]
+        best, spent = st.get("best"), dict(st.get("spent") or spent)
         emit(event="resume", stage=pos[0], epoch=pos[1])
     else:
+        warm = None
         if cfg.get("init"):
             # start from another run's trained codec (e.g. a neighbouring rate point)
             init = torch.load(Path(cfg["init"]) / "final.pt", map_location="cpu")
             if init["cfg"]["method"] != cfg["method"]:
                 raise SystemExit(f"init run {cfg['init']} is a {init['cfg']['method']} codec, not {cfg['method']}")
             codec.load_state_dict(init["model"])
+        elif cfg.get("init_bundle"):
+            warm = warm_start(codec, cfg, tr_images, val)
         else:
-            codec.out_scale.fill_(feature_rms(codec, tr.images[:: max(1, len(tr.labels) // 1024)]))  # all classes
-        emit(event="start", cfg=cfg, out_scale=round(float(codec.out_scale), 5))
+            codec.out_scale.fill_(feature_rms(codec, tr_images[:: max(1, len(tr_labels) // 1024)]))  # all classes
+        emit(event="start", cfg=cfg, out_scale=round(float(codec.out_scale), 5), train=len(tr_labels),
+             val=len(val_idx), val_sha256=val_hash, teacher_val_top1=teacher_top1(codec, frozen, val), warm=warm,
+             **({"init_" + k: v for k, v in val_metrics(codec, val).items()} if warm or cfg.get("init") else {}))
+    prov = dict(seed=int(cfg["seed"]), data=os.path.basename(str(args.data)), dataSha256=file_sha256(args.data),
+                valSplit=dict(size=len(val_idx), sha256=val_hash), teacher=teacher_source(cfg["teacher"]),
+                commit=code_commit(), torch=torch.__version__, device=str(dev), threads=int(cfg["threads"]))
 
-    x_all = torch.from_numpy(tr.images).permute(0, 3, 1, 2).contiguous()
-    y_all = torch.from_numpy(tr.labels)
+    x_all = torch.from_numpy(tr_images).permute(0, 3, 1, 2).contiguous()
+    y_all = torch.from_numpy(tr_labels)
+    if cfg["channels_last"]:
+        codec.to(memory_format=torch.channels_last)
     bs = int(cfg["batch"])
     steps = len(y_all) // bs
     if args.probe_steps > 0:
-        probe(codec, x_all, y_all, cfg, stages[pos[0]], gen, dev, args.probe_steps)
+        probe(codec, x_all, y_all, cfg, stages[pos[0]], gen, dev, args.probe_steps, frozen)
         return
-    t_start = time.time()
+    cache = None
+    c0, w0 = time.process_time(), time.time()
+    if int(cfg["teacher_cache"]) > 0 and pos[0] < len(stages):
+        cache = target_cache(frozen, cfg, x_all, y_all, codec.prep, Path(args.cache), prov, val_hash, emit)
+    budget = cfg.get("budget_bytes")
     for si in range(pos[0], len(stages)):
         stage = stages[si]
         params = set_mode(codec, stage)
@@ -415,13 +448,16 @@ def main(argv=None) -> None:
             t0 = time.time()
             set_mode(codec, stage)
             perm = torch.randperm(len(y_all), generator=gen)
+            view = torch.randint(0, cache.views, (len(y_all),), generator=gen) if cache is not None else None
             sums: dict[str, torch.Tensor] = {}
             for s in range(steps):
                 # cosine decay within the stage
                 lr = float(stage["lr"]) * 0.5 * (1 + math.cos(math.pi * (epoch * steps + s) / total))
                 for g in opt.param_groups:
                     g["lr"] = lr
-                rec = train_step(codec, opt, x_all, y_all, perm[s * bs : (s + 1) * bs], cfg, stage, gen, dev)
+                idx = perm[s * bs : (s + 1) * bs]
+                rec = train_step(codec, opt, x_all, y_all, idx, cfg, stage, gen, dev, frozen, cache,
+                                 view[idx] if view is not None else None)
                 for k, v in rec.items():
                     sums[k] = sums.get(k, 0.0) + v
             rec = dict(event="epoch", stage=stage["name"], epoch=epoch + 1, seconds=round(time.time() - t0, 1))
@@ -429,10 +465,15 @@ def main(argv=None) -> None:
             rec.update({k: round(float(v) / steps, 5) for k, v in sums.items()})
             last_of_stage = epoch + 1 == int(stage["epochs"])
             if last_of_stage and stage["name"] == "attention":
-                codec.order.copy_(rank_channels(codec, tr.images[:10000]))
+                codec.order.copy_(rank_channels(codec, tr_images[:10000]))
                 rec["order"] = codec.order.tolist()
-            if last_of_stage and stage["name"] != "attention":
-                rec["test_top1"] = round(evaluate_codec(codec, te.images, te.labels), 4)
+            if stage["name"] != "attention":
+                rec.update(val_metrics(codec, val))
+            if si == len(stages) - 1 and better(rec, best, budget):
+                best = dict(stage=stage["name"], epoch=epoch + 1, **{k: v for k, v in rec.items() if k.startswith("val")})
+                save_atomic(dict(model=cpu_state(codec), cfg=cfg, selected=best, provenance=prov), out / "best.pt")
+            spent = dict(cpu=spent["cpu"] + time.process_time() - c0, wall=spent["wall"] + time.time() - w0)
+            c0, w0 = time.process_time(), time.time()
             nxt = (si, epoch + 1) if not last_of_stage else (si + 1, 0)
             save_atomic(
                 dict(
@@ -443,13 +484,20 @@ def main(argv=None) -> None:
                     py_rng=random.getstate(),
                     pos=nxt,
                     cfg=cfg,
+                    best=best,
+                    spent=spent,
                 ),
                 ckpt,
             )
             emit(**rec)
         opt_state = None
-    save_atomic(dict(model=cpu_state(codec), cfg=cfg), out / "final.pt")
-    emit(event="done", minutes=round((time.time() - t_start) / 60, 1))
+    prov.update(spent_minutes(spent, dev))
+    save_atomic(dict(model=cpu_state(codec), cfg=cfg, provenance=prov), out / "final.pt")
+    if best is not None and (out / "best.pt").exists():
+        b = torch.load(out / "best.pt", map_location="cpu")
+        b["provenance"] = prov
+        save_atomic(b, out / "best.pt")
+    emit(event="done", selected=best, **prov)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ class CodecSmokeTest(unittest.TestCase):
 
     def test_bottlenetpp(self):
         out, log = self.run_method("bottlenetpp")
-        self.assertIn("test_top1", [r for r in log if r["event"] == "epoch"][-1])
+        self.assertIn("val_top1", [r for r in log if r["event"] == "epoch"][-1])
 
     def test_aecnn_ranks_channels_and_serves_every_k(self):
         out, log = self.run_method("aecnn")
