@@ -67,31 +67,33 @@ function send(res: ServerResponse, status: number, body: Json, headers = {}): vo
 const failed = (res: ServerResponse, status: number, error: string, headers = {}) =>
   send(res, status, { status: 'error', error }, headers);
 
-/** The body of a request as a JSON object, at most BODY_MAX bytes; null otherwise. */
-function readJson(req: IncomingMessage): Promise<Json | null> {
+/** The body of a request: a JSON object, 'bad' (not one), or 'large' (over BODY_MAX:
+ * the rest is not read). */
+function readJson(req: IncomingMessage): Promise<Json | 'bad' | 'large'> {
   return new Promise((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let done = false;
-    const finish = (v: Json | null) => {
+    const finish = (v: Json | 'bad' | 'large') => {
       if (done) return;
       done = true;
       resolve(v);
     };
     req.on('data', (c: Buffer) => {
+      if (done) return;
       size += c.length;
       if (size > BODY_MAX) {
-        finish(null);
-        req.destroy();
+        req.pause();
+        finish('large');
       } else chunks.push(c);
     });
-    req.on('error', () => finish(null));
+    req.on('error', () => finish('bad'));
     req.on('end', () => {
       try {
         const v: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
-        finish(typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : null);
+        finish(typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : 'bad');
       } catch {
-        finish(null);
+        finish('bad');
       }
     });
   });
@@ -183,7 +185,12 @@ export class OperatorConsole {
       return failed(res, 400, `unknown ${kind} op ${JSON.stringify(op.slice(0, 32))}`);
     }
     const body = await readJson(req);
-    if (!body) return failed(res, 400, `the body must be a JSON object of at most ${BODY_MAX} B`);
+    if (body === 'large') {
+      // the rest of the body is never read: answer, then close the connection
+      res.once('finish', () => req.socket.destroy());
+      return failed(res, 413, `the body is over ${BODY_MAX} B`, { connection: 'close' });
+    }
+    if (body === 'bad') return failed(res, 400, 'the body must be a JSON object');
     if (this.running >= RUNNING_MAX) {
       return failed(res, 503, 'too many ops at once', { 'retry-after': '1' });
     }
