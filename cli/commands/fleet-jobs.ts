@@ -224,6 +224,8 @@ function jobLine(j: JobView): string {
 
 function printJobs(jobs: JobView[]): void {
   const t = new Table({
+    // colours only on a terminal
+    ...(process.stdout.isTTY ? {} : { style: { head: [], border: [] } }),
     head: ['job', 'state', 'model', 'wave', 'devices', 'health', 'reason', 'updated'],
   });
   for (const j of jobs) {

@@ -154,6 +154,8 @@ function runningCell(r: RunningConfig | null, wanted: WantedConfig | null): stri
 
 function table(devices: (DeviceView & { edgeId: string })[]): string {
   const t = new Table({
+    // colours only on a terminal
+    ...(process.stdout.isTTY ? {} : { style: { head: [], border: [] } }),
     head: [
       'fleet',
       'device',
