@@ -107,17 +107,24 @@ export function register(bench: Command): void {
     .command('rate')
     .description('bytes per sample vs top-1 for every codec and input-offload baseline')
     .addOption(
-      new Option('--data <path>', 'CIFAR-10 archive or folder')
+      new Option(
+        '--data <path>',
+        "test images: CIFAR-10 (archive or folder), or any ImageFolder of the model's labels",
+      )
         .env('SPLITFLEET_CIFAR10')
         .makeOptionMandatory(),
     )
     .option('--limit <n>', 'only the first n test samples (a quick run, not a result)', int(1))
-    .option('--model <name>', 'model', DEFAULT_MODEL)
+    .option(
+      '--model <name>',
+      'model (name, name@version or bundle folder; --zoo DIR)',
+      DEFAULT_MODEL,
+    )
     .option('--threads <n>', 'inference threads', int(1, 64), 2)
     .option('--batch <n>', 'samples per inference batch', int(1, 4096), 200)
     .option(
       '--codecs <names...>',
-      "learned-codec bundles to include (zoo names or folders; 'all' or 'none')",
+      "learned-codec bundles to include (zoo names or folders; 'all': those with the model's labels and size; 'none')",
       ['all'],
     )
     .option(

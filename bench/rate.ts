@@ -339,7 +339,9 @@ export async function benchRate(opts: {
     bar?.update(total);
   };
 
-  for await (const s of readSamples(opts.data, { split: 'test', limit: opts.limit })) {
+  // CIFAR-10 for a CIFAR-10 model, else any ImageFolder labelled with the model's labels
+  const labels = m.labels;
+  for await (const s of readSamples(opts.data, { split: 'test', limit: opts.limit, labels })) {
     if (s.label === undefined) throw new Error(`sample ${s.name} has no label`);
     if (!s.bytes && !s.rgb) continue;
     batch.push(s);

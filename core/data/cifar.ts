@@ -3,7 +3,8 @@
  * (`<split>/<class>/NNNN.jpg`) as a folder or a .tar.gz, or the official binary release
  * (`cifar-10-binary.tar.gz` or its `cifar-10-batches-bin/` folder). Labels follow the
  * official class order, never the file system's. Same formats as
- * models/splitfleet_models/data.py.
+ * models/splitfleet_models/data.py. With a model's own labels, any ImageFolder
+ * (folder.ts).
  */
 import { createReadStream } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import type { RgbImage } from '../image/image.js';
+import { imageFolderSamples } from './folder.js';
 
 export const CIFAR10_CLASSES = [
   'airplane',
@@ -151,16 +153,32 @@ async function* fromArchive(file: string, split: Split): AsyncGenerator<Sample> 
   }
 }
 
-/** Samples of one split, in a deterministic order; `limit` stops early. */
+/** Whether `labels` are CIFAR-10's, in its order. */
+export function isCifar10(labels: readonly string[]): boolean {
+  return (
+    labels.length === CIFAR10_CLASSES.length && labels.every((l, i) => l === CIFAR10_CLASSES[i])
+  );
+}
+
+/**
+ * Samples of one split, in a deterministic order; `limit` stops early. Without `labels`
+ * (or with CIFAR-10's) the CIFAR-10 formats above; with a model's own labels any
+ * ImageFolder, labelled by them (folder.ts).
+ */
 export async function* readSamples(
   path: string,
-  opts: { split?: Split; limit?: number } = {},
+  opts: { split?: Split; limit?: number; labels?: readonly string[] } = {},
 ): AsyncGenerator<Sample> {
   const split = opts.split ?? 'test';
   const limit = opts.limit ?? Infinity;
   const st = await stat(path).catch(() => null);
   if (!st) throw new Error(`data source not found: ${path}`);
-  const src = st.isDirectory() ? fromFolder(path, split) : fromArchive(path, split);
+  const src =
+    opts.labels && !isCifar10(opts.labels)
+      ? imageFolderSamples(path, st.isDirectory(), opts.labels, split)
+      : st.isDirectory()
+        ? fromFolder(path, split)
+        : fromArchive(path, split);
   let n = 0;
   for await (const s of src) {
     if (n >= limit) break;

@@ -252,7 +252,9 @@ def main(argv=None) -> None:
     ap.add_argument("--name", required=True, help="bundle name")
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--model-id", type=int, help="default: the id of an earlier version, else the first free from 100")
-    ap.add_argument("--zoo", required=True, help="zoo folder to write <name>-v<version>/ into")
+    env_zoo = os.environ.get("SPLITFLEET_ZOO") or None  # `splitfleet --zoo DIR` passes it on this way
+    ap.add_argument("--zoo", default=env_zoo, required=env_zoo is None,
+                    help="zoo folder to write <name>-v<version>/ into (default: $SPLITFLEET_ZOO)")
     ap.add_argument("--data", help="ImageFolder to measure top-1 on (optional)")
     ap.add_argument("--cache", default=None, help="decoded-image cache folder for --data")
     ap.add_argument("--no-tfjs", action="store_true", help="skip the TensorFlow.js export of the head")
