@@ -119,16 +119,68 @@ export async function subscribe(
   };
 }
 
-/** Listen on `port` (0: any free one) and resolve with the port taken. */
+/**
+ * A listener could not take its port: the port is in use, needs privileges, or the
+ * address is not this host's. The message is one line that names the flag setting the
+ * port (where the caller gives it); `code` is the system's (EADDRINUSE, ...).
+ */
+export class ListenError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly port: number,
+    readonly flag: string | undefined,
+  ) {
+    super(message);
+    this.name = 'ListenError';
+  }
+}
+
+function listenError(e: NodeJS.ErrnoException, port: number, host: string, flag?: string): Error {
+  const by = flag ? ` (${flag})` : '';
+  switch (e.code) {
+    case 'EADDRINUSE':
+      return new ListenError(
+        `port ${port} is in use${by}; stop what holds it or choose another port`,
+        e.code,
+        port,
+        flag,
+      );
+    case 'EACCES':
+      return new ListenError(
+        `port ${port} needs privileges${by}; choose a port above 1023`,
+        e.code,
+        port,
+        flag,
+      );
+    case 'EADDRNOTAVAIL':
+      return new ListenError(
+        `address ${host} is not one of this host's, cannot listen on port ${port}${by}`,
+        e.code,
+        port,
+        flag,
+      );
+    default:
+      return e;
+  }
+}
+
+/**
+ * Listen on `port` (0: any free one) and resolve with the port taken; the one way every
+ * listener of the edge binds (MQTT TCP, WebSocket, TLS, metrics, Node-RED). A port that
+ * cannot be taken rejects with a ListenError naming `flag`, the option that sets it.
+ */
 export function listen(
   server: Server | HttpServer | TlsServer,
   port: number,
   host: string,
+  flag?: string,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
-    server.once('error', reject);
+    const fail = (e: NodeJS.ErrnoException) => reject(listenError(e, port, host, flag));
+    server.once('error', fail);
     server.listen(port, host, () => {
-      server.off('error', reject);
+      server.off('error', fail);
       resolve((server.address() as AddressInfo).port);
     });
   });
@@ -218,25 +270,27 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   };
 
   try {
-    const port = await listen(tcp, opts.port ?? 1883, host);
+    const port = await listen(tcp, opts.port ?? 1883, host, '--port');
     let wsUrl: string | null = null;
     if (opts.wsPort !== null) {
       http = createHttpServer((_req, res) => {
         res.writeHead(426, { 'content-type': 'text/plain' });
         res.end('splitfleet edge: MQTT over WebSocket only\n');
       });
+      const wsPort = await listen(http, opts.wsPort ?? 9001, host, '--ws-port');
+      // attached once the port is taken: ws re-emits its server's errors, a busy port's too
       wss = new WebSocketServer({ server: http, maxPayload: maxPacket });
+      wss.on('error', (err) => log.warn({ err: err.message }, 'WebSocket listener error'));
       wss.on('connection', (ws, req) => {
         const stream = createWebSocketStream(ws);
         stream.on('error', () => stream.destroy());
         // the same checks as TCP: packet sizes, MQTT rules, filters per SUBSCRIBE
         handle(guard(stream, req.socket.remoteAddress), req);
       });
-      const wsPort = await listen(http, opts.wsPort ?? 9001, host);
       wsUrl = `ws://${shown}:${wsPort}`;
     }
     const tlsUrl = tlsServer
-      ? `mqtts://${shown}:${await listen(tlsServer, opts.tls?.port ?? 8883, host)}`
+      ? `mqtts://${shown}:${await listen(tlsServer, opts.tls?.port ?? 8883, host, '--tls-port')}`
       : null;
     const publish = (topic: string, payload: Buffer, retain = false) =>
       new Promise<void>((resolve) =>
