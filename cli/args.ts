@@ -107,3 +107,43 @@ export class OptionValues {
 export function optionsOf(cmd: { opts(): Record<string, unknown>; name(): string }): OptionValues {
   return new OptionValues(cmd.opts(), `splitfleet ${cmd.name()}`);
 }
+
+/** The URL schemes a broker is reached by. */
+export const BROKER_SCHEMES = ['mqtt', 'mqtts', 'ws', 'wss'] as const;
+
+/** Why `v` is not a broker URL (mqtt://, mqtts://, ws://, wss:// with a host), or null. */
+export function brokerUrlProblem(v: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    return `${JSON.stringify(v)} is not a URL`;
+  }
+  const scheme = u.protocol.slice(0, -1);
+  if (!(BROKER_SCHEMES as readonly string[]).includes(scheme))
+    return `${JSON.stringify(v)} has scheme ${scheme}://`;
+  if (!u.hostname) return `${JSON.stringify(v)} names no host`;
+  return null;
+}
+
+const SCHEMES_TEXT = `${BROKER_SCHEMES.slice(0, -1)
+  .map((s) => `${s}://`)
+  .join(', ')} or ${BROKER_SCHEMES.at(-1)}://`;
+
+/**
+ * A broker URL, or several comma-separated (a cluster: the next is tried when one is
+ * lost): each is checked, the value is kept as given. The one check of every command's
+ * `--url`.
+ */
+export function brokerUrl(v: string): string {
+  const urls = list(v);
+  if (urls.length === 0) throw new InvalidArgumentError(`a broker URL: ${SCHEMES_TEXT}`);
+  for (const u of urls) {
+    const why = brokerUrlProblem(u);
+    if (why)
+      throw new InvalidArgumentError(
+        `${why}; a broker URL is ${SCHEMES_TEXT} and a host, e.g. mqtt://edge.local:1883`,
+      );
+  }
+  return v;
+}

@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
-import { int, OptionValues } from '../args.js';
+import { brokerUrl, int, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
 
 export interface WorkerCliOptions {
@@ -37,7 +37,12 @@ export function workerOptions(raw: Readonly<Record<string, unknown>>): WorkerCli
 
 export function register(cmd: Command): void {
   cmd
-    .option('--url <url>', 'broker URL', 'mqtt://127.0.0.1:1883')
+    .option(
+      '--url <url>',
+      'broker URL (mqtt://, mqtts://, ws://, wss://)',
+      brokerUrl,
+      'mqtt://127.0.0.1:1883',
+    )
     .option('--group <name>', 'shared-subscription group', 'splitfleet-decoders')
     .option('--id <id>', 'worker id (client id sf-worker-<id>)', `w${process.pid}`)
     .option('--fleet <id>', "fleet to decode ('+': all)", '+')
