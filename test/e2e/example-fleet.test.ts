@@ -4,12 +4,13 @@
  * an agent process for each device of the file (each with its own login) gets results,
  * or refuses its config with a reason the operator sees (lab-pi: the file names a source
  * the agent did not start with); `fleet status --fleet demo --json` lists the edge and
- * every device with the config wanted and running; `fleet models` finds the edge's fleet
- * by itself.
+ * every device with the config wanted and running; `fleet models` and `fleet set` find the
+ * edge's fleet by themselves; an operator change is kept beside the fleet file and applied;
+ * a broken edit of the file is logged and changes nothing.
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROJECT_ROOT } from '../../core/paths.js';
@@ -164,6 +165,45 @@ test('the example fleet runs from its file alone: results or an explained refusa
     t.is(models.code, 0, models.stderr);
     const refs = (JSON.parse(models.stdout) as { ref: string }[]).map((m) => m.ref).sort();
     t.deepEqual(refs, ['resnet9w05-cifar10@2', 'splitfleet-cifar10@1']);
+
+    // an operator change, checked, kept beside the fleet file and applied by the device
+    const set = await runCli([
+      'fleet',
+      'set',
+      '--device',
+      'gate-02',
+      '--point',
+      '1',
+      '--json',
+      ...login,
+    ]);
+    t.is(set.code, 0, set.stderr);
+    const persisted = `${fleetFile}.overrides.json`;
+    t.deepEqual(JSON.parse(set.stdout), { devices: ['gate-02'], persisted });
+    t.deepEqual(JSON.parse(await readFile(persisted, 'utf8')).devices, { 'gate-02': { point: 1 } });
+    await until(async () => {
+      const g = (await table()).find((r) => r.device === 'gate-02');
+      return g?.running?.point === 1 && g.running.configId === g.wanted?.configId;
+    });
+    const refused = await runCli(['fleet', 'set', '--device', 'gate-02', '--point', '9', ...login]);
+    t.is(refused.code, 1);
+    t.regex(refused.stderr, /codec splitfleet has no operating point 9 \(has 0, 1, 2\)/);
+
+    // a broken edit of the file is logged and the configs in force stay
+    const wanted = (await table()).map((r) => r.wanted?.configId);
+    await writeFile(
+      fleetFile,
+      (await readFile(fleetFile, 'utf8')).replace('point: 2 # 4-bit', 'point: 9'),
+    );
+    await until(() => Promise.resolve(/fleet file .* not applied/.test(edge.err())));
+    t.regex(
+      edge.err(),
+      /defaults\.point: codec split-q has no operating point 9 \(has 0, 1, 2, 3\)/,
+    );
+    t.deepEqual(
+      (await table()).map((r) => r.wanted?.configId),
+      wanted,
+    );
   } finally {
     await Promise.all(procs.map(stop));
     await rm(dir, { recursive: true, force: true });
