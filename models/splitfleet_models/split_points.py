@@ -32,6 +32,15 @@ from onnx import shape_inference
 from .preprocess import parse_size
 
 
+def torch_scope(path: str) -> str:
+    """The node-name scope torch.onnx.export gives the module at `path` (dotted, as in
+    ``named_modules``): ``features.4`` -> ``/features/features.4/``."""
+    parts: list[str] = []
+    for p in path.strip(".").split("."):
+        parts.append(f"{parts[-1]}.{p}" if p.isdigit() and parts else p)
+    return "/" + "/".join(parts) + "/"
+
+
 class GraphError(ValueError):
     """An ONNX graph that cannot be analysed or split as asked, with the reason."""
 
@@ -252,6 +261,11 @@ class Graph:
             return outs[0]
         scope = f"/{name.strip('/')}/"
         inside = [o for n in self.nodes if n.name.startswith(scope) for o in n.output if o]
+        if not inside and "/" not in name.strip("/"):
+            # a torch module path: features.4 -> /features/features.4/, layer2.1.conv1 ->
+            # /layer2/layer2.1/conv1/ (children by index carry their parent's name)
+            scope = torch_scope(name)
+            inside = [o for n in self.nodes if n.name.startswith(scope) for o in n.output if o]
         cuts = [t for t in inside if t not in self.const and self.why_not_cut(t) is None]
         if cuts:
             return cuts[-1]

@@ -342,6 +342,18 @@ class ImportOnnxTest(unittest.TestCase):
         # inside a residual block nothing cuts the graph
         self.assertFalse(any("/conv1/" in t for t in by if t.startswith("/layer2/")))
 
+    def test_torch_module_paths_name_scopes(self):
+        from splitfleet_models.split_points import Graph, torch_scope
+
+        self.assertEqual(torch_scope("features.4"), "/features/features.4/")
+        self.assertEqual(torch_scope("layer2.1.conv1"), "/layer2/layer2.1/conv1/")
+        self.assertEqual(torch_scope("block.3.0"), "/block/block.3/block.3.0/")
+        import onnx
+
+        g = Graph(onnx.load(str(self.dir / "resnet18.onnx")), None, where="resnet18.onnx")
+        self.assertEqual(g.resolve("layer2.1"), g.resolve("layer2"))
+        self.assertTrue(g.resolve("layer1.0").startswith("/layer1/layer1.0/"))
+
     def test_errors(self):
         self.assertFails("no such tensor or node 'layer9'", "--split-at", "layer9")
         self.assertFails("does not cut the graph", "--split-at", "/layer2/layer2.1/conv1/Conv_output_0")
