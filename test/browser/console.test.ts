@@ -52,6 +52,9 @@ let edge: Edge;
 let nodeRed: EmbeddedNodeRed;
 let dir: string;
 let browser: Browser;
+/** The operator's page, shared by the serial steps below (each a test of its own, so a
+ * slow machine's time limit counts per step). */
+let page: Page;
 const agents: Agent[] = [];
 const runs: Promise<unknown>[] = [];
 
@@ -148,6 +151,10 @@ test.before(async () => {
   await startAgent('cam-1');
   await startAgent('cam-2');
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  page = await browser.newPage({
+    viewport: { width: 1400, height: 1000 },
+    httpCredentials: OPERATOR,
+  });
 });
 
 test.after.always(async () => {
@@ -159,11 +166,7 @@ test.after.always(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test.serial('the operator sees every device and drives the controls', async (t) => {
-  const page = await browser.newPage({
-    viewport: { width: 1400, height: 1000 },
-    httpCredentials: OPERATOR,
-  });
+test.serial('the device list shows every device of the fleet file', async (t) => {
   await page.goto(`${nodeRed.dashboardUrl}/fleet`);
   // every device of the fleet file, the one never started included
   for (const d of ['cam-1', 'cam-2']) {
@@ -178,7 +181,9 @@ test.serial('the operator sees every device and drives the controls', async (t) 
     timeout: LONG,
   });
   await shot(t, page, 'device-list.png');
+});
 
+test.serial('a device runs the point and fps the operator sets on its page', async (t) => {
   // the device page: wanted vs running, then a change of point and fps
   await page.click('.sf-device-table tr[data-device="cam-1"] a.sf-device-link');
   await page.waitForSelector('.sf-device-page .sf-in-sync', { timeout: LONG });
@@ -205,7 +210,9 @@ test.serial('the operator sees every device and drives the controls', async (t) 
     { timeout: LONG },
   );
   t.is(viewOf('cam-2')?.wanted?.settings.point, 2, 'the other device is not changed');
+});
 
+test.serial('a change the edge refuses shows its message; ping answers', async (t) => {
   // a change the edge refuses: its message is shown, nothing changes
   await page.fill('.sf-config-form input[name="point"]', '99');
   await page.fill('.sf-config-form input[name="fps"]', '');
@@ -218,7 +225,9 @@ test.serial('the operator sees every device and drives the controls', async (t) 
   t.regex(await answerOf(page, '.sf-device-page'), /ping cam-1: answered in \d+ ms/);
   await page.waitForSelector('.sf-results img', { timeout: LONG });
   await shot(t, page, 'device-page.png');
+});
 
+test.serial('a group change reaches the group', async (t) => {
   // a group change from the fleet page reaches the devices of the group; cam-1's own
   // setting (fps 3) stays above its group's
   await page.goto(`${nodeRed.dashboardUrl}/fleet`);
@@ -232,7 +241,9 @@ test.serial('the operator sees every device and drives the controls', async (t) 
     return v?.wanted?.settings.fps === 2 && v.running?.configId === v.wanted.configId;
   }, LONG);
   t.is(viewOf('cam-1')?.wanted?.settings.fps, 3);
+});
 
+test.serial('a rollout is refused with the reason, then started and rolled back', async (t) => {
   // a rollout the edge refuses, then one it runs, rolled back from the jobs table
   await page.fill('.sf-rollout-form input[name="model"]', 'resnet9w05-cifar10@2');
   await page.fill('.sf-rollout-form input[name="groups"]', 'nope');
@@ -255,22 +266,21 @@ test.serial('the operator sees every device and drives the controls', async (t) 
       timeout: LONG,
     },
   );
-  await page.close();
 });
 
 test.serial('the read-only dashboard user cannot use the controls', async (t) => {
-  const page = await browser.newPage({
+  const viewer = await browser.newPage({
     viewport: { width: 1400, height: 1000 },
     httpCredentials: VIEWER,
   });
-  await page.goto(`${nodeRed.dashboardUrl}/device?device=${FLEET}/cam-2`);
-  await page.waitForSelector('.sf-device-page .sf-read-only', { timeout: LONG });
-  t.true(await page.locator('.sf-config-form button.sf-apply').isDisabled());
-  t.true(await page.locator('.sf-config-form button.sf-ping').isDisabled());
-  await shot(t, page, 'device-page-read-only.png');
+  await viewer.goto(`${nodeRed.dashboardUrl}/device?device=${FLEET}/cam-2`);
+  await viewer.waitForSelector('.sf-device-page .sf-read-only', { timeout: LONG });
+  t.true(await viewer.locator('.sf-config-form button.sf-apply').isDisabled());
+  t.true(await viewer.locator('.sf-config-form button.sf-ping').isDisabled());
+  await shot(t, viewer, 'device-page-read-only.png');
   const before = viewOf('cam-2')?.wanted?.configId;
   // the buttons are only disabled: an op sent anyway is refused by the server
-  const sent = await page.evaluate(async (fleet) => {
+  const sent = await viewer.evaluate(async (fleet) => {
     const r = await fetch(`/splitfleet/ops/${fleet}/edge/edge-1/set-config`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -280,7 +290,7 @@ test.serial('the read-only dashboard user cannot use the controls', async (t) =>
   }, FLEET);
   t.is(sent.status, 403);
   t.regex(sent.body.error ?? '', /viewer may only read/);
-  const ping = await page.evaluate(async (fleet) => {
+  const ping = await viewer.evaluate(async (fleet) => {
     const r = await fetch(`/splitfleet/ops/${fleet}/device/cam-2/ping`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -290,5 +300,5 @@ test.serial('the read-only dashboard user cannot use the controls', async (t) =>
   }, FLEET);
   t.is(ping, 403);
   t.is(viewOf('cam-2')?.wanted?.configId, before);
-  await page.close();
+  await viewer.close();
 });
