@@ -1,7 +1,8 @@
 /**
  * `splitfleet agent`: a device agent (source -> head -> codec -> MQTT) until its source
- * ends or a signal stops it. It prints each result as it comes and a summary at the end;
- * with `--json`, only the summary, as one JSON line (AgentSummary).
+ * ends or a signal stops it (the summary printed either way). It prints a progress line
+ * every 10 s and a summary at the end; `--verbose` (or LOG_LEVEL=debug) adds a line per
+ * result; with `--json`, only the summary, as one JSON line (AgentSummary).
  */
 import { Option, type Command } from 'commander';
 import { readFile } from 'node:fs/promises';
@@ -9,7 +10,7 @@ import { ENGINE_NAMES, type EngineName } from '../../core/engine/engine.js';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
 import { percentile, round } from '../../core/util/stats.js';
 import { applyAgentConfig } from '../agent-config.js';
-import { int, num, OptionValues } from '../args.js';
+import { brokerUrl, int, num, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
 
 export interface AgentCliOptions {
@@ -34,7 +35,11 @@ export interface AgentCliOptions {
   latencyGoalMs: number | null;
   maxKbps: number | null;
   json: boolean;
+  verbose: boolean;
 }
+
+/** How often the agent prints its progress line (not with --json). */
+const PROGRESS_MS = 10_000;
 
 /** The summary the agent prints last (`--json`: alone, as one JSON line). */
 export interface AgentSummary {
@@ -90,6 +95,7 @@ export function agentOptions(raw: Readonly<Record<string, unknown>>): AgentCliOp
     latencyGoalMs: o.optNum('latencyGoal') ?? null,
     maxKbps: o.optNum('maxKbps') ?? null,
     json: o.flag('json'),
+    verbose: o.flag('verbose'),
   };
 }
 
@@ -102,7 +108,8 @@ export function register(cmd: Command): void {
     .option('--device <id>', 'device id (required, here or in --config)')
     .option(
       '--url <url>',
-      'edge broker URL; several, comma-separated (a cluster): the next is tried when one is lost',
+      'edge broker URL (mqtt://, mqtts://, ws://, wss://); several, comma-separated (a cluster): the next is tried when one is lost',
+      brokerUrl,
       'mqtt://127.0.0.1:1883',
     )
     .option('--fleet <id>', 'fleet id', 'default')
@@ -158,6 +165,7 @@ export function register(cmd: Command): void {
       'bundle store: models a config names are fetched from the edge over the air into it',
     )
     .option('--json', 'print only a summary at the end, as one JSON line')
+    .option('--verbose', 'a line per result (also with LOG_LEVEL=debug)')
     .action(async (_o: unknown, c: Command) => {
       const file = new OptionValues(c.opts(), 'splitfleet agent').optStr('config');
       if (file) await applyAgentConfig(c, file);
@@ -181,6 +189,8 @@ export function quartersP50(latencies: readonly number[]): (number | null)[] {
 async function runAgent(o: AgentCliOptions): Promise<void> {
   const { Agent } = await import('../../device-agent/agent.js');
   const { Accuracy, datasetLabels } = await import('../../device-agent/accuracy.js');
+  const { log } = await import('../../core/util/log.js');
+  const perResult = !o.json && (o.verbose || log.isLevelEnabled('debug'));
   const agent = new Agent(
     {
       url: o.url,
@@ -208,8 +218,10 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     },
     {
       result: (r, ms) => {
-        if (!o.json)
-          process.stdout.write(`frame ${r.frameId}: ${r.label} (${r.score}) in ${ms} ms\n`);
+        if (perResult)
+          process.stdout.write(
+            `frame ${r.frameId}: ${r.label} (${round(r.score, 3)}) in ${round(ms, 1)} ms\n`,
+          );
       },
     },
   );
@@ -245,16 +257,27 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
     const line = JSON.stringify(summary());
     process.stdout.write(o.json ? `${line}\n` : `summary: ${line}\n`);
   };
+  const progress = () => {
+    const s = summary();
+    process.stdout.write(
+      `progress: ${s.sent} sent, ${s.results} results, ${s.errors} errors, ${s.lost} lost, ` +
+        `${s.bytesPerFrame} B/frame, p50 ${s.latencyMs.p50 ?? '-'} ms, ${s.fps} fps\n`,
+    );
+  };
   await agent.start();
+  const timer = o.json ? null : setInterval(progress, PROGRESS_MS);
+  timer?.unref();
   // a signal stops capture at once: frames still unanswered count as lost
   let signalled = false;
   stopOnSignal(async () => {
     signalled = true;
+    if (timer) clearInterval(timer);
     await agent.stop(true);
     print();
   });
   await agent.run();
   if (signalled) return; // the signal's stop prints the summary
+  if (timer) clearInterval(timer);
   await agent.stop();
   print();
 }
