@@ -83,7 +83,7 @@ export function cliChild(
       return new Promise((ok, fail) => {
         waiters.push({ re, stream, ok });
         check();
-        void exited.then(() => {
+        exited.then(() => {
           const m = (stream === 'stdout' ? stdout : stderr).match(re);
           if (m) ok(m);
           else
@@ -92,7 +92,7 @@ export function cliChild(
                 `exited before ${re} on ${stream}:\n${stdout.slice(-2000)}\n${stderr.slice(-2000)}`,
               ),
             );
-        });
+        }, fail);
       });
     },
     signal(sig) {
