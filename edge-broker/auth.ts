@@ -194,7 +194,11 @@ export class Access {
         },
         (e: unknown) => {
           this.stats.refusedConnects++;
-          log.warn({ err: String(e) }, 'authentication failed');
+          this.log.warn(
+            `login-failed:${addressOf(client)}`,
+            { from: addressOf(client), err: String(e) },
+            'login refused: authentication failed',
+          );
           cb(
             Object.assign(new Error('server unavailable'), { returnCode: 3 }) as Parameters<
               typeof cb
