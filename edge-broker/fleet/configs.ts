@@ -115,7 +115,7 @@ export class FleetConfigs implements Part {
   /** The fleet file in force as written. */
   private fileOf: FleetFile | null = null;
   private overrides: Overrides;
-  /** Changes of the overrides, one at a time. */
+  /** Fleet files and operator changes come into force one at a time, in order. */
   private changes: Promise<unknown> = Promise.resolve();
   private readonly states = new Map<string, DeviceConfigState>();
   private readonly offBus: (() => void)[] = [];
@@ -189,7 +189,9 @@ export class FleetConfigs implements Part {
    * throws FleetConfigError with every problem. */
   private check(f: FleetFile, overrides: Overrides): FleetFile {
     const ctx = { codecs: codecNames(), plans: this.o.registry.planSources() };
-    checkFleet(f, `fleet file ${f.fleet}`, ctx);
+    const checked = checkFleet(f, `fleet file ${f.fleet}`, ctx);
+    if (Object.keys(overrides.groups).length + Object.keys(overrides.devices).length === 0)
+      return checked;
     const { fleet, unknown } = applyOverrides(f, overrides);
     if (unknown.length > 0)
       log.warn(
@@ -203,7 +205,17 @@ export class FleetConfigs implements Part {
    * device's effective config (retained); the devices no longer in the fleet get their
    * retained config cleared. Throws FleetConfigError, and changes nothing, when a
    * device's model, codec or point does not fit a bundle this edge serves. */
-  async apply(f: FleetFile): Promise<void> {
+  apply(f: FleetFile): Promise<void> {
+    return this.inTurn(() => this.applyNow(f));
+  }
+
+  private inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.changes.then(fn);
+    this.changes = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyNow(f: FleetFile): Promise<void> {
     const { o } = this;
     if (o.fleet !== '+' && f.fleet !== o.fleet) {
       throw new Error(`fleet file is for fleet ${f.fleet}, this edge serves ${o.fleet}`);
@@ -233,9 +245,7 @@ export class FleetConfigs implements Part {
    * is, kept (the overrides file), laid on the file in force and published to the
    * devices it concerns. Throws (changing nothing) when it does not check. */
   setConfig(change: OverrideChange): Promise<SetConfigResult> {
-    const run = this.changes.then(() => this.change(change));
-    this.changes = run.catch(() => undefined);
-    return run;
+    return this.inTurn(() => this.change(change));
   }
 
   private async change(change: OverrideChange): Promise<SetConfigResult> {
