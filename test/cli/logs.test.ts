@@ -27,7 +27,10 @@ const DEMO = [
   '0',
 ];
 const PRETTY = /\d\d:\d\d:\d\d\.\d{3}\S* \S*INFO\S* +edge up url=mqtt:\/\/127\.0\.0\.1:\d+/;
-const COLOUR = /\x1b\[(2|3\d)m/;
+const ESC = String.fromCharCode(27);
+const COLOUR = new RegExp(`${ESC}\\[(2|3\\d)m`);
+const ANY_ESC = new RegExp(ESC);
+const SGR = new RegExp(`${ESC}\\[[\\d;]*m`, 'g');
 
 test('piped: JSON log lines with ISO time and level names, no ANSI codes', async (t) => {
   const c = cliChild(DEMO);
@@ -40,7 +43,7 @@ test('piped: JSON log lines with ISO time and level names, no ANSI codes', async
   t.truthy(up, c.stderr);
   t.is(up!.level, 'info');
   t.regex(String(up!.time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
-  t.notRegex(c.stdout + c.stderr, /\x1b/);
+  t.notRegex(c.stdout + c.stderr, ANY_ESC);
   t.regex(c.stdout, /summary: 3\/3 results/);
 });
 
@@ -52,7 +55,7 @@ test('terminal: pretty log lines, coloured', async (t) => {
   const line = out.split('\n').find((l) => l.includes('edge up'));
   t.truthy(line, out);
   t.regex(line!, COLOUR);
-  t.regex(line!.replace(/\x1b\[[\d;]*m/g, ''), PRETTY);
+  t.regex(line!.replace(SGR, ''), PRETTY);
   t.notRegex(out, /"level"/);
 });
 
