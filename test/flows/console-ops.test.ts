@@ -25,7 +25,7 @@ const DEVICE = { username: 'gate', password: 'device-password' };
 
 let edge: Edge;
 let agent: Agent;
-let run: Promise<void>;
+let run: Promise<unknown>;
 let dir: string;
 /** The console with the edge's credential file, and the one with a generated admin. */
 let withFile: string;

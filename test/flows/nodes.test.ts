@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { connectAsync } from 'mqtt';
 import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import type { ResultMessage } from '../../core/wire/messages.js';
+import type { ErrorMessage, ResultMessage } from '../../core/wire/messages.js';
 import { encodeFrame } from '../../core/wire/frame.js';
 import { deviceTopic } from '../../core/wire/topics.js';
 import { hashPassword } from '../../edge-broker/auth.js';
@@ -150,6 +150,81 @@ test.serial(
     );
     await pub.publishAsync(deviceTopic('nr', 'cam2', 'config'), '', { qos: 1, retain: true });
     await pub.endAsync();
+  },
+);
+
+test.serial(
+  'splitfleet result, output 2: the errors of the same devices, as the edge sends them',
+  async (t) => {
+    await helper.load(NODES, [
+      edgeNode(),
+      {
+        id: 'r',
+        type: 'splitfleet-result',
+        edge: 'e',
+        device: 'cam1',
+        wires: [['out'], ['errors']],
+      },
+      { id: 'out', type: 'helper' },
+      { id: 'errors', type: 'helper' },
+    ]);
+    const results = collect('out');
+    const errors = collect('errors');
+    const pub = await connectAsync(edge.url, { reconnectPeriod: 0 });
+    try {
+      const error = (device: string, reason: string): ErrorMessage => ({
+        v: 1,
+        deviceId: device,
+        frameId: 7,
+        code: 'corrupt-payload',
+        reason,
+        edgeId: 'edge-nr',
+        ts: Date.now(),
+      });
+      // the node subscribes once its connection is up: send again until the first one
+      // arrives (a bounded number of times)
+      for (let i = 0; i < 30 && errors.length === 0; i++) {
+        await pub.publishAsync(
+          deviceTopic('nr', 'cam1', 'error'),
+          JSON.stringify(error('cam1', 'first')),
+          { qos: 1 },
+        );
+        await waitFor(() => errors.length > 0, 1_000).catch(() => undefined);
+      }
+      const before = errors.length;
+      t.true(before > 0, 'an error reached output 2');
+      const opts = { qos: 1 } as const;
+      await pub.publishAsync(
+        deviceTopic('nr', 'cam2', 'error'),
+        JSON.stringify(error('cam2', 'other device')),
+        opts,
+      );
+      await pub.publishAsync(deviceTopic('nr', 'cam1', 'error'), 'not json', opts);
+      await pub.publishAsync(
+        deviceTopic('nr', 'cam1', 'error'),
+        JSON.stringify(error('cam1', 'bad frame')),
+        opts,
+      );
+      // one publisher, in order: once this result is out, every error before it is in
+      await pub.publishAsync(
+        deviceTopic('nr', 'cam1', 'result'),
+        JSON.stringify(fakeResult('cam1', 'cat', 0.9)),
+        opts,
+      );
+      await waitFor(() => results.length > 0);
+      const later = errors.slice(before);
+      t.deepEqual(
+        later.map((m) => [
+          m.device,
+          (m.payload as ErrorMessage).code,
+          (m.payload as ErrorMessage).reason,
+        ]),
+        [['cam1', 'corrupt-payload', 'bad frame']],
+      );
+      t.true(errors.every((m) => m.device === 'cam1' && m.fleet === 'nr'));
+    } finally {
+      await pub.endAsync();
+    }
   },
 );
 
