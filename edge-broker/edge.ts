@@ -83,6 +83,8 @@ export interface Edge {
   url: string;
   wsUrl: string | null;
   edgeId: string;
+  /** The fleet its status, devices report, jobs and ops are under. */
+  fleet: string;
   stats(): EdgeStats;
   on(event: 'result', fn: (r: ResultMessage) => void): void;
   /** Publish every device's effective config (retained); devices no longer in the fleet
@@ -128,7 +130,10 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   try {
     const edge = await compose(opts, broker, parts, { edgeId, base, fleet, statusFleet, workers });
     broker.open(); // every subscription of the edge is in place
-    log.info({ url: broker.url, wsUrl: broker.wsUrl, models: edge.models, workers }, 'edge up');
+    log.info(
+      { fleet: statusFleet, url: broker.url, wsUrl: broker.wsUrl, models: edge.models, workers },
+      'edge up',
+    );
     return edge.edge;
   } catch (e) {
     await parts.stop();
@@ -253,6 +258,7 @@ async function compose(
     url: broker.url,
     wsUrl: broker.wsUrl,
     edgeId,
+    fleet: statusFleet,
     stats: () => intake.stats(),
     on: (_event, fn) => {
       bus.on('result', (e) => fn(e.result));

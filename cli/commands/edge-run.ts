@@ -152,13 +152,7 @@ export async function runEdge(o: EdgeCliOptions): Promise<() => Promise<void>> {
   else banner(o, edge, nodeRed, Boolean(credentials));
   if (o.credentials) followCredentials(o.credentials, edge, nodeRed);
   if (o.fleetFile) await followFleetFile(o.fleetFile, edge);
-  log.info(
-    {
-      fleet: start?.fleet.fleet ?? o.fleet ?? DEFAULT_FLEET,
-      models: edge.registry.list().map((m) => m.ref),
-    },
-    'edge serving',
-  );
+  log.info({ fleet: edge.fleet, models: edge.registry.list().map((m) => m.ref) }, 'edge serving');
   return async () => {
     say(`stopping: ${JSON.stringify(edge.stats())}`);
     await nodeRed?.close();
@@ -169,6 +163,7 @@ export async function runEdge(o: EdgeCliOptions): Promise<() => Promise<void>> {
 function upLine(edge: Edge, nodeRed: NodeRed | null): EdgeUp {
   return {
     edge: edge.edgeId,
+    fleet: edge.fleet,
     mqtt: edge.url,
     ws: edge.wsUrl,
     mqtts: edge.broker.tlsUrl,
@@ -181,7 +176,7 @@ function upLine(edge: Edge, nodeRed: NodeRed | null): EdgeUp {
 /** Where each listener is really bound, and who can reach it. */
 function banner(o: EdgeCliOptions, edge: Edge, nodeRed: NodeRed | null, logins: boolean): void {
   say(
-    `edge ${edge.edgeId} on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}`,
+    `edge ${edge.edgeId} (fleet ${edge.fleet}) on ${edge.url}${edge.wsUrl ? ` and ${edge.wsUrl}` : ''}${edge.broker.tlsUrl ? ` and ${edge.broker.tlsUrl}` : ''}${edge.metricsUrl ? `; metrics on ${edge.metricsUrl}/metrics` : ''}`,
   );
   const reach = (host: string) =>
     host === '0.0.0.0' || host === '::'

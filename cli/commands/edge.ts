@@ -42,6 +42,8 @@ export interface EdgeCliOptions {
 /** The line `--json` prints once the edge is up; null where a listener is off. */
 export interface EdgeUp {
   edge: string;
+  /** The fleet it runs (its status, devices report, jobs and ops are under it). */
+  fleet: string;
   mqtt: string;
   ws: string | null;
   mqtts: string | null;
