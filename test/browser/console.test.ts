@@ -24,6 +24,7 @@ import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import type { Edge } from '../../edge-broker/edge.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
 import { loadFleet } from '../../fleet-config/load.js';
+import { overridesFileOf } from '../../fleet-config/overrides.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
@@ -134,7 +135,7 @@ test.before(async () => {
   edge = await testEdge({
     edgeId: 'edge-1',
     fleetFile: await loadFleet(fleetFile),
-    overridesFile: `${fleetFile}.overrides.json`,
+    overridesFile: overridesFileOf(fleetFile),
     access: { credentials: creds },
   });
   nodeRed = await startNodeRed({
