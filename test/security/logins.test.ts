@@ -85,10 +85,13 @@ test.serial('a flood of wrong logins from one address barely slows a good one', 
     logged.filter((l) => l.includes('127.0.0.2')).length <= 3,
     `${logged.length} lines logged`,
   );
-  t.true(
-    logged.some((l) => l.includes('127.0.0.2')),
-    'refused logins are logged',
-  );
+  const line = logged.find((l) => l.includes('127.0.0.2'));
+  t.truthy(line, 'refused logins are logged');
+  // with the reason and the user named
+  const o = JSON.parse(line!) as { msg: string; why: string; user: string };
+  t.is(o.msg, 'login refused');
+  t.is(o.user, 'cam1');
+  t.true(o.why.length > 0);
 });
 
 test.serial(
