@@ -14,7 +14,8 @@ import { parseFleet } from '../../fleet-config/load.js';
 import type { DeviceStatus, OpResponse } from '../../core/wire/messages.js';
 import { deviceOpTopic, deviceTopic, edgeOpTopic } from '../../core/wire/topics.js';
 import { request } from '../../core/wire/rpc.js';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { runCli } from '../helpers/cli.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { shippedModel } from '../helpers/model.js';
@@ -289,5 +290,32 @@ test('a fleet file for another fleet: the edge does not start and leaves no list
     t.is(edge.metricsUrl, `http://127.0.0.1:${metricsPort}`);
   } finally {
     await edge.close();
+  }
+});
+
+test('splitfleet edge refuses to start on a missing fleet file, a broken one, or a point its codec lacks', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-start-'));
+  try {
+    const start = (file: string) =>
+      runCli(['edge', '--fleet-file', file, '--port', '0', '--no-ws', '--no-metrics'], {
+        timeoutMs: 120_000,
+      });
+    const missing = await start(join(dir, 'missing.yaml'));
+    t.is(missing.code, 1);
+    t.regex(missing.stderr, /missing\.yaml:1:1: cannot read: ENOENT/);
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, fleetText('split-q', 9));
+    const outOfRange = await start(bad);
+    t.is(outOfRange.code, 1);
+    t.regex(
+      outOfRange.stderr,
+      /bad\.yaml:6:\d+: devices\.cam\.point: codec split-q has no operating point 9 \(has 0, 1, 2, 3\)/,
+    );
+    await writeFile(bad, fleetText('split-q', 1).replace('fleet: cfg', 'fleet: [cfg'));
+    const broken = await start(bad);
+    t.is(broken.code, 1);
+    t.regex(broken.stderr, /bad\.yaml:\d+:\d+: YAML: /);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
