@@ -8,7 +8,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { ID_PATTERN } from '../core/wire/topics.js';
+import { isValidId } from '../core/wire/topics.js';
 import type { FleetFile } from './schema.js';
 
 /** The settings an operator may change. */
@@ -28,7 +28,6 @@ export interface OverrideChange {
   set: Partial<{ codec: string | null; point: number | null; fps: number | null }>;
 }
 
-const ID_RE = new RegExp(ID_PATTERN);
 /** The most entries an overrides file holds (each a device or a group). */
 const MAX_ENTRIES = 100_000;
 
@@ -44,18 +43,30 @@ export function overridesFileOf(fleetFile: string): string {
 const isObj = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** One entry's settings: only the override keys, each of its type (its range is the
- * fleet file's check). Throws naming the bad field. */
-function settingsOf(v: unknown, where: string): OverrideSettings {
+/** The override settings of `v`: only the override keys, each of its type (codec a name,
+ * point an integer, fps a number; with `nulls`, null too: remove that override). Their
+ * ranges are the fleet file's checks. Throws naming the bad field. */
+export function overrideSettings(v: unknown, where: string, nulls: true): OverrideChange['set'];
+export function overrideSettings(v: unknown, where: string, nulls?: false): OverrideSettings;
+export function overrideSettings(v: unknown, where: string, nulls = false): OverrideChange['set'] {
   if (!isObj(v)) throw new Error(`${where}: not an object`);
-  const out: OverrideSettings = {};
+  const out: OverrideChange['set'] = {};
   for (const [k, x] of Object.entries(v)) {
-    if (k === 'codec' && typeof x === 'string' && x.length <= 32) out.codec = x;
-    else if (k === 'point' && typeof x === 'number' && Number.isInteger(x)) out.point = x;
-    else if (k === 'fps' && typeof x === 'number' && Number.isFinite(x)) out.fps = x;
+    const gone = nulls && x === null;
+    if (k === 'codec' && (gone || (typeof x === 'string' && x.length <= 32)))
+      out.codec = x as string | null;
+    else if (k === 'point' && (gone || (typeof x === 'number' && Number.isInteger(x))))
+      out.point = x as number | null;
+    else if (k === 'fps' && (gone || (typeof x === 'number' && Number.isFinite(x))))
+      out.fps = x as number | null;
     else if (!(OVERRIDE_KEYS as readonly string[]).includes(k))
-      throw new Error(`${where}: unknown setting ${JSON.stringify(k.slice(0, 64))}`);
-    else throw new Error(`${where}.${k}: not a ${k === 'codec' ? 'codec name' : 'number'}`);
+      throw new Error(
+        `${where}: unknown setting ${JSON.stringify(k.slice(0, 64))}; settings: ${OVERRIDE_KEYS.join(', ')}`,
+      );
+    else
+      throw new Error(
+        `${where}.${k}: not ${k === 'codec' ? 'a codec name' : k === 'point' ? 'an integer' : 'a number'}${nulls ? ' or null' : ''}`,
+      );
   }
   return out;
 }
@@ -67,8 +78,8 @@ function section(v: unknown, name: string): Record<string, OverrideSettings> {
   if (entries.length > MAX_ENTRIES) throw new Error(`${name}: more than ${MAX_ENTRIES} entries`);
   const out: Record<string, OverrideSettings> = {};
   for (const [id, s] of entries) {
-    if (!ID_RE.test(id)) throw new Error(`${name}: invalid id ${JSON.stringify(id.slice(0, 64))}`);
-    out[id] = settingsOf(s, `${name}.${id}`);
+    if (!isValidId(id)) throw new Error(`${name}: invalid id ${JSON.stringify(id.slice(0, 64))}`);
+    out[id] = overrideSettings(s, `${name}.${id}`);
   }
   return out;
 }

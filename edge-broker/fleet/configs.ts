@@ -32,6 +32,7 @@ import {
   type OverrideKey,
   type Overrides,
 } from '../../fleet-config/overrides.js';
+import { listed } from '../../fleet-config/plans.js';
 import type { DeviceSettings, FleetFile } from '../../fleet-config/schema.js';
 import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
@@ -82,11 +83,6 @@ export interface SetConfigResult {
   devices: string[];
   persisted: string | null;
 }
-
-const names = (ids: string[]) =>
-  ids.length > 20
-    ? `${ids.slice(0, 20).join(', ')} and ${ids.length - 20} more`
-    : ids.join(', ') || 'none';
 
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -144,11 +140,6 @@ export class FleetConfigs implements Part {
   /** The fleet file in force with the operator's overrides, or null. */
   get fleetFile(): FleetFile | null {
     return this.fleetOf;
-  }
-
-  /** The operator's overrides (a copy). */
-  get overridesInForce(): Overrides {
-    return structuredClone(this.overrides);
   }
 
   /** The settings a rollout pins on a device, or undefined. */
@@ -254,11 +245,11 @@ export class FleetConfigs implements Part {
     const t = change.target;
     if ('device' in t && !Object.hasOwn(file.devices, t.device))
       throw new OpError(
-        `fleet ${file.fleet} has no device ${JSON.stringify(t.device)}; devices: ${names(Object.keys(file.devices))}`,
+        `fleet ${file.fleet} has no device ${JSON.stringify(t.device)}; devices: ${listed(Object.keys(file.devices))}`,
       );
     if ('group' in t && !Object.hasOwn(file.groups, t.group))
       throw new OpError(
-        `fleet ${file.fleet} has no group ${JSON.stringify(t.group)}; groups: ${names(Object.keys(file.groups))}`,
+        `fleet ${file.fleet} has no group ${JSON.stringify(t.group)}; groups: ${listed(Object.keys(file.groups))}`,
       );
     const next = withChange(this.overrides, change);
     let merged: FleetFile;

@@ -9,11 +9,14 @@
  */
 import { limitedLog } from '../../core/util/log.js';
 import { OpError, serveOps, type EdgeOp, type OpHandler } from '../../core/wire/rpc.js';
-import { edgeOpTopic } from '../../core/wire/topics.js';
+import { edgeOpTopic, isValidId } from '../../core/wire/topics.js';
 import { subscribe, type EdgeBroker } from '../broker.js';
 import type { Part } from '../bus.js';
-import { OVERRIDE_KEYS, type OverrideChange } from '../../fleet-config/overrides.js';
-import { ID_PATTERN } from '../../core/wire/topics.js';
+import {
+  OVERRIDE_KEYS,
+  overrideSettings,
+  type OverrideChange,
+} from '../../fleet-config/overrides.js';
 import type { FleetConfigs } from './configs.js';
 import type { ModelRegistry } from './registry.js';
 import { parseRolloutSpec } from './rollout-spec.js';
@@ -33,15 +36,13 @@ export interface EdgeOpsOptions {
 /** The longest job id a rollback names. */
 const MAX_JOB_ID = 128;
 
-const ID_RE = new RegExp(ID_PATTERN);
-
 /** A set-config's body, checked field by field: exactly one of `device` and `group`,
- * and `set` with codec (a name), point (an integer) or fps (a number), each null to
- * remove its override. Their ranges are the fleet file's checks (configs.ts). */
+ * and `set` with codec, point or fps, each null to remove its override
+ * (fleet-config/overrides.ts); their ranges are the fleet file's checks (configs.ts). */
 export function parseSetConfig(body: Readonly<Record<string, unknown>>): OverrideChange {
   const { device, group, set } = body;
   const id = (v: unknown, what: string): string => {
-    if (typeof v !== 'string' || !ID_RE.test(v))
+    if (typeof v !== 'string' || !isValidId(v))
       throw new OpError(`${what} must be an id (1..64 of [A-Za-z0-9_.-])`);
     return v;
   };
@@ -49,27 +50,15 @@ export function parseSetConfig(body: Readonly<Record<string, unknown>>): Overrid
     throw new OpError('name exactly one of device and group');
   const target =
     device !== undefined ? { device: id(device, 'device') } : { group: id(group, 'group') };
-  if (typeof set !== 'object' || set === null || Array.isArray(set))
-    throw new OpError('set must be an object of codec, point, fps (null removes an override)');
-  const out: OverrideChange['set'] = {};
-  for (const [k, v] of Object.entries(set as Record<string, unknown>)) {
-    if (k === 'codec' && (v === null || (typeof v === 'string' && v.length <= 32))) out.codec = v;
-    else if (k === 'point' && (v === null || (typeof v === 'number' && Number.isInteger(v))))
-      out.point = v;
-    else if (k === 'fps' && (v === null || (typeof v === 'number' && Number.isFinite(v))))
-      out.fps = v;
-    else if (!(OVERRIDE_KEYS as readonly string[]).includes(k))
-      throw new OpError(
-        `set: unknown setting ${JSON.stringify(k.slice(0, 64))}; settings: ${OVERRIDE_KEYS.join(', ')}`,
-      );
-    else
-      throw new OpError(
-        `set.${k} must be ${k === 'codec' ? 'a codec name' : k === 'point' ? 'an integer' : 'a number'} or null`,
-      );
+  let settings: OverrideChange['set'];
+  try {
+    settings = overrideSettings(set, 'set', true);
+  } catch (e) {
+    throw new OpError(e instanceof Error ? e.message : String(e));
   }
-  if (Object.keys(out).length === 0)
+  if (Object.keys(settings).length === 0)
     throw new OpError(`set names none of ${OVERRIDE_KEYS.join(', ')}`);
-  return { target, set: out };
+  return { target, set: settings };
 }
 
 export class EdgeOps implements Part {
