@@ -16,7 +16,8 @@
  *   updater.ts  bundles fetched over the air
  */
 import type { Bundle } from '../core/model/bundle.js';
-import type { ErrorMessage, ResultMessage } from '../core/wire/messages.js';
+import { ContextError, MAX_COMPACT_TOPK, parseAnswerChannel } from '../core/wire/context.js';
+import { parseError, type ErrorMessage, type ResultMessage } from '../core/wire/messages.js';
 import { RESPONSE_QOS } from '../core/wire/rpc.js';
 import {
   DEFAULT_BASE,
@@ -31,6 +32,7 @@ import { AdaptivePoint } from './adapt.js';
 import { Bus, type AgentEvent, type FrameEvent, type Listener } from './bus.js';
 import { Capture } from './capture.js';
 import { RuntimeConfig } from './config.js';
+import { WireLink, type BatchOptions } from './context.js';
 import { Head } from './head.js';
 import { deviceOps } from './ops.js';
 import type { OutboxOptions } from './outbox.js';
@@ -89,6 +91,14 @@ export interface AgentOptions {
   /** A local bundle store: bundles a config names that the device does not have are
    * fetched from the edge over the air into it (updater.ts). */
   bundles?: UpdaterOptions;
+  /** Wire format (docs/PROTOCOL.md): 'v1' (default) self-describing frames and full JSON
+   * results; 'v2' lean frames in announced contexts and compact answers (an edge with
+   * wire v2 only: an older edge, or a broker with share workers, never acknowledges it). */
+  wire?: 'v1' | 'v2';
+  /** Wire v2: several frames per PUBLISH, each waiting at most maxDelayMs (null: off). */
+  batch?: BatchOptions | null;
+  /** Wire v2: classes in each answer, 1..4 (default 1, the best). */
+  topk?: number;
 }
 
 /** Listeners given at construction (`agent.on` adds more later). */
@@ -111,7 +121,9 @@ export class Agent {
   private readonly adapt: AdaptivePoint;
   private readonly ops: (topic: string, payload: Buffer, retained: boolean) => void;
   private readonly capture: Capture;
-  private readonly topics: Record<'result' | 'error' | 'config' | 'chunk', string>;
+  private readonly topics: Record<'result' | 'a' | 'error' | 'config' | 'chunk', string>;
+  /** Wire v2's link (null: wire v1). */
+  readonly wire: WireLink | null;
   private sweeper?: NodeJS.Timeout;
 
   constructor(
@@ -131,10 +143,22 @@ export class Agent {
       deviceOpTopic(o.fleet, o.deviceId, dir, op, base);
     this.topics = {
       result: topic('result'),
+      a: topic('a'),
       error: topic('error'),
       config: topic('config'),
       chunk: topic('chunk'),
     };
+    const v2 = o.wire === 'v2';
+    const topk = o.topk ?? 1;
+    if (!Number.isInteger(topk) || topk < 1 || topk > MAX_COMPACT_TOPK) {
+      throw new Error(`topk must be 1..${MAX_COMPACT_TOPK}`);
+    }
+    // wire v2: the session's connections are told to the agent once the edge acknowledged
+    // the session (context.ts); the answers come compact on `.../a`, not on `.../result`
+    const sessionBus = v2 ? new Bus(o.deviceId) : bus;
+    const listen: DeviceChannel[] = v2
+      ? ['a', 'error', 'config', 'chunk']
+      : ['result', 'error', 'config', 'chunk'];
     const answer = async (to: string, payload: string) => {
       await this.session
         .publish(to, payload, { qos: RESPONSE_QOS })
@@ -156,9 +180,9 @@ export class Agent {
         reconnectPeriodMs: o.reconnectPeriodMs,
         maxReconnectMs: o.maxReconnectMs,
         offlineStart: o.outbox !== undefined,
-        subscriptions: [...Object.values(this.topics), opTopic('request', '+')],
+        subscriptions: [...listen.map(topic), opTopic('request', '+')],
       },
-      bus,
+      sessionBus,
       () => {
         const { codec, point, configId } = this.config.settings;
         return { model: this.config.modelRef, codec, point, configId };
@@ -170,7 +194,35 @@ export class Agent {
           this.session.publish(topic('fetch'), JSON.stringify(req), { qos: 1 }),
         )
       : null;
-    this.uplink = new Uplink(o, bus, this.session);
+    this.wire = v2
+      ? new WireLink(
+          {
+            deviceId: o.deviceId,
+            topics: { features: topic('features'), f: topic('f'), ctx: topic('ctx') },
+            topk,
+            batch: o.batch ?? null,
+            describe: (f) => {
+              const s = this.config.settings;
+              const m = s.bundle.manifest;
+              return m.modelId === f.modelId && m.version === f.modelVersion
+                ? { model: m.name, codec: s.codec, labels: m.labels }
+                : { model: String(f.modelId), codec: String(f.codecId), labels: [] };
+            },
+          },
+          this.session,
+          bus,
+        )
+      : null;
+    if (this.wire) {
+      const wire = this.wire;
+      sessionBus.on('online', (conn) => wire.online(conn));
+      sessionBus.on('offline', () => {
+        wire.offline();
+        bus.emit('offline');
+      });
+      sessionBus.on('reconnecting', () => bus.emit('reconnecting'));
+    }
+    this.uplink = new Uplink(o, bus, this.wire ?? this.session);
     this.head = new Head(o.threads ?? 1);
     this.config = new RuntimeConfig(
       {
@@ -259,8 +311,11 @@ export class Agent {
   private onMessage(topic: string, payload: Buffer, retained: boolean): void {
     const t = this.topics;
     if (topic === t.result) this.uplink.onResult(payload);
-    else if (topic === t.error) this.uplink.onError(payload);
-    else if (topic === t.chunk) this.updater?.onChunk(payload);
+    else if (topic === t.a) this.onAnswer(payload);
+    else if (topic === t.error) {
+      const e = this.wire && parseError(payload);
+      if (!e || !this.wire?.onError(e)) this.uplink.onError(payload);
+    } else if (topic === t.chunk) this.updater?.onChunk(payload);
     else if (topic === t.config) this.config.onMessage(payload);
     else {
       const op = parseOpTopic(topic, this.options.base ?? DEFAULT_BASE);
@@ -268,6 +323,22 @@ export class Agent {
         this.ops(topic, payload, retained);
       }
     }
+  }
+
+  /** A message of `.../a` (wire v2): an ack of an announce, or a compact answer. */
+  private onAnswer(payload: Buffer): void {
+    if (!this.wire) return;
+    let m;
+    try {
+      m = parseAnswerChannel(payload);
+    } catch (e) {
+      if (!(e instanceof ContextError)) throw e;
+      log.warn({ device: this.options.deviceId, err: e.message }, 'bad answer dropped');
+      return;
+    }
+    if (m.kind === 'ack') return this.wire.onAck(m.ack);
+    const r = this.wire.resultOf(m.answer);
+    if (r) this.uplink.onResult(Buffer.from(JSON.stringify(r)));
   }
 
   /** Stream the source until it ends (or stop()), then wait for the answers. */
@@ -285,6 +356,7 @@ export class Agent {
     this.capture.stop();
     this.updater?.close();
     this.uplink.stop(now);
+    this.wire?.stop();
     clearInterval(this.sweeper);
     await this.session.stop();
     await this.head.stop();

@@ -1,5 +1,6 @@
 /**
- * Frame ids seen recently per device, and the answer each got. A QoS 1 redelivery or
+ * Frame ids seen recently per device, and the answers each got (a device that takes
+ * compact answers gets one on `.../a`, dashboards the full result on `.../result`). A QoS 1 redelivery or
  * an agent's re-send of a frame already answered gets the same answer again (its first
  * answer may have gone to a session that no longer exists); one still in progress is
  * ignored, since its answer is coming. Bounded in time and in entries.
@@ -11,7 +12,8 @@ export interface Answer {
 
 interface Entry {
   at: number;
-  answer?: Answer;
+  /** What was published for the frame, in order (absent: not answered yet). */
+  answers?: Answer[];
   /** When this node gave the answer (absent: another node gave it). */
   answeredAt?: number;
 }
@@ -34,28 +36,31 @@ export class AnswerCache {
     return undefined;
   }
 
-  answer(key: string, answer: Answer, now = Date.now()): void {
+  answer(key: string, answers: Answer[], now = Date.now()): void {
     const e = this.entries.get(key);
     if (!e) return;
-    e.answer = answer;
+    e.answers = answers;
     e.answeredAt = now;
   }
 
   /** The answers this node gave at `since` or later, oldest first (what to publish again
    * when the cluster's bus may have lost them). */
   givenSince(since: number): Answer[] {
-    const out: { at: number; answer: Answer }[] = [];
+    const out: { at: number; answers: Answer[] }[] = [];
     for (const e of this.entries.values())
-      if (e.answer && e.answeredAt !== undefined && e.answeredAt >= since)
-        out.push({ at: e.answeredAt, answer: e.answer });
-    return out.sort((a, b) => a.at - b.at).map((x) => x.answer);
+      if (e.answers && e.answeredAt !== undefined && e.answeredAt >= since)
+        out.push({ at: e.answeredAt, answers: e.answers });
+    return out.sort((a, b) => a.at - b.at).flatMap((x) => x.answers);
   }
 
-  /** An answer another node of a cluster gave: a redelivery of that frame here gets it. */
+  /** An answer another node of a cluster gave: a redelivery of that frame here gets it
+   * (each topic's first answer: the compact one and the full result may both come). */
   remember(key: string, answer: Answer, now: number): void {
     this.seen(key, now); // marks it seen unless it already is
     const e = this.entries.get(key);
-    if (e) e.answer ??= answer;
+    if (!e) return;
+    e.answers ??= [];
+    if (!e.answers.some((a) => a.topic === answer.topic)) e.answers.push(answer);
   }
 
   /** Forget a frame (it was refused and may be sent again for a real try). */

@@ -22,14 +22,29 @@
 import type { AedesPublishPacket } from 'aedes';
 import type { Bundle } from '../core/model/bundle.js';
 import { background, log } from '../core/util/log.js';
-import { errorMessage, parseError, parseResult, type ErrorCode } from '../core/wire/messages.js';
+import {
+  ContextError,
+  encodeAck,
+  encodeCompactAnswer,
+  parseAnnounce,
+} from '../core/wire/context.js';
+import { decodeV2, frameOf } from '../core/wire/frame-v2.js';
+import { MAX_PAYLOAD_BYTES, type Frame } from '../core/wire/frame.js';
+import {
+  errorMessage,
+  parseError,
+  parseResult,
+  type ErrorCode,
+  type ResultMessage,
+} from '../core/wire/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../core/wire/topics.js';
-import { AnswerCache, frameKey } from './answers.js';
+import { AnswerCache, frameKey, type Answer } from './answers.js';
 import { subscribe, type EdgeBroker } from './broker.js';
 import type { EdgeBus, Part } from './bus.js';
 import { clusterOf, fromThisNode } from './cluster.js';
 import { DecodeFailure, FrameChecker } from './decode/decoder.js';
 import { DecoderPool, type PoolOptions } from './decode/pool.js';
+import { WireSessions } from './contexts.js';
 
 export interface EdgeStats {
   received: number;
@@ -61,25 +76,48 @@ export interface IntakeOptions {
   bundles: readonly Bundle[];
   /** The decoder processes and their queue. */
   decoders: Omit<PoolOptions, 'bundles' | 'edgeId'>;
+  /** Publish each result in full (JSON on `.../result`) for dashboards and subscribers
+   * also when its device takes compact answers (default true; a device that never
+   * announced a wire v2 session always gets the full result). */
+  fullResults?: boolean;
+  /** Largest frame payload taken (bytes; default 1 MiB); a frame may be 256 B more. */
+  maxFrameBytes?: number;
 }
 
 type Counts = Omit<EdgeStats, 'backlog'>;
+type Packet = AedesPublishPacket;
+
+/** The key of a device's wire v2 session. */
+const deviceKey = (fleet: string, deviceId: string) => `${fleet}/${deviceId}`;
+
+/** The `id` of an announce that failed its checks, when it has one (else 0). */
+function idOf(payload: Buffer): number {
+  try {
+    const v: unknown = JSON.parse(payload.subarray(0, 4096).toString());
+    const id = typeof v === 'object' && v !== null && 'id' in v ? v.id : undefined;
+    return typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= 0xffff_ffff ? id : 0;
+  } catch {
+    return 0;
+  }
+}
 
 export class Intake implements Part {
   readonly name = 'intake';
   private readonly counts: Counts = { received: 0, results: 0, errors: 0, duplicates: 0 };
   private readonly answers = new AnswerCache(DEDUPE_MS, DEDUPE_MAX);
   private readonly checker: FrameChecker;
+  private readonly sessions = new WireSessions();
+  private readonly ends: (() => Promise<void>)[] = [];
   private decoders: DecoderPool | null = null;
-  private unsubscribe: (() => Promise<void>) | null = null;
   private offBus: (() => void) | null = null;
   private offBusBack: (() => void) | null = null;
+  private offStatus: (() => void) | null = null;
   private replayTimer: NodeJS.Timeout | null = null;
   private replayFrom: number | null = null;
   private replayed = 0;
 
   constructor(private readonly o: IntakeOptions) {
-    this.checker = new FrameChecker(o.bundles);
+    this.checker = new FrameChecker(o.bundles, o.maxFrameBytes ?? MAX_PAYLOAD_BYTES);
   }
 
   /** The decoder processes and their queue (once started). */
@@ -113,33 +151,46 @@ export class Intake implements Part {
       bundles: o.bundles,
       edgeId: o.edgeId,
     });
-    this.unsubscribe = await subscribe(
-      o.broker,
-      deviceFilter('features', o.fleet, o.base),
-      (p, b) => this.onFrame(p, b),
-    );
+    this.offStatus = o.bus.on('deviceStatus', (e) => {
+      // a new connection starts without a session: a v1 agent gets full results again
+      if (e.status.state === 'online')
+        this.sessions.born(deviceKey(e.fleet, e.deviceId), e.status.ts);
+    });
+    const on = async (ch: 'features' | 'f' | 'ctx', fn: (p: Packet, b: Buffer) => void) => {
+      this.ends.push(await subscribe(o.broker, deviceFilter(ch, o.fleet, o.base), fn));
+    };
+    await on('ctx', (p, b) => this.onAnnounce(p, b));
+    await on('features', (p, b) => this.onFrame(p, b));
+    await on('f', (p, b) => this.onV2(p, b));
   }
 
   async stop(): Promise<void> {
     this.offBus?.();
     this.offBusBack?.();
+    this.offStatus?.();
     if (this.replayTimer) clearTimeout(this.replayTimer);
     // frames keep coming until the broker closes: the pool answers what it holds and
     // refuses the rest with an error (a frame taken after unsubscribing would be lost)
     await this.decoders?.close();
-    await this.unsubscribe?.();
+    for (let end = this.ends.pop(); end; end = this.ends.pop()) await end();
   }
 
-  private onFrame(packet: AedesPublishPacket, payload: Buffer): void {
-    const { o } = this;
+  /** The device a packet of ours came from (frames and announces of this node only). */
+  private source(packet: Packet): { fleet: string; deviceId: string } | undefined {
     // in a cluster every node sees every frame: the device's own node decodes it
-    if (!fromThisNode(o.broker.aedes, packet)) return;
+    if (!fromThisNode(this.o.broker.aedes, packet)) return undefined;
+    const t = parseTopic(packet.topic, this.o.base);
+    return t?.kind === 'device' ? t : undefined;
+  }
+
+  /** A v1 frame on `.../features`. */
+  private onFrame(packet: Packet, payload: Buffer): void {
+    const src = this.source(packet);
+    if (!src) return;
+    const { fleet, deviceId } = src;
     const now = Date.now();
-    const t = parseTopic(packet.topic, o.base);
-    if (!t || t.kind !== 'device') return;
-    const { fleet, deviceId } = t;
     this.counts.received++;
-    o.bus.emit('frameReceived', { fleet, deviceId, bytes: payload.length, at: now });
+    this.o.bus.emit('frameReceived', { fleet, deviceId, bytes: payload.length, at: now });
     let frame;
     try {
       frame = this.checker.parse(payload, now);
@@ -148,12 +199,84 @@ export class Intake implements Part {
       this.refuse(null, fleet, deviceId, f.frameId, f.code, f.message);
       return;
     }
+    this.take(fleet, deviceId, frame, now);
+  }
+
+  /** A wire v2 packet on `.../f`: one frame or a batch, of a context the device announced. */
+  private onV2(packet: Packet, payload: Buffer): void {
+    const src = this.source(packet);
+    if (!src) return;
+    const { fleet, deviceId } = src;
+    const now = Date.now();
+    let v2;
+    try {
+      v2 = decodeV2(payload, this.checker.maxPayloadBytes + 256);
+    } catch (e) {
+      this.counts.received++;
+      this.o.bus.emit('frameReceived', { fleet, deviceId, bytes: payload.length, at: now });
+      const f = DecodeFailure.from(e, 'malformed-frame', null);
+      this.refuse(null, fleet, deviceId, null, f.code, f.message);
+      return;
+    }
+    const n = v2.entries.length;
+    const bytes = Math.round(payload.length / n);
+    for (let i = 0; i < n; i++) {
+      this.counts.received++;
+      this.o.bus.emit('frameReceived', { fleet, deviceId, bytes, at: now });
+    }
+    const c = this.sessions.context(deviceKey(fleet, deviceId), v2.ctx);
+    if (!c) {
+      const why = `unknown context ${v2.ctx}: announce it again (${n} frame(s) not taken)`;
+      this.refuse(null, fleet, deviceId, null, 'unknown-context', why, v2.ctx);
+      return;
+    }
+    for (const e of v2.entries) {
+      let frame;
+      try {
+        frame = this.checker.check(frameOf(c, e, now - c.offsetMs));
+      } catch (err) {
+        const f = DecodeFailure.from(err, 'malformed-frame', null);
+        this.refuse(null, fleet, deviceId, f.frameId, f.code, f.message);
+        continue;
+      }
+      this.take(fleet, deviceId, frame, now);
+    }
+  }
+
+  /** A device's wire v2 announce on `.../ctx`: checked, kept, acknowledged on `.../a`. */
+  private onAnnounce(packet: Packet, payload: Buffer): void {
+    const src = this.source(packet);
+    if (!src) return;
+    const { fleet, deviceId } = src;
+    const to = deviceTopic(fleet, deviceId, 'a', this.o.base);
+    let a;
+    try {
+      a = parseAnnounce(payload);
+      if (a.context) {
+        const c = a.context;
+        this.checker.check({ ...c, frameId: c.frameBase, captureTs: 0, payload: new Uint8Array() });
+      }
+    } catch (e) {
+      if (!(e instanceof ContextError) && !(e instanceof DecodeFailure)) throw e;
+      // the id is echoed when it can be read, so the device knows which announce failed
+      const id = a?.id ?? idOf(payload);
+      log.debug({ deviceId, err: e.message }, 'context refused');
+      background(this.o.broker.publish(to, encodeAck({ id, ok: false, reason: e.message })), 'ack');
+      return;
+    }
+    this.sessions.announce(deviceKey(fleet, deviceId), a, Date.now());
+    background(this.o.broker.publish(to, encodeAck({ id: a.id, ok: true })), 'ack');
+  }
+
+  /** A checked frame: answered again when seen before, else queued for a decoder. */
+  private take(fleet: string, deviceId: string, frame: Frame, now: number): void {
+    const { o } = this;
     const key = frameKey(fleet, deviceId, frame.frameId);
     const prior = this.answers.seen(key, now);
     if (prior) {
       this.counts.duplicates++;
-      if (prior.answer)
-        background(o.broker.publish(prior.answer.topic, prior.answer.payload), 'answer');
+      for (const a of this.again(fleet, deviceId, prior.answers ?? []))
+        background(o.broker.publish(a.topic, a.payload), 'answer');
       return;
     }
     const pool = this.pool;
@@ -169,7 +292,7 @@ export class Intake implements Part {
         }
         this.counts.results++;
         o.bus.emit('result', { fleet, deviceId, result });
-        this.answer(key, deviceTopic(fleet, deviceId, 'result', o.base), result);
+        this.publishResult(key, fleet, deviceId, result);
       },
     });
     if (!ok) {
@@ -177,6 +300,43 @@ export class Intake implements Part {
       const why = pool.closing ? 'edge stopping' : `decoder queue full (${pool.maxQueue} frames)`;
       this.refuse(null, fleet, deviceId, frame.frameId, 'overloaded', why);
     }
+  }
+
+  /** The answers to publish again for a frame seen before: a device that takes compact
+   * answers gets one made from the full result when only that is known (another node of
+   * a cluster answered it). */
+  private again(fleet: string, deviceId: string, answers: Answer[]): Answer[] {
+    const mode = this.sessions.mode(deviceKey(fleet, deviceId));
+    if (mode?.answers !== 'compact' || answers.some((a) => a.topic.endsWith('/a'))) return answers;
+    const full = answers.find((a) => a.topic.endsWith('/result'));
+    const r = full && parseResult(full.payload);
+    return r ? [...answers, this.compact(fleet, deviceId, r, mode.topk)] : answers;
+  }
+
+  private compact(fleet: string, deviceId: string, r: ResultMessage, topk: number): Answer {
+    const more = r.topk.slice(1, topk).map((t) => ({ classIndex: t.classIndex, score: t.score }));
+    const answer = { frameId: r.frameId, classIndex: r.classIndex, score: r.score };
+    return {
+      topic: deviceTopic(fleet, deviceId, 'a', this.o.base),
+      payload: encodeCompactAnswer(more.length ? { ...answer, more } : answer),
+    };
+  }
+
+  /** A result: compact on `.../a` to a device that asked for it, in full on `.../result`
+   * unless that device takes compact answers and full results are off. */
+  private publishResult(key: string, fleet: string, deviceId: string, r: ResultMessage): void {
+    const { o } = this;
+    const mode = this.sessions.mode(deviceKey(fleet, deviceId));
+    const out: Answer[] = [];
+    if (mode?.answers === 'compact') out.push(this.compact(fleet, deviceId, r, mode.topk));
+    if (mode?.answers !== 'compact' || (o.fullResults ?? true)) {
+      out.push({
+        topic: deviceTopic(fleet, deviceId, 'result', o.base),
+        payload: Buffer.from(JSON.stringify(r)),
+      });
+    }
+    this.answers.answer(key, out);
+    for (const a of out) background(o.broker.publish(a.topic, a.payload), 'answer');
   }
 
   /** The bus is back after a loss seen at `lostAt`: publish the answers given since
@@ -196,13 +356,6 @@ export class Intake implements Part {
     }, REPLAY_SETTLE_MS);
   }
 
-  /** Publish the answer to a frame, remembered for redeliveries when `key` is given. */
-  private answer(key: string | null, topic: string, body: unknown): void {
-    const payload = Buffer.from(JSON.stringify(body));
-    if (key) this.answers.answer(key, { topic, payload });
-    background(this.o.broker.publish(topic, payload), 'answer');
-  }
-
   private refuse(
     key: string | null,
     fleet: string,
@@ -210,13 +363,19 @@ export class Intake implements Part {
     frameId: number | null,
     code: ErrorCode,
     reason: string,
+    context?: number,
   ): void {
     const { o } = this;
     this.counts.errors++;
     o.bus.emit('frameError', { fleet, deviceId, frameId, code });
     log.debug({ deviceId, frameId, code, reason }, 'frame error');
-    const msg = errorMessage(deviceId, frameId, code, reason, o.edgeId);
-    this.answer(key, deviceTopic(fleet, deviceId, 'error', o.base), msg);
+    const msg = errorMessage(deviceId, frameId, code, reason, o.edgeId, context);
+    const a = {
+      topic: deviceTopic(fleet, deviceId, 'error', o.base),
+      payload: Buffer.from(JSON.stringify(msg)),
+    };
+    if (key) this.answers.answer(key, [a]);
+    background(o.broker.publish(a.topic, a.payload), 'answer');
   }
 }
 

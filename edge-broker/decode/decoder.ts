@@ -11,7 +11,7 @@ import type { Engine, Session } from '../../core/engine/engine.js';
 import type { Bundle } from '../../core/model/load.js';
 import type { Manifest } from '../../core/model/manifest.js';
 import { decodePayload, shapeProblem, splitPlan, type SplitPlan } from '../../core/split/plan.js';
-import { decodeFrame, FrameError, type Frame } from '../../core/wire/frame.js';
+import { decodeFrame, FrameError, MAX_PAYLOAD_BYTES, type Frame } from '../../core/wire/frame.js';
 import {
   boundReason,
   RESULT_VERSION,
@@ -72,7 +72,11 @@ export class FrameChecker {
   /** Plans by model, codec and point: a handful per model, built on first use. */
   private readonly plans = new Map<string, SplitPlan>();
 
-  constructor(bundles: readonly Bundle[]) {
+  constructor(
+    bundles: readonly Bundle[],
+    /** The largest payload a frame may carry here. */
+    readonly maxPayloadBytes: number = MAX_PAYLOAD_BYTES,
+  ) {
     for (const b of bundles) {
       const m = b.manifest;
       this.models.set(modelKey(m.modelId, m.version), { manifest: m, codec: b.codec });
@@ -114,15 +118,20 @@ export class FrameChecker {
     return model;
   }
 
-  /** Parse and check a frame without running inference (cheap, done on receipt). */
+  /** Parse and check a v1 frame without running inference (cheap, done on receipt). */
   parse(bytes: Uint8Array, now = Date.now()): Frame {
     let frame: Frame;
     try {
-      frame = decodeFrame(bytes, now);
+      frame = decodeFrame(bytes, now, this.maxPayloadBytes);
     } catch (e) {
       const fe = e as FrameError;
       throw new DecodeFailure('malformed-frame', fe.message, fe.frameId ?? null);
     }
+    return this.check(frame);
+  }
+
+  /** Check a frame's model, codec, point and shape (a v2 frame, rebuilt from its context). */
+  check(frame: Frame): Frame {
     const why = shapeProblem(this.plan(this.model(frame), frame), frame.shape);
     if (why) throw new DecodeFailure('malformed-frame', why, frame.frameId);
     return frame;

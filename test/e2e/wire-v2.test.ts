@@ -1,0 +1,168 @@
+/**
+ * Wire v2 over real sockets: agents announcing contexts and sending lean frames (single
+ * and batched) to the edge, getting compact answers; v1 agents and raw v1 frames against
+ * the same edge; an unknown context answered with an error the agent recovers from.
+ */
+import test from 'ava';
+import { connectAsync } from 'mqtt';
+import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
+import { Agent, type AgentOptions } from '../../device-agent/agent.js';
+import { startEdge, type Edge } from '../../edge-broker/edge.js';
+import { encodeV2, isV2, V2_HEADER_BYTES } from '../../core/wire/frame-v2.js';
+import { parseError, parseResult } from '../../core/wire/messages.js';
+import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
+import { parseAnswerChannel } from '../../core/wire/context.js';
+import { shippedModel } from '../helpers/model.js';
+import { waitFor } from '../helpers/wait.js';
+
+const FLEET = 'v2';
+
+async function edgeUp(): Promise<Edge> {
+  return startEdge({
+    bundles: [await shippedModel()],
+    port: 0,
+    wsPort: 0,
+    workers: 1,
+    edgeId: 'edge-v2',
+  });
+}
+
+/** Every message on a filter, with its topic. */
+async function watch(url: string, filter: string) {
+  const client = await connectAsync(url, { protocolVersion: 4 });
+  const msgs: { topic: string; payload: Buffer }[] = [];
+  client.on('message', (topic, payload) => msgs.push({ topic, payload }));
+  await client.subscribeAsync(filter, { qos: 1 });
+  return { client, msgs };
+}
+
+async function agent(edge: Edge, deviceId: string, frames: number, extra: Partial<AgentOptions>) {
+  return new Agent({
+    url: edge.url,
+    fleet: FLEET,
+    deviceId,
+    bundle: await shippedModel(),
+    codec: 'split-q',
+    point: 0,
+    source: { source: 'sample', loop: true, limit: frames },
+    fps: 0,
+    maxInFlight: 4,
+    resultTimeoutMs: 60_000,
+    ...extra,
+  });
+}
+
+const channel = (topic: string) => {
+  const p = parseTopic(topic);
+  return p?.kind === 'device' ? `${p.deviceId}/${p.channel}` : topic;
+};
+
+test('a v2 agent streams lean frames and gets compact answers; a v1 agent on the same edge is served as before', async (t) => {
+  const edge = await edgeUp();
+  const uplink = await watch(edge.url, `splitfleet/${FLEET}/device/+/+`);
+  const v2 = await agent(edge, 'lean', 30, { wire: 'v2', topk: 2 });
+  const v1 = await agent(edge, 'old', 10, {});
+  const labels = await datasetLabels({ source: 'sample' });
+  const acc = new Accuracy(labels);
+  acc.follow(v2);
+  await Promise.all([v2.start(), v1.start()]);
+  const [s2, s1] = await Promise.all([v2.run(), v1.run()]);
+  t.is(s2.results, 30);
+  t.is(s2.errors + s2.lost, 0);
+  t.true(acc.correct > 18, `accuracy ${acc.correct}/30`);
+  t.is(s1.results, 10);
+  t.is(s1.errors + s1.lost, 0);
+
+  const counts = v2.wire!.counts;
+  t.is(counts.v1 + counts.v2, 30);
+  t.true(counts.v2 >= 25, `v2 frames ${counts.v2}`); // the first ones wait for the context's ack
+
+  // on the wire: v2 frames with a 6-byte header, compact answers of at most 32 B, and the
+  // full results for dashboards on .../result for both devices
+  await waitFor(() => uplink.msgs.filter((m) => channel(m.topic) === 'lean/result').length >= 30);
+  const of = (c: string) => uplink.msgs.filter((m) => channel(m.topic) === c);
+  const payloads = new Set(of('lean/result').map((m) => parseResult(m.payload)!.payloadBytes));
+  for (const m of of('lean/f')) {
+    t.true(isV2(m.payload));
+    t.true(payloads.has(m.payload.byteLength - V2_HEADER_BYTES), 'a 6-byte header');
+  }
+  t.is(of('lean/f').length, counts.v2);
+  const answers = of('lean/a')
+    .map((m) => ({ size: m.payload.byteLength, m: parseAnswerChannel(m.payload) }))
+    .filter((x) => x.m.kind === 'answer');
+  t.is(answers.length, 30);
+  for (const a of answers) {
+    t.true(a.size <= 32, `${a.size} B`);
+    t.is(a.m.kind === 'answer' ? a.m.answer.more?.length : -1, 1, 'top-2 asked');
+  }
+  t.is(of('old/result').length, 10);
+  t.is(of('old/a').length, 0, 'a v1 agent gets no compact answers');
+  t.is(of('old/f').length, 0);
+  await Promise.all([v2.stop(), v1.stop()]);
+  await uplink.client.endAsync();
+  await edge.close();
+});
+
+test('batched v2 frames: several per PUBLISH, each answered', async (t) => {
+  const edge = await edgeUp();
+  const uplink = await watch(edge.url, deviceTopic(FLEET, 'batcher', 'f'));
+  const a = await agent(edge, 'batcher', 40, {
+    wire: 'v2',
+    maxInFlight: 8,
+    batch: { maxFrames: 4, maxDelayMs: 50 },
+  });
+  await a.start();
+  const s = await a.run();
+  t.is(s.results, 40);
+  t.is(s.errors + s.lost, 0);
+  const c = a.wire!.counts;
+  t.true(c.v2 > 0 && c.batches < c.v2, `${c.v2} v2 frames in ${c.batches} packets`);
+  await waitFor(() => uplink.msgs.length >= c.batches);
+  t.true(
+    uplink.msgs.some((m) => m.payload[0] === 0x22),
+    'a batch went on the wire',
+  );
+  await a.stop();
+  await uplink.client.endAsync();
+  await edge.close();
+});
+
+test('an unknown context gets an error naming it; the agent announces again and loses nothing', async (t) => {
+  const edge = await edgeUp();
+  const errors = await watch(edge.url, deviceFilter('error', FLEET));
+  // a raw client: a v2 frame in a context nobody announced
+  const raw = await connectAsync(edge.url, { protocolVersion: 4 });
+  await raw.publishAsync(
+    deviceTopic(FLEET, 'stranger', 'f'),
+    Buffer.from(encodeV2(5, { seq: 1, ts16: 2, payload: new Uint8Array(8) })),
+    { qos: 1 },
+  );
+  await waitFor(() => errors.msgs.length >= 1);
+  const e = parseError(errors.msgs[0]!.payload)!;
+  t.is(e.code, 'unknown-context');
+  t.is(e.context, 5);
+  t.is(e.frameId, null);
+
+  // an agent whose session the edge forgets mid-stream (a birth of a newer connection
+  // makes it do so): its v2 frames come back as unknown, it sends them as v1 and goes on
+  const a = await agent(edge, 'forgotten', 40, { wire: 'v2', fps: 20 });
+  await a.start();
+  const run = a.run();
+  await waitFor(() => a.wire!.counts.v2 >= 5);
+  const birth = { state: 'online', seq: 1, ts: Date.now() + 3_600_000 };
+  await raw.publishAsync(deviceTopic(FLEET, 'forgotten', 'status'), JSON.stringify(birth), {
+    qos: 1,
+  });
+  const s = await run;
+  t.is(s.results, 40);
+  t.is(s.lost, 0);
+  const unknown = errors.msgs
+    .filter((m) => channel(m.topic) === 'forgotten/error')
+    .map((m) => parseError(m.payload)!.code);
+  t.true(unknown.length >= 1 && unknown.every((c) => c === 'unknown-context'));
+  t.true(a.wire!.counts.announces >= 3, 'the session and its context were announced again');
+  await a.stop();
+  await raw.endAsync();
+  await errors.client.endAsync();
+  await edge.close();
+});
