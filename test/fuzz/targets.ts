@@ -9,6 +9,8 @@ import { codecByName } from '../../core/codec/registry.js';
 import { ransDecode } from '../../core/codec/rans.js';
 import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
 import { resolveBundle, type Bundle } from '../../core/model/bundle.js';
+import { ContextError, parseAnnounce, parseAnswerChannel } from '../../core/wire/context.js';
+import { decodeV2, encodeV2Batch } from '../../core/wire/frame-v2.js';
 import { decodeFrame, encodeFrame, FrameError } from '../../core/wire/frame.js';
 import { MAX_REASON_BYTES } from '../../core/wire/messages.js';
 import { checkMsgpack, decodeMsgpack, MsgpackError } from '../../core/wire/msgpack.js';
@@ -210,6 +212,51 @@ export async function targets(): Promise<Target[]> {
         if (again.frameId !== f.frameId || again.payload.length !== f.payload.length)
           throw new Error('decode/encode round trip differs');
       }),
+    },
+    {
+      name: 'frame v2: random bytes behind a v2 first byte',
+      property: fc.property(fc.integer({ min: 0x20, max: 0x2f }), bytes(300), (first, b) =>
+        refusesShortly(FrameError, () => decodeV2(Uint8Array.from([first, ...b]))),
+      ),
+    },
+    {
+      name: 'frame v2: damaged valid batches',
+      property: fc.property(
+        fc.array(fc.uint8Array({ maxLength: 150 }), { minLength: 1, maxLength: 6 }),
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
+        fc.nat(8),
+        (payloads, flips, cut) => {
+          const good = encodeV2Batch(
+            1,
+            payloads.map((payload, i) => ({ seq: i, ts16: i * 7, payload })),
+          );
+          const b = Uint8Array.from(good.subarray(0, good.length - cut));
+          for (const [at, v] of flips) b[at % b.length] = v;
+          let p;
+          try {
+            p = decodeV2(b);
+          } catch (e) {
+            if (!(e instanceof FrameError)) throw e;
+            return;
+          }
+          // what decodes stays within the packet
+          const total = p.entries.reduce((n, e) => n + e.payload.byteLength, 0);
+          if (total > b.byteLength) throw new Error('payloads larger than the packet');
+        },
+      ),
+    },
+    {
+      name: 'wire v2 announce and answer channel: random bytes',
+      property: fc.property(bytes(300), (b) => {
+        refusesShortly(ContextError, () => parseAnnounce(b));
+        refusesShortly(ContextError, () => parseAnswerChannel(b));
+      }),
+    },
+    {
+      name: 'wire v2 announce: random JSON values',
+      property: fc.property(fc.json({ maxDepth: 4 }), (j) =>
+        refusesShortly(ContextError, () => parseAnnounce(Buffer.from(j))),
+      ),
     },
     {
       name: 'rANS: random streams, a 3-symbol table',
