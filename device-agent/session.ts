@@ -7,11 +7,20 @@
  * a late will from an old connection can be told from a live one. A clean stop publishes
  * the death itself (the will is only for an unclean loss).
  *
- * Reconnects are the session's own (mqtt.js's reconnect timer is off): after 1, 2, 4, ...
- * times the base period (at most maxReconnectMs), each scaled by a random 0.5-1 so a fleet
- * that lost its edge does not come back all at once. With several broker URLs (the nodes
- * of a cluster) every reconnect tries the next one. A login the broker refuses (CONNACK
- * return code 4 or 5) fails start(); later on it is retried at the longest period.
+ * Reconnects are the session's own (mqtt.js's reconnect timer has no backoff, so it is
+ * off): after 1, 2, 4, ... times the base period (at most maxReconnectMs), each scaled by
+ * a random 0.5-1 so a fleet that lost its edge does not come back all at once. With
+ * several broker URLs (the nodes of a cluster) every reconnect tries the next one. The
+ * same schedule serves the first connection: start() waits for the edge however long it
+ * takes to come up (a line in the log at most every RETRY_LOG_MS says so), and fails only
+ * on a login the broker refuses (CONNACK return code 4 or 5) or a stop. A refused login
+ * after the first connection is retried at the longest period (the edge's credentials
+ * may be rotated).
+ *
+ * A QoS 1 publish not acknowledged when its connection is lost fails (its callback gets
+ * an error) rather than waiting for a connection that will never acknowledge it: each
+ * connection starts with an empty store (mqtt.js `reconnect()`), and the uplink re-sends
+ * unanswered frames itself on the next connection.
  *
  * Every connection subscribes to the device's topics before it is announced `online`
  * (bus.ts), so no answer can come back before its subscription exists.
@@ -20,12 +29,18 @@ import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import type { DeviceStatus } from '../core/wire/messages.js';
 import { RESPONSE_QOS } from '../core/wire/rpc.js';
 import { deviceClientId, deviceTopic, type DeviceChannel } from '../core/wire/topics.js';
-import { limitedLog, log } from '../core/util/log.js';
+import { limitedLog, log, RateLimitedLog } from '../core/util/log.js';
 import type { Bus } from './bus.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** With an outbox, start() waits this long for a first connection, then works offline. */
 const OFFLINE_START_MS = 2000;
+/** A broker that cannot be reached is logged at most once per this long (per device). */
+export const RETRY_LOG_MS = 10_000;
+/** stop() gives the broker this long to acknowledge the death and the DISCONNECT before it
+ * cuts the connection. */
+const STOP_WAIT_MS = 5000;
+const retryLog = new RateLimitedLog(RETRY_LOG_MS);
 
 export interface SessionOptions {
   /** Broker URLs, comma-separated (the nodes of a cluster). */
@@ -81,6 +96,10 @@ export class Session {
   private refused = false;
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
+  /** Set by stop(): ends a start() still waiting for its first connection. */
+  private abortStart: ((e: Error) => void) | null = null;
+  /** What stop() waits for before it closes the connection (the uplink's answers). */
+  private readonly holds: Promise<void>[] = [];
 
   constructor(
     private readonly opts: SessionOptions,
@@ -132,13 +151,18 @@ export class Session {
     const firstReady = new Promise<void>((r) => (first = r));
     client.on('connect', () => this.onConnect(client, () => first?.()));
     client.on('close', () => this.onClose(client));
-    client.on('reconnect', () => {
-      this.bus.emit('reconnecting');
-      log.info({ device: o.deviceId }, 'reconnecting');
-    });
+    client.on('reconnect', () => this.bus.emit('reconnecting'));
     client.on('error', (err) => {
-      if (isRefusedLogin(err)) this.refused = true;
-      log.warn({ device: o.deviceId, err: err.message }, 'mqtt error');
+      if (isRefusedLogin(err)) {
+        this.refused = true;
+        log.warn({ device: o.deviceId, url: o.url, err: err.message }, 'login refused');
+        return;
+      }
+      retryLog.warn(
+        `unreachable:${o.deviceId}`,
+        { device: o.deviceId, url: o.url, err: err.message, attempt: this.attempts + 1 },
+        'edge not reachable: retrying',
+      );
     });
     client.on('message', (topic, payload, packet) => {
       try {
@@ -154,12 +178,17 @@ export class Session {
     });
     try {
       await new Promise<void>((resolve, reject) => {
+        // only a refused login (or a stop) ends the wait: anything else is retried
         const onErr = (e: Error) => {
-          if (o.offlineStart && !isRefusedLogin(e)) return;
+          if (!isRefusedLogin(e)) return;
           client.off('error', onErr);
           reject(e);
         };
         client.on('error', onErr);
+        this.abortStart = (e) => {
+          client.off('error', onErr);
+          reject(e);
+        };
         const done = () => {
           client.off('error', onErr);
           resolve();
@@ -170,6 +199,8 @@ export class Session {
     } catch (e) {
       await this.stop();
       throw e;
+    } finally {
+      this.abortStart = null;
     }
   }
 
@@ -196,6 +227,7 @@ export class Session {
   }
 
   private onClose(client: MqttClient): void {
+    failUnacknowledged(client);
     const wasReady = this.ready;
     this.ready = false;
     if (wasReady) this.bus.emit('offline');
@@ -246,19 +278,57 @@ export class Session {
     }).catch(() => undefined);
   }
 
-  /** Publish the death (a clean stop) and end the connection. */
+  /** stop() waits for `until` before it closes the connection (frames in flight get
+   * their answers); `until` must settle by itself in bounded time. */
+  holdClose(until: Promise<void>): void {
+    this.holds.push(until);
+  }
+
+  /** Wait for what holds the connection open, publish the death (a clean stop) and end
+   * the connection; bounded (STOP_WAIT_MS) once the holds are done. A start() still
+   * waiting for its first connection fails. */
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    this.abortStart?.(new Error('stopped before the edge could be reached'));
+    await Promise.all(this.holds.splice(0));
     this.ready = false;
     const client = this.client;
     if (!client) return;
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((r) => {
+      timer = setTimeout(() => {
+        // no acknowledgement in time: cut the connection (its close fails what waits)
+        client.stream?.destroy();
+        r();
+      }, STOP_WAIT_MS);
+    });
     if (client.connected) {
-      await client
-        .publishAsync(this.topic('status'), this.status('offline'), { qos: 1, retain: true })
-        .catch(() => undefined);
+      await Promise.race([
+        client
+          .publishAsync(this.topic('status'), this.status('offline'), { qos: 1, retain: true })
+          .catch(() => undefined),
+        cut,
+      ]);
     }
-    await client.endAsync();
+    // not connected: nothing to say goodbye to, and nothing will be acknowledged
+    await client.endAsync(!client.connected);
+    clearTimeout(timer);
   }
+}
+
+/**
+ * Fail the QoS 1 publishes mqtt.js still waits to have acknowledged: the connection that
+ * would acknowledge them is gone, and the next one starts with an empty store, so they
+ * would never be sent again nor acknowledged (their callbacks would never run, and a
+ * clean `end()` would wait for them forever). Each callback gets an error; the uplink
+ * re-sends its unanswered frames on the next connection.
+ */
+function failUnacknowledged(client: MqttClient): void {
+  if (client.disconnected) return; // ended: its stores are closed
+  const ids = Object.keys(client.outgoing).map(Number);
+  for (const id of ids) client.removeOutgoingMessage(id);
+  // a clean end() waiting for these acknowledgements goes on
+  if (ids.length > 0 && client.disconnecting) client.emit('outgoingEmpty');
 }
