@@ -6,13 +6,19 @@
  * on the next one (the edge collapses duplicates). A result or error for a frame ends it;
  * a frame with no answer after `resultTimeoutMs` counts as lost.
  *
+ * A stop that is not immediate lets the frames in flight get their answers first: the
+ * session keeps its connection until they are answered, the connection is lost or the
+ * result timeout passes. What is still unanswered then counts as lost (without an outbox)
+ * or stays in the outbox for the next start. So after a stop every frame accepted is
+ * counted once: answered (result or error), lost, dropped, or kept in the outbox.
+ *
  * With an outbox (outbox.ts) every accepted frame is written to disk first, so frames
  * survive a lost link and a restart, and capture goes on while offline: when the outbox
  * is full the oldest frames not in flight are dropped (drop-oldest), counted and logged.
  * Without one, capture waits while `window` frames are unanswered.
  */
 import { parseError, parseResult } from '../core/wire/messages.js';
-import { log } from '../core/util/log.js';
+import { background, log } from '../core/util/log.js';
 import type { Bus } from './bus.js';
 import { Outbox, type OutboxOptions } from './outbox.js';
 
@@ -30,6 +36,9 @@ export interface Link {
   /** The current connection's number once subscribed; null while offline. */
   readonly connection: number | null;
   publishFrame(frame: Buffer, onError: (err: Error) => void): void;
+  /** Keep the connection open until `until` settles when the session stops (a link
+   * without it closes at once: frames in flight are then given up at the timeout). */
+  holdClose?(until: Promise<void>): void;
 }
 
 interface Pending {
@@ -47,7 +56,10 @@ export class Uplink {
   private readonly pending = new Map<number, Pending>();
   private outbox: Outbox | null = null;
   private waiters: (() => void)[] = [];
+  /** Stopping: capture makes no more frames. */
   private closing = false;
+  /** Stopped: nothing more is waited for (drained() resolves). */
+  private released = false;
   private readonly window: number;
 
   constructor(
@@ -97,9 +109,9 @@ export class Uplink {
     return this.until(() => this.closing || this.hasRoom());
   }
 
-  /** Resolves when every frame is answered or given up (or the uplink is stopping). */
+  /** Resolves when every frame is answered or given up (or the uplink has stopped). */
   drained(): Promise<void> {
-    return this.until(() => this.closing || this.pending.size === 0);
+    return this.until(() => this.released || this.pending.size === 0);
   }
 
   /** Accept a frame (to the outbox first, if any) and send it when the window allows;
@@ -111,6 +123,11 @@ export class Uplink {
         return false;
       }
       await this.outbox.put({ frameId, capturedAt, frame });
+    }
+    if (this.released) {
+      // made while the uplink stopped: kept in the outbox, or lost
+      if (!this.outbox) this.bus.emit('lost', frameId);
+      return true;
     }
     this.pending.set(frameId, { t0, frame, sentOn: 0, sentAt: 0 });
     this.flush();
@@ -174,14 +191,43 @@ export class Uplink {
     return n;
   }
 
-  /** Stop waiting; `now`: give up the frames not answered (those in an outbox are kept
-   * for the next start). */
+  /** Stop: capture makes no more frames. `now`: the frames not answered are given up at
+   * once; otherwise the session's connection stays open until the frames in flight are
+   * answered (at most `resultTimeoutMs`; not once offline), then the rest is given up.
+   * Given up: counted lost, or, with an outbox, kept in it for the next start. */
   stop(now: boolean): void {
+    if (this.closing && !now) return;
     this.closing = true;
-    if (now) {
-      if (!this.outbox) for (const id of this.pending.keys()) this.bus.emit('lost', id);
-      this.pending.clear();
+    if (now) this.release();
+    else {
+      const settled = this.settle();
+      if (this.link.holdClose) this.link.holdClose(settled);
+      else background(settled, 'uplink stop');
     }
+    this.wake();
+  }
+
+  /** Wait for the answers of the frames in flight (sent on this connection), at most the
+   * result timeout, then release the rest. */
+  private async settle(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((r) => {
+      timer = setTimeout(r, this.opts.resultTimeoutMs ?? 30_000);
+    });
+    await Promise.race([
+      timeout,
+      this.until(() => this.released || this.link.connection === null || this.inFlight() === 0),
+    ]);
+    clearTimeout(timer);
+    this.release();
+  }
+
+  /** Give up what is still unanswered: lost, or kept in the outbox for the next start. */
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    if (!this.outbox) for (const id of this.pending.keys()) this.bus.emit('lost', id);
+    this.pending.clear();
     this.wake();
   }
 
@@ -199,7 +245,8 @@ export class Uplink {
    * returns how many of them had been sent on an earlier connection. */
   private flush(): number {
     const conn = this.link.connection;
-    if (conn === null) return 0;
+    // stopping with an outbox: frames not yet sent wait in it for the next start
+    if (conn === null || this.released || (this.closing && this.outbox)) return 0;
     let room = this.window - this.inFlight();
     let resent = 0;
     for (const [frameId, p] of this.pending) {

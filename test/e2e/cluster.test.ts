@@ -13,7 +13,19 @@ let redis: RedisServer;
 test.before(async () => {
   redis = await startRedis();
 });
-test.after.always(() => redis?.stop());
+/** A close that does not end in time is reported, never waited for: the run goes on. */
+async function bounded(what: string, close: () => Promise<unknown>, ms = 15_000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([close(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+test.after.always(() => bounded('redis', () => redis?.stop() ?? Promise.resolve()));
 
 test.serial(
   'any node: results reach every node, each frame decoded once by its device node',
@@ -63,43 +75,42 @@ test.serial(
   'a node leaves: its device reconnects to the next node and keeps getting results',
   async (t) => {
     const a = await clusterNode(redis, 'node-a');
+    t.teardown(() => bounded('node a', () => a.close()));
     const b = await clusterNode(redis, 'node-b');
-    let aClosed = false;
-    try {
-      const log = await AnswerLog.on(b.url, FLEET);
-      const d = await clusterAgent('cam-f', `${a.url},${b.url}`, {
-        source: { source: 'sample', loop: true },
-        fps: 20,
-      });
-      await d.agent.start();
-      const run = d.agent.run();
-      await waitFor(() => d.agent.stats.results >= 10);
-      t.true([...d.answered.values()].every((v) => v === 'result@node-a'));
-      await a.close(); // the node leaves
-      aClosed = true;
-      const before = d.agent.stats.results;
-      await waitFor(() => d.agent.stats.results >= before + 20, 60_000);
-      await d.agent.stop();
-      const s = await run;
-      t.true(s.reconnects >= 1);
-      t.is(s.lost, 0);
-      t.is(s.sent, s.results + s.errors, 'every frame answered');
-      t.true(
-        [...d.answered.values()].some((v) => v === 'result@node-b'),
-        'node b took over',
-      );
-      // the dashboard on node b saw every answer the device got, one per frame id
-      await waitFor(() => log.ids('cam-f').size >= d.answered.size);
-      t.deepEqual(log.ids('cam-f'), new Set(d.answered.keys()));
-      t.log(`answers seen twice by the dashboard (collapsed): ${log.duplicates()}`);
-      // frames in flight when node a left may have been decoded there and again on b
-      const decoded = a.stats().results + b.stats().results;
-      t.log(`decoded ${decoded} for ${s.results} results`);
-      t.true(decoded - s.results <= 4, 'at most the in-flight window decoded twice');
-      await log.close();
-    } finally {
-      if (!aClosed) await a.close();
-      await b.close();
-    }
+    t.teardown(() => bounded('node b', () => b.close()));
+    const log = await AnswerLog.on(b.url, FLEET);
+    t.teardown(() => bounded('dashboard', () => log.close()));
+    const d = await clusterAgent('cam-f', `${a.url},${b.url}`, {
+      source: { source: 'sample', loop: true },
+      fps: 20,
+    });
+    // (teardowns run last first: the agent stops before the nodes close)
+    t.teardown(() => bounded('agent', () => d.agent.stop(true)));
+    await d.agent.start();
+    const run = d.agent.run();
+    await waitFor(() => d.agent.stats.results >= 10);
+    t.true([...d.answered.values()].every((v) => v === 'result@node-a'));
+    await a.close(); // the node leaves
+    const before = d.agent.stats.results;
+    await waitFor(() => d.agent.stats.results >= before + 20, 60_000);
+    // the stop lets the frames in flight get their answers
+    await d.agent.stop();
+    const s = await run;
+    t.true(s.reconnects >= 1);
+    t.is(s.lost, 0);
+    t.is(s.sent, s.results + s.errors, 'every frame answered');
+    t.is(d.answered.size, s.results + s.errors, 'one answer per frame id');
+    t.true(
+      [...d.answered.values()].some((v) => v === 'result@node-b'),
+      'node b took over',
+    );
+    // the dashboard on node b saw every answer the device got, one per frame id
+    await waitFor(() => log.ids('cam-f').size >= d.answered.size);
+    t.deepEqual(log.ids('cam-f'), new Set(d.answered.keys()));
+    t.log(`answers seen twice by the dashboard (collapsed): ${log.duplicates()}`);
+    // frames in flight when node a left may have been decoded there and again on b
+    const decoded = a.stats().results + b.stats().results;
+    t.log(`decoded ${decoded} for ${s.results} results`);
+    t.true(decoded - s.results <= 4, 'at most the in-flight window decoded twice');
   },
 );
