@@ -7,8 +7,14 @@ import test from 'ava';
 import { connectAsync } from 'mqtt';
 import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
+import { HeadPipeline } from '../../device-agent/pipeline.js';
+import { frameSource } from '../../device-agent/source.js';
+import { startBroker } from '../../edge-broker/broker.js';
+import { EdgeBus } from '../../edge-broker/bus.js';
 import { startEdge, type Edge } from '../../edge-broker/edge.js';
+import { Intake } from '../../edge-broker/intake.js';
 import { encodeV2, isV2, V2_HEADER_BYTES } from '../../core/wire/frame-v2.js';
+import { decodeFrame, encodeFrame } from '../../core/wire/frame.js';
 import { parseError, parseResult } from '../../core/wire/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
 import { parseAnswerChannel } from '../../core/wire/context.js';
@@ -36,7 +42,12 @@ async function watch(url: string, filter: string) {
   return { client, msgs };
 }
 
-async function agent(edge: Edge, deviceId: string, frames: number, extra: Partial<AgentOptions>) {
+async function agent(
+  edge: Pick<Edge, 'url'>,
+  deviceId: string,
+  frames: number,
+  extra: Partial<AgentOptions>,
+) {
   return new Agent({
     url: edge.url,
     fleet: FLEET,
@@ -165,4 +176,54 @@ test('an unknown context gets an error naming it; the agent announces again and 
   await raw.endAsync();
   await errors.client.endAsync();
   await edge.close();
+});
+
+test('an edge with full results off: compact answers only for v2 devices, full results still for v1 devices; its payload cap refuses larger frames', async (t) => {
+  const bundle = await shippedModel();
+  const broker = await startBroker({ port: 0, wsPort: null });
+  const bus = new EdgeBus();
+  const intake = new Intake({
+    broker,
+    bus,
+    edgeId: 'edge-quiet',
+    base: 'splitfleet',
+    fleet: '+',
+    bundles: [bundle],
+    decoders: { workers: 1, threads: 1, maxQueue: 64 },
+    fullResults: false,
+    maxFrameBytes: 64 * 1024,
+  });
+  await intake.start();
+  const results = await watch(broker.url, deviceFilter('result', FLEET));
+  const errors = await watch(broker.url, deviceFilter('error', FLEET));
+  const edge = { url: broker.url };
+  const lean = await agent(edge, 'quiet-v2', 12, { wire: 'v2' });
+  const old = await agent(edge, 'quiet-v1', 6, {});
+  await Promise.all([lean.start(), old.start()]);
+  const [s2, s1] = await Promise.all([lean.run(), old.run()]);
+  t.is(s2.results, 12);
+  t.is(s1.results, 6);
+  await waitFor(() => results.msgs.length >= 6);
+  t.deepEqual(
+    [...new Set(results.msgs.map((m) => channel(m.topic)))],
+    ['quiet-v1/result'],
+    'no full result for the device taking compact answers',
+  );
+  // a v1 frame over the edge's cap
+  const pipe = await HeadPipeline.create(bundle, 'split-q', 0);
+  const first = await frameSource({ source: 'sample', limit: 1 }).next();
+  if (first.done) throw new Error('the sample is empty');
+  const good = decodeFrame((await pipe.encode(first.value, 77)).frame);
+  const big = encodeFrame({ ...good, payload: new Uint8Array(64 * 1024 + 1) });
+  const raw = await connectAsync(broker.url, { protocolVersion: 4 });
+  await raw.publishAsync(deviceTopic(FLEET, 'big', 'features'), Buffer.from(big), { qos: 1 });
+  await waitFor(() => errors.msgs.length >= 1);
+  const e = parseError(errors.msgs[0]!.payload)!;
+  t.is(e.code, 'malformed-frame');
+  t.regex(e.reason, /exceeds/);
+  await pipe.close();
+  await Promise.all([lean.stop(), old.stop()]);
+  await Promise.all([raw.endAsync(), results.client.endAsync(), errors.client.endAsync()]);
+  await intake.stop();
+  await broker.close();
 });
