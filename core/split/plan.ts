@@ -23,6 +23,7 @@ import {
 import { preprocess, type RgbImage } from '../image/image.js';
 import type { Manifest } from '../model/manifest.js';
 import type { Tensor } from '../tensor.js';
+import { encodeV2 } from '../wire/frame-v2.js';
 import { encodeFrame } from '../wire/frame.js';
 
 /** Largest picture an image frame may declare (pixels): decoding is bounded by it. */
@@ -165,6 +166,24 @@ export function planFrame(
     payload: f.payload,
     ...(f.tag !== undefined ? { tag: f.tag } : {}),
   });
+}
+
+/** Wire formats a frame goes in (docs/PROTOCOL.md). */
+export type WireFormat = 'v1' | 'v2';
+
+/**
+ * Bytes of the frame of a payload of this plan as it goes on the wire: v1 (every field in
+ * every frame) or v2 (a frame of a steady stream, in the context its device announced;
+ * untagged, alone in its packet). Benchmarks report framed bytes with this.
+ */
+export function framedBytes(
+  plan: SplitPlan,
+  f: { payload: Uint8Array; shape: number[]; frameId?: number },
+  wire: WireFormat,
+): number {
+  if (wire === 'v2') return encodeV2(0, { seq: 0, ts16: 0, payload: f.payload }).byteLength;
+  const frameId = f.frameId ?? 0x7fff_ffff; // a 5-byte id, as agents' ids are
+  return planFrame(plan, { frameId, payload: f.payload, shape: f.shape }).byteLength;
 }
 
 /** Why a frame shape does not fit the plan, or null when it does. */

@@ -21,6 +21,8 @@ import {
   type StreamContext,
 } from '../../core/wire/frame-v2.js';
 import { decodeFrame, FrameError, type Frame } from '../../core/wire/frame.js';
+import { resolveBundle } from '../../core/model/bundle.js';
+import { framedBytes, splitPlan } from '../../core/split/plan.js';
 
 const fixture = (name: string) =>
   new Uint8Array(readFileSync(new URL(`../fixtures/wire-v2/${name}`, import.meta.url)));
@@ -221,5 +223,25 @@ test('announces and answers with bad fields are refused with a reason', (t) => {
     encodeAck({ id: 1, ok: true }).subarray(0, 4),
   ]) {
     t.throws(() => parseAnswerChannel(b), { name: 'ContextError' });
+  }
+});
+
+test('framed bytes of every learned point: a v2 header of at most 8 B (v1: over 20)', async (t) => {
+  for (const codec of ['splitfleet', 'frankensplit']) {
+    const bundle = await resolveBundle('resnet9w05-cifar10', { codec });
+    const m = bundle.manifest;
+    if (m.kind !== 'codec') throw new Error('expected a codec bundle');
+    for (const p of m.codec.points) {
+      const plan = splitPlan(bundle, codec, p.index);
+      if (plan.kind !== 'feature') throw new Error('expected a feature plan');
+      const n = p.symbolShape.reduce((a, b) => a * b, 1);
+      const data = Float32Array.from({ length: n }, (_, i) => ((i * 7) % 5) - 2);
+      const payload = plan.codec.encode({ data, shape: p.symbolShape }, p.index);
+      const shape = [...p.symbolShape];
+      const v2 = framedBytes(plan, { payload, shape }, 'v2') - payload.byteLength;
+      const v1 = framedBytes(plan, { payload, shape }, 'v1') - payload.byteLength;
+      t.true(v2 <= 8, `${codec} point ${p.index}: v2 header ${v2} B`);
+      t.true(v1 > 20, `${codec} point ${p.index}: v1 header ${v1} B`);
+    }
   }
 });
