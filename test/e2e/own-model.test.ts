@@ -15,6 +15,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { resolveBundle, ZOO_ENV } from '../../core/model/zoo.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { lastJson, runCli, type CliRun } from '../helpers/cli.js';
 
@@ -97,6 +98,16 @@ maybe(
     };
     t.deepEqual(m.labels, LABELS);
     t.deepEqual(m.preprocessing.size, [64, 64]);
+
+    // the one resolver finds it through SPLITFLEET_ZOO, as every command does
+    process.env[ZOO_ENV] = zoo;
+    try {
+      const b = await resolveBundle('mycams-r18');
+      t.is(b.dir, out.bundle);
+      t.deepEqual(b.manifest.labels, LABELS);
+    } finally {
+      delete process.env[ZOO_ENV];
+    }
 
     const list = await runCli(['models', '--zoo', zoo]);
     t.is(list.code, 0, list.stderr);
