@@ -272,6 +272,7 @@ export class Agent {
       uplink: this.uplink,
       fps: () => this.config.settings.fps,
       tagFrames: o.tagFrames ?? false,
+      wire: o.wire ?? 'v1',
     });
   }
 

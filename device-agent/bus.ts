@@ -15,7 +15,8 @@ export interface FrameEvent {
   /** The sample's name in its source, and its position among the samples this agent took
    * (0-based). */
   sample: { name: string; index: number };
-  /** Bytes of the whole frame and of its codec payload. */
+  /** Bytes of the whole frame (as the agent's wire format sends it in a steady stream:
+   * wire v2, in its context) and of its codec payload. */
   frameBytes: number;
   payloadBytes: number;
   /** Time spent in the head network. */

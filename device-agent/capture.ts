@@ -7,8 +7,10 @@
 import { randomInt } from 'node:crypto';
 import type { Sample } from '../core/data/cifar.js';
 import { log } from '../core/util/log.js';
+import { v2FrameBytes } from '../core/wire/frame-v2.js';
 import type { Bus } from './bus.js';
 import type { Head } from './head.js';
+import { frameTag } from './pipeline.js';
 import { frameSource, type SourceOptions } from './source.js';
 import type { Uplink } from './uplink.js';
 
@@ -23,6 +25,9 @@ export interface CaptureDeps {
   fps: () => number;
   /** Send each sample's name in its frame. */
   tagFrames: boolean;
+  /** The agent's wire format: a frame's bytes are told as it sends them in a steady
+   * stream (v2: in its context). */
+  wire: 'v1' | 'v2';
 }
 
 export class Capture {
@@ -78,11 +83,14 @@ export class Capture {
       return;
     }
     const frame = Buffer.from(enc.frame.buffer, enc.frame.byteOffset, enc.frame.byteLength);
+    const tag = this.d.tagFrames ? frameTag(s.name) : undefined;
+    const frameBytes =
+      this.d.wire === 'v2' ? v2FrameBytes(enc.payloadBytes, tag) : enc.frame.byteLength;
     if (!(await this.d.uplink.put(frameId, capturedAt, t0, frame))) return;
     this.d.bus.emit('frame', {
       frameId,
       sample: { name: s.name, index },
-      frameBytes: enc.frame.byteLength,
+      frameBytes,
       payloadBytes: enc.payloadBytes,
       headMs: enc.headMs,
     });

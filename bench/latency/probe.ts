@@ -57,6 +57,8 @@ export interface ProbeContext {
   link: Link;
   source: string;
   profile: LinkProfile;
+  /** Wire format of the agent (v2: `--wire v2`). */
+  wire: 'v1' | 'v2';
 }
 
 /** One agent in the device namespace at `fps` for `frames` frames. */
@@ -77,6 +79,7 @@ export async function probe(
   args.push('--model', m.model, '--codec', m.codec, '--point', String(m.point));
   args.push('--source', ctx.source, '--loop', '--fps', String(fps), '--frames', String(frames));
   args.push('--window', '100000', '--result-timeout', String(graceMs), '--json');
+  if (ctx.wire === 'v2') args.push('--wire', 'v2');
   const child = spawn('ip', args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'error' },

@@ -79,7 +79,7 @@ export function latencyTable(r: LatencyReport): string {
       `p50 ms @${r.fps}/s`,
       `p99 ms @${r.fps}/s`,
       'top-1 (frames)',
-      'framed B',
+      `framed B (wire ${r.wire ?? 'v1'})`,
       'wire B up',
       'wire B down',
       'max fps',

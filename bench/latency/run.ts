@@ -153,7 +153,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
           rows.push(localRow(p, m, local!, maxFps));
           continue;
         }
-        const ctx = { devNs, url: edgeUrl, link, source, profile: p };
+        const ctx = { devNs, url: edgeUrl, link, source, profile: p, wire: o.wire ?? 'v1' };
         const frames = (f: number) => Math.max(10, Math.round(f * seconds));
         const base = await probe(ctx, m, fps, frames(fps));
         const run = (f: number) => probe(ctx, m, f, frames(f), base.p50);
@@ -188,6 +188,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
       date: new Date().toISOString(),
       machine: `${process.platform} ${process.arch}, Node ${process.version}, ${cpus().length} CPUs`,
       shaper: link.kind,
+      wire: o.wire ?? 'v1',
       fps,
       probeSeconds: seconds,
       quick: Boolean(o.quick),

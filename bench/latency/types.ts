@@ -122,6 +122,8 @@ export interface LatencyReport {
   date: string;
   machine: string;
   shaper: 'netem' | 'linkemu';
+  /** Wire format of the agents (absent in reports made before it was a choice: v1). */
+  wire?: 'v1' | 'v2';
   fps: number;
   probeSeconds: number;
   quick: boolean;
@@ -153,5 +155,8 @@ export interface LatencyOptions {
   /** Force the userspace emulator even where netem works. */
   shaper?: 'auto' | 'netem' | 'linkemu';
   quick?: boolean;
+  /** Wire format of the agents (docs/PROTOCOL.md): v1 (default), or v2 (lean frames in a
+   * context, compact answers), passed on as the agent's `--wire`. */
+  wire?: 'v1' | 'v2';
   log?: (line: string) => void;
 }

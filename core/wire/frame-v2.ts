@@ -166,6 +166,11 @@ export function encodeV2Batch(ctx: number, entries: readonly V2Entry[]): Uint8Ar
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
 }
 
+/** Bytes of a single v2 frame of this payload (and tag). */
+export function v2FrameBytes(payloadBytes: number, tag?: string): number {
+  return V2_HEADER_BYTES + (tag === undefined ? 0 : 1 + tag.length) + payloadBytes;
+}
+
 /** Bytes a batch adds around its payloads (for a sender's size bound). */
 export function batchOverhead(payloadBytes: readonly number[]): number {
   return 3 + payloadBytes.reduce((s, n) => s + 4 + varintBytes(n).length, 0);

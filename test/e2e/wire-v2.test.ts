@@ -76,6 +76,8 @@ test('a v2 agent streams lean frames and gets compact answers; a v1 agent on the
   const labels = await datasetLabels({ source: 'sample' });
   const acc = new Accuracy(labels);
   acc.follow(v2);
+  const headers: number[] = [];
+  v2.on('frame', (f) => headers.push(f.frameBytes - f.payloadBytes));
   await Promise.all([v2.start(), v1.start()]);
   const [s2, s1] = await Promise.all([v2.run(), v1.run()]);
   t.is(s2.results, 30);
@@ -84,6 +86,7 @@ test('a v2 agent streams lean frames and gets compact answers; a v1 agent on the
   t.is(s1.results, 10);
   t.is(s1.errors + s1.lost, 0);
 
+  t.deepEqual(new Set(headers), new Set([V2_HEADER_BYTES]), 'frames told with their v2 bytes');
   const counts = v2.wire!.counts;
   t.is(counts.v1 + counts.v2, 30);
   t.true(counts.v2 >= 25, `v2 frames ${counts.v2}`); // the first ones wait for the context's ack
