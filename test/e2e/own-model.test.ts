@@ -3,9 +3,10 @@
  * weights, fixed seed) exported to ONNX at 64x64 with three user labels, imported with
  * `splitfleet models import --split-at layer2` into a zoo folder of its own, listed by
  * `splitfleet models --zoo DIR`, and run by `splitfleet demo --zoo DIR --model N --data
- * FOLDER` on a generated ImageFolder of 120x90 JPEGs: every frame is answered, with a
- * feature codec and with an image codec (the edge then runs the whole model on the
- * 120x90 picture). A split after a flatten (a 1-D tensor named `/Flatten_output_0`)
+ * FOLDER` on a generated ImageFolder of 120x90 JPEGs: every frame is answered; the
+ * demo's edge and agents in process show every result carrying one of the user's
+ * labels, with a feature codec and with an image codec (the edge then runs the whole
+ * model on the 120x90 picture); bench rate runs on the same folder. A split after a flatten (a 1-D tensor named `/Flatten_output_0`)
  * goes through the same path, and the import's errors reach the user with their reason.
  * The models and images are made by test/e2e/own-model-setup.py with /usr/bin/python3;
  * without torch, torchvision and onnx there the tests are skipped (CI installs them).
@@ -15,6 +16,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Agent } from '../../device-agent/agent.js';
+import { startEdge } from '../../edge-broker/edge.js';
 import { resolveBundle, ZOO_ENV } from '../../core/model/zoo.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
 import { lastJson, runCli, type CliRun } from '../helpers/cli.js';
@@ -173,8 +176,49 @@ maybe('bench rate runs every codec on the ImageFolder with the bundle labels', a
   }
 });
 
-test.todo(
-  'every demo result carries one of the user labels (needs the demo summary to count its results per label)',
+maybe(
+  'every result carries one of the user labels: a feature codec, and jpeg-scan on 120x90 pictures',
+  async (t) => {
+    // the demo's parts in process (cli/demo.ts composes the same edge and agents), so that
+    // each result's label is seen
+    process.env[ZOO_ENV] = zoo;
+    const bundle = await resolveBundle('mycams-r18').finally(() => delete process.env[ZOO_ENV]);
+    const edge = await startEdge({ bundles: [bundle], port: 0, wsPort: null, workers: 1 });
+    t.teardown(() => edge.close());
+    const frames = 6;
+    for (const [codec, point] of [
+      ['split-q', 0],
+      ['jpeg-scan', 1],
+    ] as const) {
+      const agent = new Agent({
+        url: edge.url,
+        fleet: 'own',
+        deviceId: `cam-${codec}`,
+        bundle,
+        codec,
+        point,
+        source: { source: cams, loop: true, limit: frames },
+        fps: 0,
+        resultTimeoutMs: 120_000,
+      });
+      const labels: string[] = [];
+      agent.on('result', (r) => labels.push(r.label));
+      try {
+        await agent.start();
+        const s = await agent.run();
+        t.is(s.results, frames, codec);
+        t.is(s.errors + s.lost, 0, codec);
+        t.is(labels.length, frames, codec);
+        t.deepEqual(
+          labels.filter((l) => !LABELS.includes(l)),
+          [],
+          codec,
+        );
+      } finally {
+        await agent.stop();
+      }
+    }
+  },
 );
 
 maybe('a split after a flatten (a 1-D tensor, a name with "/") goes device -> edge', async (t) => {
