@@ -1,5 +1,12 @@
 import test from 'ava';
-import { deviceFilter, deviceTopic, edgeStatusTopic, parseTopic } from '../../core/wire/topics.js';
+import {
+  accessFilters,
+  deviceFilter,
+  deviceTopic,
+  edgeStatusTopic,
+  filterWithin,
+  parseTopic,
+} from '../../core/wire/topics.js';
 
 test('device topics round trip through the parser', (t) => {
   for (const ch of ['features', 'result', 'error', 'status', 'config'] as const) {
@@ -42,4 +49,25 @@ test('foreign or malformed topics parse to undefined', (t) => {
 test('filters use one-level wildcards', (t) => {
   t.is(deviceFilter('features'), 'splitfleet/+/device/+/features');
   t.is(deviceFilter('result', 'demo'), 'splitfleet/demo/device/+/result');
+});
+
+test('a device may publish its wire v2 frames and announces and read its answers, only its own', (t) => {
+  const pub = accessFilters('device', 'cam1', 'f', 'publish');
+  const sub = accessFilters('device', 'cam1', 'f', 'subscribe');
+  const own = (ch: 'f' | 'ctx' | 'a') => deviceTopic('f', 'cam1', ch);
+  t.true(pub.some((f) => filterWithin(own('f'), f)));
+  t.true(pub.some((f) => filterWithin(own('ctx'), f)));
+  t.false(
+    pub.some((f) => filterWithin(own('a'), f)),
+    'answers come from the edge',
+  );
+  t.true(sub.some((f) => filterWithin(own('a'), f)));
+  for (const ch of ['f', 'ctx', 'a'] as const) {
+    const other = deviceTopic('f', 'cam2', ch);
+    t.false(
+      [...pub, ...sub].some((f) => filterWithin(other, f)),
+      ch,
+    );
+  }
+  t.deepEqual(parseTopic(own('f')), { kind: 'device', fleet: 'f', deviceId: 'cam1', channel: 'f' });
 });
