@@ -3,6 +3,12 @@
  * the edge publishes on `.../config` applied live, one at a time in the order they came,
  * or refused with the reason (the old settings stay). Every config is answered on
  * `.../response/config` with a ConfigAck: the config now running, and the one refused.
+ *
+ * The latest config wins: one that is still waiting for its bundle (a download over the
+ * air, a bundle loading) when a newer config comes is superseded: it is never applied nor
+ * answered, its download is abandoned unless the newer config needs the same bundle, and
+ * the newer one is applied at once. Once a config's bundle is there it is applied, and a
+ * newer one follows it.
  */
 import { parseEngineName } from '../core/engine/select.js';
 import type { Bundle } from '../core/model/bundle.js';
@@ -41,6 +47,10 @@ export class RuntimeConfig {
   /** Bumped by every config applied: a point change started under an older one is dropped. */
   private gen = 0;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Configs received so far; a config is superseded when another came after it. */
+  private received = 0;
+  /** The config waiting for its bundle, and how to give that wait up. */
+  private waiting: { configId: string; stop: AbortController } | null = null;
 
   constructor(
     initial: AgentSettings,
@@ -67,8 +77,15 @@ export class RuntimeConfig {
   onMessage(payload: Buffer): void {
     if (payload.length === 0) return; // retained config cleared: keep running as is
     const c = parseConfig(payload);
+    let seq = this.received;
+    if (c) {
+      seq = ++this.received;
+      // a redelivery of the config being prepared does not supersede it
+      if (this.waiting && this.waiting.configId !== c.configId)
+        this.waiting.stop.abort(new Superseded(`config ${this.waiting.configId} superseded`));
+    }
     const next = this.queue.then(() =>
-      c ? this.apply(c) : this.respond('not a v1 config message'),
+      c ? this.apply(c, seq) : this.respond('not a v1 config message'),
     );
     this.queue = next.catch((e: unknown) =>
       log.warn({ device: this.deps.deviceId, err: String(e) }, 'config not handled'),
@@ -111,8 +128,12 @@ export class RuntimeConfig {
   }
 
   /** Apply a config without a restart, or refuse it with the reason and keep the old one. */
-  private async apply(c: ConfigMessage): Promise<void> {
+  private async apply(c: ConfigMessage, seq: number): Promise<void> {
     const d = this.deps;
+    if (seq !== this.received && c.configId !== this.current.configId) {
+      log.info({ device: d.deviceId, configId: c.configId }, 'config superseded');
+      return;
+    }
     if (c.configId === this.current.configId) {
       // a redelivery of what runs: say so again (the edge may have lost the first answer)
       await this.respond();
@@ -129,7 +150,18 @@ export class RuntimeConfig {
       }
       const now = this.current;
       const engine = s.engine === undefined ? now.engine : parseEngineName(s.engine);
-      const bundle = await this.bundleFor(c);
+      const stop = new AbortController();
+      this.waiting = { configId: c.configId, stop };
+      let bundle: Bundle;
+      try {
+        bundle = await this.bundleFor(c, stop.signal);
+      } finally {
+        this.waiting = null;
+      }
+      if (stop.signal.aborted || seq !== this.received) {
+        log.info({ device: d.deviceId, configId: c.configId }, 'config superseded');
+        return;
+      }
       const same =
         bundle === now.bundle &&
         s.codec === now.codec &&
@@ -151,6 +183,10 @@ export class RuntimeConfig {
       await this.respond();
       await d.announce();
     } catch (e) {
+      if (e instanceof Superseded || seq !== this.received) {
+        log.info({ device: d.deviceId, configId: c.configId }, 'config superseded');
+        return;
+      }
       const why = e instanceof Error ? e.message : String(e);
       log.warn({ device: d.deviceId, configId: c.configId, why }, 'config refused');
       await this.respond(`config ${c.configId} refused: ${why}`, c.configId);
@@ -160,7 +196,7 @@ export class RuntimeConfig {
   /** The bundle a config needs: the one running, a local one, or (when the config names a
    * bundle of the edge's registry the device lacks) one fetched over the air. A bundle
    * that fails verification throws here, so the config is refused and never activated. */
-  private async bundleFor(c: ConfigMessage): Promise<Bundle> {
+  private async bundleFor(c: ConfigMessage, stop: AbortSignal): Promise<Bundle> {
     const { resolveBundle, updater } = this.deps;
     const s = c.settings;
     const ref = c.bundle;
@@ -174,6 +210,9 @@ export class RuntimeConfig {
         `bundle ${bundleRefString(ref)} is not on this device and it has no bundle store to fetch it into (--bundle-dir)`,
       );
     }
-    return updater.get(ref);
+    return updater.get(ref, stop);
   }
 }
+
+/** Why a config's wait for its bundle was given up: a newer config came. */
+class Superseded extends Error {}

@@ -9,7 +9,9 @@
  * asked for again), each file against the manifest, the manifest against the sha256 in
  * the config message. Files are appended in order, so a download cut by a lost link or a
  * restart resumes where its `.part` file ends. Only a bundle whose every file verified
- * and which loads is moved into place; anything else is never activated.
+ * and which loads is moved into place; anything else is never activated. A download no
+ * caller waits for any more (its config was superseded) is abandoned: no more chunks are
+ * asked for, and its `.part` files stay for a later resume.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
@@ -79,7 +81,7 @@ export class BundleUpdater {
   };
   private readonly waiting = new Map<string, Waiting>();
   /** One download per bundle at a time; a second get() of it waits for the first. */
-  private readonly running = new Map<string, Promise<Bundle>>();
+  private readonly running = new Map<string, Download>();
 
   constructor(
     private readonly opts: UpdaterOptions,
@@ -110,20 +112,53 @@ export class BundleUpdater {
   /** The verified bundle `ref`, from the store or downloaded into it. A ref that is not
    * the registry's rule (name, version, manifest sha256) is refused before the store is
    * touched. */
-  get(untrusted: BundleRef): Promise<Bundle> {
+  get(untrusted: BundleRef, signal?: AbortSignal): Promise<Bundle> {
     let ref: BundleRef;
     try {
       ref = checkBundleRef(untrusted);
     } catch (e) {
       return Promise.reject(e instanceof Error ? e : new BundleError(String(e)));
     }
+    if (signal?.aborted) return Promise.reject(abandoned(signal));
     const key = `${bundleRefString(ref)}#${ref.manifestSha256}`;
-    let p = this.running.get(key);
-    if (!p) {
-      p = this.getOnce(ref).finally(() => this.running.delete(key));
-      this.running.set(key, p);
+    let d = this.running.get(key);
+    if (!d) {
+      const stop = new AbortController();
+      const created: Download = {
+        bundle: this.getOnce(ref, stop.signal).finally(() => this.running.delete(key)),
+        wanted: 0,
+        stop,
+      };
+      created.bundle.catch(() => undefined); // each caller observes its own wait below
+      this.running.set(key, created);
+      d = created;
     }
-    return p;
+    const download = d;
+    download.wanted++;
+    if (!signal) return download.bundle;
+    // this caller may stop waiting; the download goes on while another caller waits
+    return new Promise<Bundle>((resolve, reject) => {
+      const onAbort = () => {
+        reject(abandoned(signal));
+        if (--download.wanted === 0) download.stop.abort();
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      download.bundle.then(
+        (b) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(b);
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e instanceof Error ? e : new OtaError(String(e)));
+        },
+      );
+    });
+  }
+
+  /** Downloads in progress. */
+  get downloading(): number {
+    return this.running.size;
   }
 
   /** Stop waiting for chunks (the agent is stopping). */
@@ -135,7 +170,7 @@ export class BundleUpdater {
     this.waiting.clear();
   }
 
-  private async getOnce(ref: BundleRef): Promise<Bundle> {
+  private async getOnce(ref: BundleRef, stop: AbortSignal): Promise<Bundle> {
     const name = `${ref.name}-v${ref.version}`;
     const final = inStore(this.opts.dir, name);
     const have = await loadBundle(final, 'device').catch(() => null);
@@ -149,17 +184,23 @@ export class BundleUpdater {
     const label = bundleRefString(ref);
     log.info({ bundle: label }, 'downloading bundle');
     try {
-      const manifestBytes = await this.file(label, staging, 'manifest.json', ref.manifestSha256);
+      const manifestBytes = await this.file(
+        label,
+        staging,
+        'manifest.json',
+        ref.manifestSha256,
+        stop,
+      );
       const m = parseManifestBytes(manifestBytes, `${label} from the edge`);
       if (m.name !== ref.name || m.version !== ref.version) {
         throw new OtaError(`manifest is ${m.name}@${m.version}, expected ${label}`);
       }
       for (const role of deviceRoles(m)) {
         const f = m.files[role]!;
-        await this.file(label, staging, f.path, f.sha256);
+        await this.file(label, staging, f.path, f.sha256, stop);
       }
     } catch (e) {
-      this.stats.rejected++;
+      if (!stop.aborted) this.stats.rejected++;
       throw e;
     }
     // every file verified: into place, then loaded once (which checks them once more and
@@ -181,17 +222,29 @@ export class BundleUpdater {
 
   /** Download one file into `dir` (resuming its .part), verify it; returns its bytes. A
    * part longer than the file on the edge (a different file) is dropped and fetched anew. */
-  private async file(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
+  private async file(
+    bundle: string,
+    dir: string,
+    file: string,
+    want: string,
+    stop: AbortSignal,
+  ): Promise<Buffer> {
     try {
-      return await this.fileOnce(bundle, dir, file, want);
+      return await this.fileOnce(bundle, dir, file, want, stop);
     } catch (e) {
       if (!(e instanceof PartTooLong)) throw e;
       await rm(`${inStore(dir, file)}.part`, { force: true });
-      return this.fileOnce(bundle, dir, file, want);
+      return this.fileOnce(bundle, dir, file, want, stop);
     }
   }
 
-  private async fileOnce(bundle: string, dir: string, file: string, want: string): Promise<Buffer> {
+  private async fileOnce(
+    bundle: string,
+    dir: string,
+    file: string,
+    want: string,
+    stop: AbortSignal,
+  ): Promise<Buffer> {
     const done = inStore(dir, file);
     const ready = await readFile(done).catch(() => null);
     if (ready && sha256(ready) === want) return ready;
@@ -207,8 +260,9 @@ export class BundleUpdater {
       const ahead: { at: number; chunk: Promise<Chunk> }[] = [];
       let next = offset;
       const fill = () => {
+        if (stop.aborted) throw abandoned(stop);
         while (ahead.length < window && next < total) {
-          const chunk = this.chunk(bundle, file, next, size);
+          const chunk = this.chunk(bundle, file, next, size, stop);
           chunk.catch(() => undefined); // awaited in order below; a later one may fail first
           ahead.push({ at: next, chunk });
           next += size;
@@ -253,19 +307,16 @@ export class BundleUpdater {
     file: string,
     offset: number,
     length: number,
+    stop: AbortSignal,
   ): Promise<Chunk> {
     const tries = this.opts.tries ?? 5;
     let last: Error = new OtaError('no try');
     for (let i = 0; i < tries; i++) {
       try {
-        const c = await this.request({
-          v: OTA_VERSION,
-          id: randomUUID(),
-          bundle,
-          file,
-          offset,
-          length,
-        });
+        const c = await this.request(
+          { v: OTA_VERSION, id: randomUUID(), bundle, file, offset, length },
+          stop,
+        );
         if (sha256(c.data) !== c.sha256) {
           this.stats.corruptChunks++;
           last = new OtaError(`${file} chunk at ${offset} failed its sha256`);
@@ -286,13 +337,31 @@ export class BundleUpdater {
     );
   }
 
-  private request(req: FetchRequest): Promise<Chunk> {
+  /** Ask for one chunk; rejects at the timeout, or at once when the download is abandoned. */
+  private request(req: FetchRequest, stop: AbortSignal): Promise<Chunk> {
     return new Promise<Chunk>((resolve, reject) => {
+      if (stop.aborted) {
+        reject(abandoned(stop));
+        return;
+      }
+      const onStop = () => {
+        clearTimeout(timer);
+        this.waiting.delete(req.id);
+        reject(abandoned(stop));
+      };
       const timer = setTimeout(() => {
+        stop.removeEventListener('abort', onStop);
         this.waiting.delete(req.id);
         reject(new TimeoutError(`no chunk for ${req.file} at ${req.offset} in time`));
       }, this.opts.timeoutMs ?? 5000);
-      this.waiting.set(req.id, { resolve, reject, timer });
+      stop.addEventListener('abort', onStop, { once: true });
+      const settle =
+        <T>(fn: (x: T) => void) =>
+        (x: T) => {
+          stop.removeEventListener('abort', onStop);
+          fn(x);
+        };
+      this.waiting.set(req.id, { resolve: settle(resolve), reject: settle(reject), timer });
       this.send(req).catch((e: Error) => {
         // not sent (link down): the timeout asks again
         log.debug({ err: e.message }, 'fetch request not sent');
@@ -314,4 +383,17 @@ function inStore(dir: string, ...segments: string[]): string {
 const SEGMENT_RE = /^[A-Za-z0-9_.-]{1,200}$/;
 
 class TimeoutError extends OtaError {}
+
+/** A download and the callers still waiting for it. */
+interface Download {
+  bundle: Promise<Bundle>;
+  wanted: number;
+  stop: AbortController;
+}
+
+/** The error of a wait or a download given up through `signal`. */
+function abandoned(signal: AbortSignal): Error {
+  const why: unknown = signal.reason;
+  return why instanceof Error ? why : new OtaError('download abandoned');
+}
 class PartTooLong extends OtaError {}

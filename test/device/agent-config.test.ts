@@ -2,6 +2,8 @@
  * `splitfleet agent --config FILE` through the real CLI: a bad file is refused with every
  * problem at file:line:col; a good one runs the agent with flags overriding the file;
  * the shipped example and the file deploy/install.sh writes are valid agent configs.
+ * And the configs the edge sends at run time: the latest wins, also over one still
+ * downloading its bundle.
  */
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -10,6 +12,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveBundle } from '../../core/model/bundle.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
+import { CONFIG_VERSION, type ConfigMessage } from '../../core/wire/messages.js';
+import { bundleRefString, type FetchRequest } from '../../core/wire/ota.js';
+import { Bus } from '../../device-agent/bus.js';
+import { RuntimeConfig } from '../../device-agent/config.js';
+import { Head } from '../../device-agent/head.js';
+import { BundleUpdater } from '../../device-agent/updater.js';
+import { waitFor } from '../helpers/wait.js';
 import { testEdge } from '../helpers/edge.js';
 import { runCli } from '../helpers/cli.js';
 import { shippedModel } from '../helpers/model.js';
@@ -144,5 +153,89 @@ test('the shipped example and the file install.sh writes are valid agent configs
     }
   } finally {
     await edge.close();
+  }
+});
+
+test('a newer config wins over one still downloading its bundle: that download is abandoned', async (t) => {
+  const bundle = await shippedModel();
+  const head = new Head(1);
+  const settings = {
+    bundle,
+    codec: 'split-q',
+    point: 2,
+    fps: 0,
+    latencyGoalMs: null,
+    maxKbps: null,
+    engine: 'auto' as const,
+    configId: null,
+  };
+  await head.start(settings);
+  const store = await mkdtemp(join(tmpdir(), 'sf-config-store-'));
+  // an edge that takes the fetch requests and never answers them (a slow link): without
+  // the newer config the older one would wait for every try of every chunk
+  const fetches: FetchRequest[] = [];
+  const updater = new BundleUpdater({ dir: store, timeoutMs: 60_000 }, (req) => {
+    fetches.push(req);
+    return Promise.resolve();
+  });
+  const answers: { status: string; configId: string | null }[] = [];
+  const config = new RuntimeConfig(settings, {
+    deviceId: 'cam',
+    source: 'sample',
+    head,
+    bus: new Bus('cam'),
+    updater,
+    answer: (body) => {
+      const r = JSON.parse(body) as { status: string; data: { configId: string | null } };
+      answers.push({ status: r.status, configId: r.data.configId });
+      return Promise.resolve();
+    },
+    announce: () => Promise.resolve(),
+  });
+  const message = (configId: string, point: number, withBundle: boolean): Buffer => {
+    const m: ConfigMessage = {
+      v: CONFIG_VERSION,
+      configId,
+      fleet: 'f',
+      device: 'cam',
+      group: null,
+      settings: {
+        model: bundle.manifest.name,
+        codec: 'split-q',
+        point,
+        latencyGoalMs: null,
+        maxKbps: null,
+        fps: 0,
+        source: 'sample',
+        credentials: null,
+      },
+      ts: Date.now(),
+    };
+    // a version of the model the device does not have: fetched over the air
+    if (withBundle)
+      m.bundle = { name: bundle.manifest.name, version: 99, manifestSha256: 'ab'.repeat(32) };
+    return Buffer.from(JSON.stringify(m));
+  };
+  try {
+    config.onMessage(message('older', 1, true));
+    await waitFor(() => fetches.length > 0); // its download has started
+    t.is(fetches[0]!.bundle, bundleRefString({ ...bundle.manifest, version: 99 }));
+    config.onMessage(message('newer', 0, false));
+    await waitFor(() => config.settings.configId === 'newer');
+    await config.settled();
+    t.is(config.settings.point, 0);
+    t.deepEqual(answers, [{ status: 'ok', configId: 'newer' }], 'the older is never answered');
+    // the older download is given up at once, without waiting for its chunks' timeouts
+    await waitFor(() => updater.downloading === 0);
+    const asked = fetches.length;
+    config.onMessage(message('newer', 0, false)); // a redelivery: answered again
+    await config.settled();
+    t.is(answers.length, 2);
+    t.is(fetches.length, asked);
+    t.is(config.settings.configId, 'newer', 'the older one never overwrote it');
+  } finally {
+    updater.close();
+    await head.stop();
+    await rm(store, { recursive: true, force: true });
   }
 });
