@@ -6,6 +6,7 @@
  * number of frames, or until stopped (frames 0); a signal stops it with the summary.
  */
 import Table from 'cli-table3';
+import { DEFAULT_FLEET } from '../fleet-config/schema.js';
 import { Agent } from '../device-agent/agent.js';
 import { Accuracy, datasetLabels, type LabelOf } from '../device-agent/accuracy.js';
 import { startEdge, type Edge } from '../edge-broker/edge.js';
@@ -66,6 +67,8 @@ export interface DemoSummary {
   latencyMs: { p50: number; p99: number };
   model: string;
   codec: string;
+  /** Results per label the edge answered with (the bundle's own labels). */
+  labels: Record<string, number>;
 }
 
 /** The labels of the source's samples as indexes into the bundle's own labels: by the
@@ -90,7 +93,7 @@ async function startEdgeOnFreePort(opts: DemoOptions): Promise<Edge> {
     workers: opts.workers,
     host: opts.host,
     edgeId: 'demo-edge',
-    statusFleet: 'demo',
+    statusFleet: DEFAULT_FLEET,
   };
   try {
     return await startEdge({ ...common, port: opts.port, wsPort: opts.wsPort });
@@ -134,7 +137,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   ].filter((x) => x !== null);
   out.write(
     `splitfleet demo: edge broker on ${edge.url} (WebSocket ${edge.wsUrl ?? 'off'})\n` +
-      `  watch results:  mosquitto_sub -L '${edge.url}/${deviceFilter('result', 'demo')}' -v\n` +
+      `  watch results:  mosquitto_sub -L '${edge.url}/${deviceFilter('result', DEFAULT_FLEET)}' -v\n` +
       `  model ${m.name}@${m.version}, split after ${describeSplit(m)}, ` +
       `codec ${codec.name} point ${opts.point} (${pointLabel}), ${opts.devices} devices, ` +
       `${forever ? 'until stopped (Ctrl-C)' : `${opts.frames} frames`}\n` +
@@ -147,11 +150,12 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const per = Math.floor(opts.frames / opts.devices);
   const agents: Agent[] = [];
   const scores = new Map<Agent, Accuracy>();
+  const labelCounts = new Map<string, number>();
   for (let i = 0; i < opts.devices; i++) {
     const n = per + (i < opts.frames % opts.devices ? 1 : 0);
     const agent = new Agent({
       url: edge.url,
-      fleet: 'demo',
+      fleet: DEFAULT_FLEET,
       deviceId: `device-${String(i + 1).padStart(2, '0')}`,
       bundle: opts.bundle,
       codec: opts.codec,
@@ -163,6 +167,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     });
     const score = new Accuracy(labelOf);
     score.follow(agent);
+    agent.on('result', (r) => labelCounts.set(r.label, (labelCounts.get(r.label) ?? 0) + 1));
     scores.set(agent, score);
     agents.push(agent);
   }
@@ -237,6 +242,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       },
       model: `${m.name}@${m.version}`,
       codec: `${codec.name}/${pointLabel}`,
+      labels: Object.fromEntries(labelCounts),
     };
   };
 

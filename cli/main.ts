@@ -114,6 +114,10 @@ program
   });
 
 program.parseAsync().catch((e: unknown) => {
-  process.stderr.write(`splitfleet: ${e instanceof Error ? e.message : String(e)}\n`);
+  // `splitfleet edge: port 9001 is in use (--ws-port); ...`: the command that failed
+  const sub = program.args[0];
+  const who =
+    sub && program.commands.some((c) => c.name() === sub) ? `splitfleet ${sub}` : 'splitfleet';
+  process.stderr.write(`${who}: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

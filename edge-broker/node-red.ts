@@ -371,7 +371,7 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
     logging: { console: { level: 'warn', metrics: false, audit: false } },
   };
   RED.init(server, settings as unknown as Parameters<typeof RED.init>[1]);
-  const port = await listen(server, o.port, o.host);
+  const port = await listen(server, o.port, o.host, '--node-red-port');
   // RED.start() resolves before the flows run; a close() before then would leave them
   // running (their connections open)
   const flowsRunning = flowsStarted();

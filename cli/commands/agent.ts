@@ -5,6 +5,7 @@
  * result; with `--json`, only the summary, as one JSON line (AgentSummary).
  */
 import { Option, type Command } from 'commander';
+import { DEFAULT_FLEET } from '../../fleet-config/schema.js';
 import { readFile } from 'node:fs/promises';
 import { ENGINE_NAMES, type EngineName } from '../../core/engine/engine.js';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
@@ -112,7 +113,7 @@ export function register(cmd: Command): void {
       brokerUrl,
       'mqtt://127.0.0.1:1883',
     )
-    .option('--fleet <id>', 'fleet id', 'default')
+    .option('--fleet <id>', 'fleet id', DEFAULT_FLEET)
     .option('--model <name>', 'model name, name@version or bundle folder', DEFAULT_MODEL)
     .option('--codec <name>', 'feature codec (split-q, aecnn, frankensplit, ...)', 'split-q')
     .option('--point <n>', 'codec operating point', int(0, 255), 0)

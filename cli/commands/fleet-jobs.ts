@@ -8,7 +8,7 @@ import { ROLLOUT_DEFAULTS } from '../../edge-broker/fleet/rollout-spec.js';
 import { readFile } from 'node:fs/promises';
 import Table from 'cli-table3';
 import { Command } from 'commander';
-import { int, list, OptionValues, positive, share } from '../args.js';
+import { brokerUrl, int, list, OptionValues, positive, share } from '../args.js';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { dataOf, request, type EdgeOp } from '../../core/wire/rpc.js';
 import { edgeOpTopic, edgeStatusTopic, loginClientId, parseTopic } from '../../core/wire/topics.js';
@@ -26,7 +26,12 @@ export interface ConnectFlags {
 /** The connection flags every fleet command takes. */
 export function withConnection(c: Command): Command {
   return c
-    .option('--url <url>', 'edge broker URL', 'mqtt://127.0.0.1:1883')
+    .option(
+      '--url <url>',
+      'edge broker URL (mqtt://, mqtts://, ws://, wss://)',
+      brokerUrl,
+      'mqtt://127.0.0.1:1883',
+    )
     .option('--username <u>', 'MQTT username (an operator; a dashboard may only read)')
     .option('--password <p>', 'MQTT password (or SPLITFLEET_PASSWORD)')
     .option('--ca <file>', 'PEM certificate(s) to trust for mqtts://');

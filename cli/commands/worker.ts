@@ -3,6 +3,7 @@
  * with its group ($share/...), until a signal stops it.
  */
 import type { Command } from 'commander';
+import { DEFAULT_FLEET } from '../../fleet-config/schema.js';
 import { readFile } from 'node:fs/promises';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
 import { brokerUrl, int, OptionValues } from '../args.js';
@@ -45,7 +46,7 @@ export function register(cmd: Command): void {
     )
     .option('--group <name>', 'shared-subscription group', 'splitfleet-decoders')
     .option('--id <id>', 'worker id (client id sf-worker-<id>)', `w${process.pid}`)
-    .option('--fleet <id>', "fleet to decode ('+': all)", '+')
+    .option('--fleet <id>', "fleet to decode ('+': all)", DEFAULT_FLEET)
     .option('--model <names...>', 'models to decode', [DEFAULT_MODEL])
     .option('--threads <n>', 'inference threads', int(1, 64), 1)
     .option('--username <u>', 'MQTT username (a worker)')

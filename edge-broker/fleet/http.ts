@@ -54,7 +54,7 @@ export class MetricsHttp implements Part {
     });
     this.server = server;
     const host = this.o.host ?? '127.0.0.1';
-    this.where = `http://${shownHost(host)}:${await listen(server, this.o.port, host)}`;
+    this.where = `http://${shownHost(host)}:${await listen(server, this.o.port, host, '--metrics-port')}`;
   }
 
   async stop(): Promise<void> {

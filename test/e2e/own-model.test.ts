@@ -135,6 +135,14 @@ maybe(
     t.is(s.results, frames);
     t.is(s.errors, 0);
     t.is(s.lost, 0);
+    // the demo's own count of the labels the edge answered with: the user's, every frame
+    const labels = s.labels as Record<string, number>;
+    t.true(Object.keys(labels).length > 0);
+    for (const l of Object.keys(labels)) t.true(LABELS.includes(l), `label ${l}`);
+    t.is(
+      Object.values(labels).reduce((a, n) => a + n, 0),
+      frames,
+    );
   },
 );
 
