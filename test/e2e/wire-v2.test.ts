@@ -3,6 +3,9 @@
  * and batched) to the edge, getting compact answers; v1 agents and raw v1 frames against
  * the same edge; an unknown context answered with an error the agent recovers from.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
 import { connectAsync } from 'mqtt';
 import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
@@ -229,4 +232,35 @@ test('an edge with full results off: compact answers only for v2 devices, full r
   await Promise.all([raw.endAsync(), results.client.endAsync(), errors.client.endAsync()]);
   await intake.stop();
   await broker.close();
+});
+
+test('a v2 agent with an outbox: frames kept while the edge is away go when it comes, every one answered', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sf-v2-outbox-'));
+  let edge = await edgeUp();
+  const port = Number(new URL(edge.url).port);
+  await edge.close(); // the edge is away when the agent starts: it captures into its outbox
+  const a = await agent(edge, 'boxed', 12, {
+    wire: 'v2',
+    fps: 20,
+    outbox: { dir },
+    reconnectPeriodMs: 100,
+    maxReconnectMs: 400,
+  });
+  await a.start();
+  const run = a.run();
+  await waitFor(() => a.stats.sent >= 6);
+  edge = await startEdge({
+    bundles: [await shippedModel()],
+    port,
+    wsPort: 0,
+    workers: 1,
+    edgeId: 'edge-v2',
+  });
+  const s = await run;
+  t.is(s.results, 12);
+  t.is(s.lost + s.errors, 0);
+  t.is(a.wire!.counts.v1 + a.wire!.counts.v2, 12, 'each frame sent once');
+  await a.stop();
+  await edge.close();
+  await rm(dir, { recursive: true, force: true });
 });
