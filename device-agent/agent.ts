@@ -16,8 +16,14 @@
  *   updater.ts  bundles fetched over the air
  */
 import type { Bundle } from '../core/model/bundle.js';
-import { ContextError, MAX_COMPACT_TOPK, parseAnswerChannel } from '../core/wire/context.js';
-import { parseError, type ErrorMessage, type ResultMessage } from '../core/wire/messages.js';
+import { ContextError, parseAnswerChannel } from '../core/wire/context.js';
+import {
+  batchProblem,
+  parseError,
+  topkProblem,
+  type ErrorMessage,
+  type ResultMessage,
+} from '../core/wire/messages.js';
 import { RESPONSE_QOS } from '../core/wire/rpc.js';
 import {
   DEFAULT_BASE,
@@ -150,9 +156,8 @@ export class Agent {
     };
     const v2 = o.wire === 'v2';
     const topk = o.topk ?? 1;
-    if (!Number.isInteger(topk) || topk < 1 || topk > MAX_COMPACT_TOPK) {
-      throw new Error(`topk must be 1..${MAX_COMPACT_TOPK}`);
-    }
+    const wrong = topkProblem(topk) ?? (o.batch ? batchProblem(o.batch) : null);
+    if (wrong) throw new Error(wrong);
     // wire v2: the session's connections are told to the agent once the edge acknowledged
     // the session (context.ts); the answers come compact on `.../a`, not on `.../result`
     const sessionBus = v2 ? new Bus(o.deviceId) : bus;
@@ -244,6 +249,8 @@ export class Agent {
         updater: this.updater,
         answer: (body) => answer(opTopic('response', 'config'), body),
         announce,
+        wire: v2 ? 'v2' : 'v1',
+        link: this.wire,
       },
     );
     this.adapt = new AdaptivePoint({

@@ -21,6 +21,7 @@ import {
 import { bundleRefString } from '../core/wire/ota.js';
 import { log } from '../core/util/log.js';
 import type { Bus } from './bus.js';
+import type { WireLink } from './context.js';
 import type { Head } from './head.js';
 import type { AgentSettings } from './settings.js';
 import type { BundleUpdater } from './updater.js';
@@ -40,6 +41,12 @@ export interface ConfigDeps {
   answer: (body: string) => Promise<void>;
   /** Publish the device's status again (it names the settings); must not reject. */
   announce: () => Promise<void>;
+  /** The wire format the agent runs, chosen at start (its subscriptions and link follow
+   * it): a config naming the other one is refused. Default v1. */
+  wire?: 'v1' | 'v2';
+  /** Wire v2's link, where a config's topk and batching apply (null: wire v1, where they
+   * have no effect). */
+  link?: WireLink | null;
 }
 
 export class RuntimeConfig {
@@ -148,6 +155,12 @@ export class RuntimeConfig {
           `source ${JSON.stringify(s.source)} differs from ${JSON.stringify(d.source)}; the source is set when the agent starts`,
         );
       }
+      const wire = d.wire ?? 'v1';
+      if (s.wire !== undefined && s.wire !== null && s.wire !== wire) {
+        throw new Error(
+          `wire ${s.wire}: the agent runs wire ${wire}, chosen when it starts; restart it with --wire ${s.wire}`,
+        );
+      }
       const now = this.current;
       const engine = s.engine === undefined ? now.engine : parseEngineName(s.engine);
       const stop = new AbortController();
@@ -168,6 +181,7 @@ export class RuntimeConfig {
         s.point === now.point &&
         engine === now.engine;
       if (!same) await d.head.replace({ bundle, codec: s.codec, point: s.point, engine });
+      d.link?.configure({ topk: s.topk, batch: s.batch });
       this.update({
         bundle,
         codec: s.codec,

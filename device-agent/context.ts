@@ -53,8 +53,9 @@ export interface BatchOptions {
 export interface WireOptions {
   deviceId: string;
   topics: { features: string; f: string; ctx: string };
-  /** Classes in each answer (1: the best only). */
+  /** Classes in each answer (1: the best only); a config may change it (configure()). */
   topk: number;
+  /** A config may change it (configure()). */
   batch: BatchOptions | null;
   /** Names of a frame's model and codec and its labels, for the results made from
    * compact answers. */
@@ -93,17 +94,41 @@ export class WireLink implements Link {
   private batch: { ctx: number; entries: V2Entry[]; timer: NodeJS.Timeout } | null = null;
   /** Packets published, by kind (for tests and benches). */
   readonly counts = { v1: 0, v2: 0, batches: 0, announces: 0 };
+  private readonly o: WireOptions;
 
   constructor(
-    private readonly o: WireOptions,
+    options: Readonly<WireOptions>,
     private readonly session: WireSession,
     private readonly bus: Bus,
   ) {
+    this.o = { ...options };
     const done = (id: number) => this.sent.delete(id);
     bus.on('result', (r) => done(r.frameId));
     bus.on('error', (e) => e.frameId !== null && done(e.frameId));
     bus.on('lost', done);
     bus.on('dropped', done);
+  }
+
+  /** The answers and batching in force. */
+  get settings(): { topk: number; batch: BatchOptions | null } {
+    return { topk: this.o.topk, batch: this.o.batch };
+  }
+
+  /** A config's topk and batching, applied at once: a batch waiting goes out as it was
+   * made; a new topk is announced again (the session's answers follow the ack; the
+   * frames keep going meanwhile: the edge answers them one way or the other, both read). */
+  configure(c: { topk?: number; batch?: BatchOptions | null }): void {
+    if (c.batch !== undefined) {
+      if (this.batch) this.flushBatch();
+      this.o.batch = c.batch === null ? null : { ...c.batch };
+    }
+    if (c.topk !== undefined && c.topk !== this.o.topk) {
+      this.o.topk = c.topk;
+      if (this.conn !== null && this.ready) {
+        this.hello = this.nextId++;
+        this.announce({ id: this.hello });
+      }
+    }
   }
 
   /** The connection frames may go on: only once the edge acknowledged the session. */

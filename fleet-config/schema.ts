@@ -8,7 +8,12 @@
  * `groups` (named partial settings) and `devices` (per device: a group and overrides).
  * A device's effective settings are defaults <- its group <- its own (effective.ts).
  */
-import type { DeviceSettings as ProtocolDeviceSettings } from '../core/wire/messages.js';
+import {
+  BATCH_BOUNDS,
+  SETTING_MAX_TOPK,
+  WIRE_FORMATS,
+  type DeviceSettings as ProtocolDeviceSettings,
+} from '../core/wire/messages.js';
 import { ID_PATTERN } from '../core/wire/topics.js';
 import { ENGINE_NAMES } from '../core/engine/engine.js';
 import { DEFAULT_MODEL } from '../core/model/ref.js';
@@ -104,6 +109,44 @@ const SETTINGS: Record<keyof DeviceSettings, JsonSchema> = {
       'Engine of the head on the device: onnx (onnxruntime-node), tfjs (tfjs-node when installed, else tfjs-wasm), tfjs-node, tfjs-wasm, or auto (the first that runs of onnx, tfjs-node, tfjs-wasm). An engine the device cannot run falls back along that order, logged.',
     enum: [...ENGINE_NAMES],
     default: 'auto',
+  },
+  wire: {
+    title: 'Wire format',
+    description:
+      "v1: self-describing frames and full JSON results; v2: lean frames (a 6-byte header) in contexts the device announces, and compact answers (docs/PROTOCOL.md). The format is chosen when the agent starts: an agent running the other one refuses the config (restart it with --wire). null: the agent's own (--wire, default v1).",
+    enum: [...WIRE_FORMATS, null],
+    default: null,
+  },
+  batch: {
+    title: 'Batching (wire v2)',
+    description:
+      'Several wire v2 frames per PUBLISH: at most maxFrames, none waiting more than maxDelayMs for the others. null: every frame alone.',
+    type: ['object', 'null'],
+    additionalProperties: false,
+    required: ['maxFrames', 'maxDelayMs'],
+    properties: {
+      maxFrames: {
+        title: 'Frames per PUBLISH at most',
+        type: 'integer',
+        minimum: BATCH_BOUNDS.minFrames,
+        maximum: BATCH_BOUNDS.maxFrames,
+      },
+      maxDelayMs: {
+        title: 'Longest wait of a frame for the others (ms)',
+        type: 'number',
+        minimum: 0,
+        maximum: BATCH_BOUNDS.maxDelayMs,
+      },
+    },
+    default: null,
+  },
+  topk: {
+    title: 'Classes per answer (wire v2)',
+    description: `Classes in each compact answer, best first (1..${SETTING_MAX_TOPK}).`,
+    type: 'integer',
+    minimum: 1,
+    maximum: SETTING_MAX_TOPK,
+    default: 1,
   },
 };
 

@@ -286,6 +286,50 @@ export interface DeviceSettings {
   /** Inference engine of the head: auto, onnx, tfjs, tfjs-node, tfjs-wasm
    * (core/engine/select.ts). Absent (an edge before this setting): the agent's own. */
   engine?: string;
+  /** Wire format (docs/PROTOCOL.md): null or absent, the agent's own (`--wire`). */
+  wire?: WireFormat | null;
+  /** Wire v2: several frames per PUBLISH (null: off). Absent: the agent's own. */
+  batch?: BatchSetting | null;
+  /** Wire v2: classes in each compact answer, 1..4. Absent: the agent's own. */
+  topk?: number;
+}
+
+/** The wire formats an agent speaks. */
+export const WIRE_FORMATS = ['v1', 'v2'] as const;
+export type WireFormat = (typeof WIRE_FORMATS)[number];
+
+/** Wire v2 batching: at most `maxFrames` frames per PUBLISH, none waiting more than
+ * `maxDelayMs` for the others. */
+export interface BatchSetting {
+  maxFrames: number;
+  maxDelayMs: number;
+}
+
+/** Bounds of the batching setting (the fleet file's schema and every reader use them).
+ * maxFrames is frame-v2.ts' V2_MAX_BATCH and SETTING_MAX_TOPK context.ts' MAX_COMPACT_TOPK
+ * (a test holds them equal): this module is below both, it cannot import them. */
+export const BATCH_BOUNDS = {
+  minFrames: 2,
+  maxFrames: 255,
+  maxDelayMs: 10_000,
+} as const;
+export const SETTING_MAX_TOPK = 4;
+
+/** Why `b` is not a batching setting, or null. */
+export function batchProblem(b: BatchSetting): string | null {
+  const { minFrames, maxFrames, maxDelayMs } = BATCH_BOUNDS;
+  if (!Number.isInteger(b.maxFrames) || b.maxFrames < minFrames || b.maxFrames > maxFrames)
+    return `batch maxFrames must be an integer in ${minFrames}..${maxFrames}`;
+  if (!Number.isFinite(b.maxDelayMs) || b.maxDelayMs < 0 || b.maxDelayMs > maxDelayMs)
+    return `batch maxDelayMs must be in 0..${maxDelayMs}`;
+  return null;
+}
+
+/** Why `k` is not a top-k setting, or null. */
+export function topkProblem(k: number): string | null {
+  return Number.isInteger(k) && k >= 1 && k <= SETTING_MAX_TOPK
+    ? null
+    : `topk must be an integer in 1..${SETTING_MAX_TOPK}`;
 }
 
 /** Retained on `.../device/<id>/config`: the effective config the edge wants it to run. */
@@ -322,6 +366,32 @@ export interface ConfigAck {
  * path, so a config cannot make a device read a folder of its choice). */
 const MODEL_RE = /^[A-Za-z0-9_.-]{1,64}(@[0-9]{1,6})?$/;
 
+/** The wire settings of a config's `settings`, each only when present; out of range
+ * throws Invalid (the whole config is then unreadable). */
+function wireSettings(st: Record<string, unknown>): Partial<DeviceSettings> {
+  const out: Partial<DeviceSettings> = {};
+  if (st.wire !== undefined) {
+    const w = WIRE_FORMATS.find((f) => f === st.wire);
+    if (!w && st.wire !== null) throw new Invalid();
+    out.wire = w ?? null;
+  }
+  if (st.batch !== undefined) {
+    if (st.batch === null) out.batch = null;
+    else {
+      const b = obj(st.batch);
+      const batch = { maxFrames: num(b.maxFrames), maxDelayMs: num(b.maxDelayMs) };
+      if (batchProblem(batch) !== null || Object.keys(b).length !== 2) throw new Invalid();
+      out.batch = batch;
+    }
+  }
+  if (st.topk !== undefined) {
+    const k = int(st.topk);
+    if (topkProblem(k) !== null) throw new Invalid();
+    out.topk = k;
+  }
+  return out;
+}
+
 export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
   return checked(payload, (v) => {
     if (v.v !== CONFIG_VERSION) throw new Invalid();
@@ -340,6 +410,7 @@ export function parseConfig(payload: Uint8Array | string): ConfigMessage | undef
       source: st.source === undefined ? 'sample' : str(st.source, 1024),
       credentials: st.credentials === undefined ? null : orNull((x) => str(x, 64))(st.credentials),
       ...(st.engine !== undefined ? { engine: str(st.engine, 32) } : {}),
+      ...wireSettings(st),
     };
     const c: ConfigMessage = {
       v: CONFIG_VERSION,
