@@ -2,9 +2,12 @@
  * Logins for the embedded Node-RED (node-red.ts).
  *
  * - The editor and its admin API use Node-RED's own `adminAuth` (type "credentials"): the
- *   edge's credential file gives the users, an operator with full rights ('*'), a
- *   dashboard user read-only ('read': sees the flows, cannot deploy). Devices and workers
- *   have no login there. Without a credential file there is one user, `admin`, whose
+ *   edge's credential file gives the users, an operator of every fleet with full rights
+ *   ('*'), a dashboard user read-only ('read': sees the flows, cannot deploy). An operator
+ *   pinned to one fleet is read-only there too: a deployed flow (an `exec` or `function`
+ *   node) runs code as the edge, with every fleet's data and the edge's own files, which
+ *   is more than its fleet. Such an operator still sends ops of its own fleet from the
+ *   dashboard (node-red-ops.ts, `operator()`). Devices and workers have no login there. Without a credential file there is one user, `admin`, whose
  *   password is generated on the first start and kept only as a scrypt hash in Node-RED's
  *   user folder (`.splitfleet-admin.json`, mode 0600); delete that file to get a new one.
  * - Everything else Node-RED serves (the dashboard, its socket.io endpoint, HTTP-in
@@ -47,6 +50,9 @@ export interface AdminAuth {
 interface Account {
   hash: string;
   permissions: Permissions;
+  /** An operator of the credential file (or the generated admin): the fleet it operates,
+   * null for every fleet; undefined: not an operator. */
+  operates?: string | null;
 }
 
 /** The user of the generated login (Node-RED without a credential file). */
@@ -96,6 +102,14 @@ export class Logins {
   /** True when at least one user may deploy. */
   get hasOperator(): boolean {
     return [...this.accounts.values()].some((a) => a.permissions === '*');
+  }
+
+  /** Whether `username` may send ops from the dashboard, and of which fleet (null: every
+   * fleet); null when it may not (a dashboard user, anyone else). Ask only for a user
+   * whose login check() passed. */
+  operator(username: string): { fleet: string | null } | null {
+    const a = this.accounts.get(username);
+    return a?.operates === undefined ? null : { fleet: a.operates };
   }
 
   /** The user of that name, or null (devices, workers, unknown names). */
@@ -231,7 +245,7 @@ export async function generatedAdmin(
 }
 
 function adminLogins(hash: string): Logins {
-  return new Logins(new Map([[ADMIN_USER, { hash, permissions: '*' }]]));
+  return new Logins(new Map([[ADMIN_USER, { hash, permissions: '*', operates: null }]]));
 }
 
 function storedHash(text: string): string | null {
@@ -249,7 +263,13 @@ function storedHash(text: string): string | null {
 function accountsOf(file: CredentialFile): Map<string, Account> {
   const accounts = new Map<string, Account>();
   for (const [name, c] of Object.entries(file.users)) {
-    if (c.role === 'operator') accounts.set(name, { hash: c.hash, permissions: '*' });
+    // the editor's full rights run code as the edge: only for an operator of every fleet
+    if (c.role === 'operator')
+      accounts.set(name, {
+        hash: c.hash,
+        permissions: c.fleet === null ? '*' : 'read',
+        operates: c.fleet,
+      });
     if (c.role === 'dashboard') accounts.set(name, { hash: c.hash, permissions: 'read' });
   }
   return accounts;

@@ -8,13 +8,15 @@
  *   POST /splitfleet/ops/<fleet>/device/<id>/<op>     a device op (DEVICE_OPS)
  *   POST /splitfleet/ops/<fleet>/edge/<id>/<op>       an edge op (EDGE_OPS)
  *
- * Only a user with full rights (an `operator` of the credential file, or the generated
- * `admin` login without one) may send an op, checked here on every request from its HTTP
- * Basic login: a `dashboard` user gets 403 whatever its page shows. With a credential
- * file the op goes to the edge under the operator's own MQTT login (the broker applies its
- * fleet), else under the flows' login, if any. A POST must be JSON (`content-type:
- * application/json`, at most 64 KiB, an object) and, when the browser names an origin,
- * come from this server's own pages: a page elsewhere cannot make a logged-in browser send
+ * Only an operator (an `operator` of the credential file, or the generated `admin` login
+ * without one) may send an op, checked here on every request from its HTTP Basic login:
+ * a `dashboard` user gets 403 whatever its page shows, and an operator pinned to a fleet
+ * gets 403 for any other fleet. With a credential file the op goes to the edge under the
+ * operator's own MQTT login (the broker applies its fleet too), else under the flows'
+ * login, if any. A POST must be JSON (`content-type: application/json`, at most 64 KiB,
+ * an object nested at most BODY_DEPTH deep) and come from this server's own pages: a
+ * browser's request that names another origin, or that says it is cross-site
+ * (`sec-fetch-site`), is refused, so a page elsewhere cannot make a logged-in browser send
  * one. The answer is `{ status: 'ok', data }` (200) or `{ status: 'error', error }` with
  * the edge's message (422), no answer in time (504), the edge unreachable (502).
  */
@@ -42,6 +44,9 @@ export interface ConsoleOptions {
 }
 
 const BODY_MAX = 64 * 1024;
+/** Arrays and objects nested deeper are refused: no op needs more, and the body is
+ * serialized again (recursively) on its way to the edge. */
+const BODY_DEPTH = 32;
 /** Ops in flight at once; more are answered 503. */
 const RUNNING_MAX = 4;
 const CONNECT_MS = 10_000;
@@ -59,6 +64,7 @@ function send(res: ServerResponse, status: number, body: Json, headers = {}): vo
     .writeHead(status, {
       'content-type': 'application/json',
       'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
       ...headers,
     })
     .end(JSON.stringify(body));
@@ -90,7 +96,9 @@ function readJson(req: IncomingMessage): Promise<Json | 'bad' | 'large'> {
     req.on('error', () => finish('bad'));
     req.on('end', () => {
       try {
-        const v: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+        const text = Buffer.concat(chunks).toString('utf8') || '{}';
+        if (nesting(text) > BODY_DEPTH) return finish('bad');
+        const v: unknown = JSON.parse(text);
         finish(typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Json) : 'bad');
       } catch {
         finish('bad');
@@ -99,8 +107,30 @@ function readJson(req: IncomingMessage): Promise<Json | 'bad' | 'large'> {
   });
 }
 
-/** True when the request names no origin (not a browser's cross-site request) or its own. */
+/** How deep the arrays and objects of a JSON text nest (brackets inside strings are not
+ * counted); one pass, no recursion. */
+function nesting(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) deepest = Math.max(deepest, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return deepest;
+}
+
+/** True when the request comes from this server's own pages, or from no browser page:
+ * it names no origin or its own, and no browser says it is cross-site. */
 function sameOrigin(req: IncomingMessage): boolean {
+  const site = req.headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'same-origin' && site !== 'none') return false;
   const origin = req.headers.origin;
   if (origin === undefined) return true;
   try {
@@ -156,11 +186,11 @@ export class OperatorConsole {
       if (!login && this.o.brokerLogins) return failed(res, 401, 'log in', BASIC);
       return send(res, 200, {
         user: login?.user.username ?? null,
-        operator: login?.user.permissions === '*',
+        operator: login ? this.o.logins.operator(login.user.username) !== null : false,
       });
     }
     if (req.method === 'GET' && rest === 'login') {
-      if (login?.user.permissions === '*') {
+      if (login && this.o.logins.operator(login.user.username)) {
         res.writeHead(302, { location: backPath(req.url), 'cache-control': 'no-store' }).end();
         return;
       }
@@ -171,7 +201,8 @@ export class OperatorConsole {
       return failed(res, 404, `not an op: POST ${OPS_ROUTE}<fleet>/<device|edge>/<id>/<op>`);
     }
     if (!login) return failed(res, 401, 'log in as an operator', BASIC);
-    if (login.user.permissions !== '*') {
+    const operates = this.o.logins.operator(login.user.username);
+    if (!operates) {
       return failed(res, 403, `${login.user.username} may only read: log in as an operator`);
     }
     if (!sameOrigin(req)) return failed(res, 403, 'cross-site request refused');
@@ -181,6 +212,9 @@ export class OperatorConsole {
     const [, fleet = '', kind, id = '', op = ''] = m;
     const ops: readonly string[] = kind === 'device' ? DEVICE_OPS : EDGE_OPS;
     if (!isValidId(fleet) || !isValidId(id)) return failed(res, 400, 'fleet or id not valid');
+    if (operates.fleet !== null && operates.fleet !== fleet) {
+      return failed(res, 403, `${login.user.username} operates fleet ${operates.fleet} only`);
+    }
     if (!ops.includes(op)) {
       return failed(res, 400, `unknown ${kind} op ${JSON.stringify(op.slice(0, 32))}`);
     }
@@ -190,7 +224,9 @@ export class OperatorConsole {
       res.once('finish', () => req.socket.destroy());
       return failed(res, 413, `the body is over ${BODY_MAX} B`, { connection: 'close' });
     }
-    if (body === 'bad') return failed(res, 400, 'the body must be a JSON object');
+    if (body === 'bad') {
+      return failed(res, 400, `the body must be a JSON object nested at most ${BODY_DEPTH} deep`);
+    }
     if (this.running >= RUNNING_MAX) {
       return failed(res, 503, 'too many ops at once', { 'retry-after': '1' });
     }

@@ -22,7 +22,12 @@ import { PROJECT_ROOT } from '../../core/paths.js';
 import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
 
-const PASSWORDS = { op: 'operator-secret', viewer: 'viewer-secret', cam: 'device-secret' };
+const PASSWORDS = {
+  op: 'operator-secret',
+  viewer: 'viewer-secret',
+  cam: 'device-secret',
+  tenant: 'tenant-secret',
+};
 let nodeRed: EmbeddedNodeRed;
 let dir: string;
 const children: ChildProcess[] = [];
@@ -44,6 +49,8 @@ test.before(async () => {
       op: { role: 'operator', fleet: null, hash: await hashPassword(PASSWORDS.op) },
       viewer: { role: 'dashboard', fleet: null, hash: await hashPassword(PASSWORDS.viewer) },
       cam: { role: 'device', fleet: 'f', hash: await hashPassword(PASSWORDS.cam) },
+      // an operator of one fleet: read-only in the editor (a flow runs code as the edge)
+      tenant: { role: 'operator', fleet: 'f', hash: await hashPassword(PASSWORDS.tenant) },
     },
   };
   nodeRed = await startNodeRed({
@@ -196,6 +203,20 @@ test.serial('a dashboard login reads the flows but cannot deploy', async (t) => 
     body: JSON.stringify([]),
   });
   t.true(deploy.status === 401 || deploy.status === 403, `POST /flows: ${deploy.status}`);
+  t.false(await exists(marker));
+});
+
+test.serial('an operator of one fleet reads the flows but cannot deploy', async (t) => {
+  t.not((await token(nodeRed.url, 'tenant', PASSWORDS.tenant, '*')).status, 200);
+  const tenant = await token(nodeRed.url, 'tenant', PASSWORDS.tenant, 'read');
+  t.is(tenant.status, 200);
+  const marker = join(dir, 'pwned-by-tenant');
+  const post = await fetch(`${nodeRed.url}/flow`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...bearer(tenant.token) },
+    body: JSON.stringify(execFlow(marker)),
+  });
+  t.true(post.status === 401 || post.status === 403, `POST /flow: ${post.status}`);
   t.false(await exists(marker));
 });
 
