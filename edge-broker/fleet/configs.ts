@@ -84,17 +84,23 @@ export interface SetConfigResult {
   persisted: string | null;
 }
 
+/** A device's answer is its own text: the longest config id it may name, and the most of
+ * its refusal kept (and shown in /devices, the devices report and the log). */
+const MAX_CONFIG_ID = 256;
+const MAX_REFUSAL = 1024;
+
 function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** The data of a config answer: what the device runs and what it refused; undefined
- * when it is not one. */
+ * when it is not one (config ids over MAX_CONFIG_ID characters included). */
 export function parseConfigAck(data: unknown): ConfigAck | undefined {
   if (data === null || data === undefined) return { configId: null, refused: null };
   if (!isObj(data)) return undefined;
   const d = data;
-  const text = (v: unknown) => v === undefined || v === null || typeof v === 'string';
+  const text = (v: unknown) =>
+    v === undefined || v === null || (typeof v === 'string' && v.length <= MAX_CONFIG_ID);
   if (!text(d.configId) || !text(d.refused)) return undefined;
   return {
     configId: typeof d.configId === 'string' ? d.configId : null,
@@ -324,7 +330,7 @@ export class FleetConfigs implements Part {
       limitedLog.warn(`config-ack:${t.fleet}/${t.id}`, { topic }, 'unreadable config answer');
       return;
     }
-    const error = r.status === 'error' ? r.error : null;
+    const error = r.status === 'error' ? (r.error?.slice(0, MAX_REFUSAL) ?? null) : null;
     if (error !== null)
       limitedLog.warn(
         `config-refused:${t.fleet}/${t.id}`,
