@@ -163,6 +163,14 @@ export function register(bench: Command): void {
         .choices(['auto', 'netem', 'linkemu'])
         .default('auto'),
     )
+    .addOption(
+      new Option(
+        '--wire <format>',
+        "the agents' wire format: v1, or v2 (lean frames, compact answers)",
+      )
+        .choices(['v1', 'v2'])
+        .default('v1'),
+    )
     .option('--quick', 'short runs, one probe (a smoke run, not a result)')
     .option('--json', 'print one JSON object on the last line')
     .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
@@ -187,6 +195,7 @@ export function register(bench: Command): void {
         source: o.optStr('source'),
         shaper: o.choice('shaper', ['auto', 'netem', 'linkemu']),
         quick: o.flag('quick'),
+        wire: o.choice('wire', ['v1', 'v2']),
         log,
       });
       print(latencyTable(r) + '\n');

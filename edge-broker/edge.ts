@@ -22,6 +22,7 @@
  */
 import type { Bundle } from '../core/model/bundle.js';
 import { log } from '../core/util/log.js';
+import { MAX_PAYLOAD_BYTES } from '../core/wire/frame.js';
 import { bundleRefString } from '../core/wire/ota.js';
 import type { ResultMessage } from '../core/wire/messages.js';
 import { DEFAULT_BASE } from '../core/wire/topics.js';
@@ -76,6 +77,12 @@ export interface EdgeOptions extends BrokerOptions {
   httpHost?: string;
   /** Folder of the edge's own state (rollout jobs, `jobs.json`); null: kept in memory. */
   stateDir?: string | null;
+  /** Publish every result in full (JSON on `.../result`) also for devices that take
+   * compact answers (wire v2); false where nothing listens there (default true). */
+  fullResults?: boolean;
+  /** Largest frame payload taken (bytes; default 1 MiB, MAX_PAYLOAD_BYTES); a larger cap
+   * raises the broker's PUBLISH cap with it. */
+  maxFrameBytes?: number;
 }
 
 export interface Edge {
@@ -118,7 +125,7 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
   const workers = Math.max(1, opts.workers ?? 1);
   if (opts.bundles.length === 0) throw new Error('the edge needs at least one model bundle');
 
-  const broker = await startBroker({ ...opts, deferOpen: true });
+  const broker = await startBroker({ ...opts, access: brokerAccess(opts), deferOpen: true });
   const parts = new Parts();
   await parts.start(
     part(
@@ -139,6 +146,17 @@ export async function startEdge(opts: EdgeOptions): Promise<Edge> {
     await parts.stop();
     throw e;
   }
+}
+
+/** The broker's access options: its PUBLISH cap is raised with a frame cap over the
+ * default one (a frame is its payload and 256 B, then the topic and MQTT header). */
+function brokerAccess(opts: EdgeOptions): EdgeOptions['access'] {
+  const max = opts.maxFrameBytes;
+  if (max === undefined || max <= MAX_PAYLOAD_BYTES) return opts.access;
+  return {
+    ...opts.access,
+    maxPayloadBytes: Math.max(opts.access?.maxPayloadBytes ?? 0, max + 256 + 4096),
+  };
 }
 
 interface Names {
@@ -172,6 +190,8 @@ async function compose(
       maxBatch: opts.maxBatch,
       maxWaitMs: opts.maxWaitMs,
     },
+    fullResults: opts.fullResults,
+    maxFrameBytes: opts.maxFrameBytes,
   });
   const monitor = new FleetMonitor(edgeId, {
     backlog: () => intake.backlog,

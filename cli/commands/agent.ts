@@ -10,6 +10,13 @@ import { readFile } from 'node:fs/promises';
 import { ENGINE_NAMES, type EngineName } from '../../core/engine/engine.js';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
 import { percentile, round } from '../../core/util/stats.js';
+import {
+  BATCH_BOUNDS,
+  SETTING_MAX_TOPK,
+  WIRE_FORMATS,
+  type BatchSetting,
+  type WireFormat,
+} from '../../core/wire/messages.js';
 import { applyAgentConfig } from '../agent-config.js';
 import { brokerUrl, int, num, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
@@ -35,6 +42,10 @@ export interface AgentCliOptions {
   resultTimeoutMs: number;
   latencyGoalMs: number | null;
   maxKbps: number | null;
+  wire: WireFormat;
+  /** Wire v2 batching; null: every frame alone. */
+  batch: BatchSetting | null;
+  topk: number;
   json: boolean;
   verbose: boolean;
 }
@@ -95,9 +106,22 @@ export function agentOptions(raw: Readonly<Record<string, unknown>>): AgentCliOp
     resultTimeoutMs: o.num('resultTimeout'),
     latencyGoalMs: o.optNum('latencyGoal') ?? null,
     maxKbps: o.optNum('maxKbps') ?? null,
+    ...wireOptions(o),
     json: o.flag('json'),
     verbose: o.flag('verbose'),
   };
+}
+
+/** --wire, --batch-frames, --batch-delay-ms and --topk; batching and topk are wire v2's. */
+function wireOptions(o: OptionValues): Pick<AgentCliOptions, 'wire' | 'batch' | 'topk'> {
+  const wire = o.choice('wire', WIRE_FORMATS);
+  const frames = o.optNum('batchFrames');
+  const delay = o.num('batchDelayMs');
+  const topk = o.num('topk');
+  if (wire === 'v1' && (frames !== undefined || topk !== 1))
+    throw new Error('--batch-frames and --topk are for wire v2 (--wire v2)');
+  const batch = frames === undefined ? null : { maxFrames: frames, maxDelayMs: delay };
+  return { wire, batch, topk };
 }
 
 export function register(cmd: Command): void {
@@ -161,6 +185,31 @@ export function register(cmd: Command): void {
       num,
     )
     .option('--max-kbps <n>', 'never send features faster than this (kbit/s)', num)
+    .addOption(
+      new Option(
+        '--wire <format>',
+        'wire format: v1 self-describing frames and full JSON results; v2 lean frames (6-byte header) and compact answers, with an edge that speaks it (a fleet config naming the other one is refused)',
+      )
+        .choices(WIRE_FORMATS)
+        .default('v1'),
+    )
+    .option(
+      '--batch-frames <n>',
+      `wire v2: send up to n frames per PUBLISH (${BATCH_BOUNDS.minFrames}..${BATCH_BOUNDS.maxFrames}; default: each alone)`,
+      int(BATCH_BOUNDS.minFrames, BATCH_BOUNDS.maxFrames),
+    )
+    .option(
+      '--batch-delay-ms <ms>',
+      'wire v2 with --batch-frames: the longest a frame waits for the others',
+      int(0, BATCH_BOUNDS.maxDelayMs),
+      50,
+    )
+    .option(
+      '--topk <k>',
+      `wire v2: classes in each answer (1..${SETTING_MAX_TOPK})`,
+      int(1, SETTING_MAX_TOPK),
+      1,
+    )
     .option(
       '--bundle-dir <dir>',
       'bundle store: models a config names are fetched from the edge over the air into it',
@@ -216,6 +265,9 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
       maxKbps: o.maxKbps,
       maxInFlight: o.window,
       resultTimeoutMs: o.resultTimeoutMs,
+      wire: o.wire,
+      batch: o.batch,
+      topk: o.topk,
     },
     {
       result: (r, ms) => {

@@ -127,6 +127,8 @@ export async function runEdge(o: EdgeCliOptions): Promise<() => Promise<void>> {
     edgeId: o.edgeId,
     stateDir: o.stateDir ?? null,
     redis: o.redis,
+    fullResults: o.fullResults,
+    maxFrameBytes: o.maxFrameBytes,
   });
   const nodeRed = o.nodeRed
     ? await startNodeRed({

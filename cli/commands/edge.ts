@@ -5,6 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { DEFAULT_MODEL } from '../../core/model/zoo.js';
+import { MAX_PAYLOAD_BYTES } from '../../core/wire/frame.js';
 import { DEFAULT_RATE } from '../../edge-broker/auth.js';
 import { int, num, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
@@ -36,8 +37,15 @@ export interface EdgeCliOptions {
   stateDir?: string;
   redis?: { url: string; mode: 'cluster' | 'persist' };
   nodeRed?: { port: number; dir?: string };
+  /** Full JSON results on `.../result` also for devices that take compact answers. */
+  fullResults: boolean;
+  /** Largest frame payload taken, bytes. */
+  maxFrameBytes: number;
   json: boolean;
 }
+
+/** Bounds of --max-frame-bytes: the default (1 MiB) is the agent's largest payload. */
+export const MAX_FRAME_BYTES_RANGE = { min: 1024, max: 16 * MAX_PAYLOAD_BYTES } as const;
 
 /** The line `--json` prints once the edge is up; null where a listener is off. */
 export interface EdgeUp {
@@ -85,6 +93,8 @@ export function edgeOptions(raw: Readonly<Record<string, unknown>>): EdgeCliOpti
     nodeRed: o.flag('nodeRed')
       ? { port: o.num('nodeRedPort'), dir: o.optStr('nodeRedDir') }
       : undefined,
+    fullResults: o.flag('fullResults'),
+    maxFrameBytes: o.num('maxFrameBytes'),
     json: o.flag('json'),
   };
 }
@@ -162,6 +172,16 @@ export function register(cmd: Command): void {
     .option(
       '--node-red-dir <dir>',
       "Node-RED's user folder (flows, credentials); default <state-dir>/node-red or .splitfleet/node-red",
+    )
+    .option(
+      '--max-frame-bytes <n>',
+      `largest frame payload taken, bytes (${MAX_FRAME_BYTES_RANGE.min}..${MAX_FRAME_BYTES_RANGE.max}); a larger frame is refused as malformed-frame`,
+      int(MAX_FRAME_BYTES_RANGE.min, MAX_FRAME_BYTES_RANGE.max),
+      MAX_PAYLOAD_BYTES,
+    )
+    .option(
+      '--no-full-results',
+      'no full JSON results on .../result for devices that take compact answers (wire v2): where no dashboard or subscriber listens (v1 devices always get them)',
     )
     .option('--json', 'once up, print one JSON line with its URLs instead of the listener table')
     .action(async (_o: unknown, c: Command) => {
