@@ -40,6 +40,20 @@ export interface Leadership {
 
 /** How long the lock lasts without renewal. */
 export const LEADER_TTL_MS = 10_000;
+/** The range a configured ttl must keep: renewals every ttl/3 must fit a Redis round trip
+ * on a busy node, and a dead leader must be replaced within the hour. */
+export const LEADER_TTL_RANGE = { min: 300, max: 3_600_000 } as const;
+
+/** `ttlMs` checked (an integer in LEADER_TTL_RANGE), or the default when absent. */
+export function leaderTtl(ttlMs: number | undefined): number {
+  if (ttlMs === undefined) return LEADER_TTL_MS;
+  const { min, max } = LEADER_TTL_RANGE;
+  if (!Number.isInteger(ttlMs) || ttlMs < min || ttlMs > max)
+    throw new RangeError(
+      `the leader lock's ttl must be an integer of ${min}..${max} ms, not ${ttlMs}`,
+    );
+  return ttlMs;
+}
 
 const RENEW = `if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
@@ -74,7 +88,7 @@ class RedisLeadership implements Leadership {
     private readonly o: LockOptions,
   ) {
     this.id = `${o.name}/${randomUUID()}`;
-    this.ttl = o.ttlMs ?? LEADER_TTL_MS;
+    this.ttl = leaderTtl(o.ttlMs);
   }
 
   get leader(): boolean {
@@ -162,13 +176,13 @@ class RedisLeadership implements Leadership {
 
 /** A lock on the Redis at `o.url`, after its first try. */
 export async function leaderLock(o: LockOptions): Promise<Leadership> {
+  const ttl = leaderTtl(o.ttlMs); // a bad ttl fails before any connection
   const { Redis } = await import('ioredis');
   // a command fails at once while Redis is away (the lock's time runs regardless)
   const conn = new Redis({ ...redisOptions(o.url), enableOfflineQueue: false });
   conn.on('error', (e: Error) =>
     limitedLog.warn(`leader-conn:${o.key}`, { err: e.message }, 'rollout lock: redis error'),
   );
-  const ttl = o.ttlMs ?? LEADER_TTL_MS;
   // the first try waits for the connection, for one ttl at most
   await new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ttl);

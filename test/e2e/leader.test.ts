@@ -12,7 +12,12 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { resolveBundle } from '../../core/model/bundle.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import { LEADER_TTL_MS, leaderLock } from '../../edge-broker/fleet/leader.js';
+import {
+  LEADER_TTL_MS,
+  LEADER_TTL_RANGE,
+  leaderLock,
+  leaderTtl,
+} from '../../edge-broker/fleet/leader.js';
 import { RolloutError, type RolloutJob } from '../../edge-broker/fleet/rollout.js';
 import { parseFleet } from '../../fleet-config/load.js';
 import { bundleVersion } from '../helpers/bundles.js';
@@ -28,6 +33,17 @@ test.before(async () => {
   redis = await startRedis();
 });
 test.after.always(() => redis?.stop());
+
+test("the lock's ttl is the default or a checked integer in its range", async (t) => {
+  t.is(leaderTtl(undefined), LEADER_TTL_MS);
+  t.is(leaderTtl(LEADER_TTL_RANGE.min), LEADER_TTL_RANGE.min);
+  for (const bad of [0, -1, 299.5, LEADER_TTL_RANGE.min - 1, LEADER_TTL_RANGE.max + 1, NaN])
+    t.throws(() => leaderTtl(bad), { instanceOf: RangeError }, String(bad));
+  // refused before any connection is made
+  await t.throwsAsync(leaderLock({ url: redis.url, key: 'k', name: 'x', ttlMs: 10 }), {
+    instanceOf: RangeError,
+  });
+});
 
 test.serial('one holder of the lock at a time; a release passes it on at once', async (t) => {
   const key = 'test:lock:release';
