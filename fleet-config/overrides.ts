@@ -5,9 +5,12 @@
  * the file's own settings: a group's override on the group, a device's on the device. So
  * a device runs defaults <- its group (<- the group's override) <- its own settings
  * (<- its override). The result is checked as a fleet file is (load.ts checkFleet).
+ *
+ * Ids are own keys whatever they spell (`__proto__` is a valid id), and a change never
+ * makes a file of more entries than a load takes.
  */
-import { randomUUID } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { writeSecretFile } from '../core/util/secret-file.js';
 import { isValidId } from '../core/wire/topics.js';
 import type { FleetFile } from './schema.js';
 
@@ -28,8 +31,14 @@ export interface OverrideChange {
   set: Partial<{ codec: string | null; point: number | null; fps: number | null }>;
 }
 
-/** The most entries an overrides file holds (each a device or a group). */
-const MAX_ENTRIES = 100_000;
+/** The most entries each section of an overrides file holds (devices, groups). */
+export const MAX_ENTRIES = 100_000;
+
+/** The entry of `id` in a section, if it has its own. */
+const entryOf = (
+  map: Record<string, OverrideSettings>,
+  id: string,
+): OverrideSettings | undefined => (Object.hasOwn(map, id) ? map[id] : undefined);
 
 export function emptyOverrides(): Overrides {
   return { version: 1, groups: {}, devices: {} };
@@ -76,12 +85,10 @@ function section(v: unknown, name: string): Record<string, OverrideSettings> {
   if (!isObj(v)) throw new Error(`${name}: not an object`);
   const entries = Object.entries(v);
   if (entries.length > MAX_ENTRIES) throw new Error(`${name}: more than ${MAX_ENTRIES} entries`);
-  const out: Record<string, OverrideSettings> = {};
-  for (const [id, s] of entries) {
+  for (const [id] of entries)
     if (!isValidId(id)) throw new Error(`${name}: invalid id ${JSON.stringify(id.slice(0, 64))}`);
-    out[id] = overrideSettings(s, `${name}.${id}`);
-  }
-  return out;
+  // fromEntries defines own keys: an entry `__proto__` stays an entry
+  return Object.fromEntries(entries.map(([id, s]) => [id, overrideSettings(s, `${name}.${id}`)]));
 }
 
 /** Parse an overrides file's text; throws naming the file and the bad field. */
@@ -115,36 +122,36 @@ export async function loadOverrides(file: string): Promise<Overrides> {
   return parseOverrides(text, file);
 }
 
-/** Write the overrides atomically: a temporary file beside it, then a rename. */
+/** Write the overrides whole: a new file beside it (mode 0600), flushed to disk, then
+ * renamed over it, so a crash or power loss leaves the old file or the new one, never a
+ * torn one the next start refuses. */
 export async function saveOverrides(file: string, o: Overrides): Promise<void> {
-  const tmp = `${file}.${randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await writeFile(tmp, JSON.stringify(o, null, 2) + '\n');
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  await writeSecretFile(file, JSON.stringify(o, null, 2) + '\n');
 }
 
-/** The overrides with one change made (a copy; an entry left empty goes). */
+/** The overrides with one change made (a copy; an entry left empty goes). Throws when a
+ * new entry would make a section larger than a load takes (MAX_ENTRIES). */
 export function withChange(o: Overrides, c: OverrideChange): Overrides {
-  const next: Overrides = {
-    version: 1,
-    groups: { ...o.groups },
-    devices: { ...o.devices },
-  };
-  const [map, id] =
-    'device' in c.target ? [next.devices, c.target.device] : [next.groups, c.target.group];
-  const entry: Record<string, unknown> = { ...map[id] };
+  const [section, id, what] =
+    'device' in c.target
+      ? (['devices', c.target.device, 'device'] as const)
+      : (['groups', c.target.group, 'group'] as const);
+  const entry: Record<string, unknown> = { ...entryOf(o[section], id) };
   for (const k of OVERRIDE_KEYS) {
     const v = c.set[k];
     if (v === null) delete entry[k];
     else if (v !== undefined) entry[k] = v;
   }
-  if (Object.keys(entry).length === 0) delete map[id];
-  else map[id] = entry as OverrideSettings;
-  return next;
+  const others = Object.entries(o[section]).filter(([k]) => k !== id);
+  const kept = Object.keys(entry).length > 0;
+  if (kept && others.length >= MAX_ENTRIES)
+    throw new Error(
+      `the overrides hold ${MAX_ENTRIES} ${what}s already: remove some (set them to null) first`,
+    );
+  const map = Object.fromEntries(
+    kept ? [...others, [id, entry as OverrideSettings]] : others,
+  ) as Record<string, OverrideSettings>;
+  return { version: 1, groups: o.groups, devices: o.devices, [section]: map };
 }
 
 /** The fleet file with the overrides laid on (a copy), and the overrides of devices and
@@ -154,24 +161,26 @@ export function applyOverrides(
   o: Overrides,
 ): { fleet: FleetFile; unknown: string[] } {
   const unknown: string[] = [];
-  const groups = { ...f.groups };
-  const devices = { ...f.devices };
-  for (const [g, s] of Object.entries(o.groups)) {
-    if (Object.hasOwn(groups, g)) groups[g] = { ...groups[g], ...s };
-    else unknown.push(`group ${g}`);
-  }
-  for (const [d, s] of Object.entries(o.devices)) {
-    if (Object.hasOwn(devices, d)) devices[d] = { ...devices[d], ...s };
-    else unknown.push(`device ${d}`);
-  }
-  return { fleet: { ...f, groups, devices }, unknown };
+  for (const g of Object.keys(o.groups))
+    if (!Object.hasOwn(f.groups, g)) unknown.push(`group ${g}`);
+  for (const d of Object.keys(o.devices))
+    if (!Object.hasOwn(f.devices, d)) unknown.push(`device ${d}`);
+  // own keys throughout (fromEntries): an id `__proto__` is a device like another
+  const laid = <T>(file: Record<string, T>, over: Record<string, OverrideSettings>) =>
+    Object.fromEntries(
+      Object.entries(file).map(([id, s]) => [id, { ...s, ...entryOf(over, id) }]),
+    ) as Record<string, T>;
+  return {
+    fleet: { ...f, groups: laid(f.groups, o.groups), devices: laid(f.devices, o.devices) },
+    unknown,
+  };
 }
 
 /** The override keys in force for a device: its own and its group's. */
 export function overriddenFor(f: FleetFile, o: Overrides, device: string): OverrideKey[] {
-  const group = f.devices[device]?.group;
+  const group = Object.hasOwn(f.devices, device) ? f.devices[device]?.group : undefined;
   const keys = new Set<OverrideKey>();
-  for (const s of [group ? o.groups[group] : undefined, o.devices[device]])
+  for (const s of [group ? entryOf(o.groups, group) : undefined, entryOf(o.devices, device)])
     for (const k of OVERRIDE_KEYS) if (s?.[k] !== undefined) keys.add(k);
   return [...keys];
 }

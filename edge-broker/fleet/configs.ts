@@ -257,7 +257,12 @@ export class FleetConfigs implements Part {
       throw new OpError(
         `fleet ${file.fleet} has no group ${JSON.stringify(t.group)}; groups: ${listed(Object.keys(file.groups))}`,
       );
-    const next = withChange(this.overrides, change);
+    let next: Overrides;
+    try {
+      next = withChange(this.overrides, change);
+    } catch (e) {
+      throw new OpError(e instanceof Error ? e.message : String(e));
+    }
     let merged: FleetFile;
     try {
       merged = this.check(file, next);
@@ -266,7 +271,16 @@ export class FleetConfigs implements Part {
         throw new OpError(e.problems.map(formatProblem).join('\n'));
       throw e;
     }
-    if (this.o.overridesFile) await saveOverrides(this.o.overridesFile, next);
+    if (this.o.overridesFile) {
+      try {
+        await saveOverrides(this.o.overridesFile, next);
+      } catch (e) {
+        // the operator learns that and why (its code), the log has the rest
+        log.warn({ file: this.o.overridesFile, err: String(e) }, 'overrides not kept');
+        const code = (e as NodeJS.ErrnoException).code ?? 'write failed';
+        throw new OpError(`the change could not be kept (${code}): nothing changed`);
+      }
+    }
     this.overrides = next;
     this.fleetOf = merged;
     const devices = Object.keys(merged.devices).filter((d) =>

@@ -36,10 +36,19 @@ export interface EdgeOpsOptions {
 /** The longest job id a rollback names. */
 const MAX_JOB_ID = 128;
 
+/** The fields of a set-config's body (`id`: the caller's correlation id). */
+const SET_CONFIG_FIELDS = ['device', 'group', 'set', 'id'];
+
 /** A set-config's body, checked field by field: exactly one of `device` and `group`,
  * and `set` with codec, point or fps, each null to remove its override
- * (fleet-config/overrides.ts); their ranges are the fleet file's checks (configs.ts). */
+ * (fleet-config/overrides.ts); their ranges are the fleet file's checks (configs.ts). Any
+ * other field is refused (a misspelt one would otherwise be ignored). */
 export function parseSetConfig(body: Readonly<Record<string, unknown>>): OverrideChange {
+  const extra = Object.keys(body).filter((k) => !SET_CONFIG_FIELDS.includes(k));
+  if (extra.length > 0)
+    throw new OpError(
+      `unknown field ${JSON.stringify(extra[0]!.slice(0, 64))}; fields: device or group, set`,
+    );
   const { device, group, set } = body;
   const id = (v: unknown, what: string): string => {
     if (typeof v !== 'string' || !isValidId(v))
