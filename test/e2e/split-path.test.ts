@@ -203,6 +203,32 @@ test('a redelivered frame is decoded once; a re-send of an answered frame gets t
   await edge.close();
 });
 
+test('a stop waits for the answers of the frames in flight: every frame sent is counted once', async (t) => {
+  const edge = await edgeAt();
+  t.teardown(() => edge.close());
+  const a = await agent(edge, 'stopper', 1000);
+  await a.start();
+  const run = a.run();
+  // stop right after a frame went out, while the window is full of frames in flight
+  let stopping: Promise<void> | null = null;
+  let inFlightAtStop = 0;
+  a.on('published', () => {
+    if (stopping || a.stats.results < 5) return;
+    inFlightAtStop = a.stats.sent + 1 - a.stats.results - a.stats.errors;
+    stopping = a.stop();
+  });
+  await waitFor(() => stopping !== null);
+  await stopping;
+  const s = await run;
+  t.true(inFlightAtStop >= 1, `${inFlightAtStop} frames in flight at the stop`);
+  t.is(s.lost, 0, 'the frames in flight were answered before the connection closed');
+  t.is(
+    s.sent,
+    s.results + s.errors,
+    `every frame answered (${s.results} results, ${s.errors} errors)`,
+  );
+});
+
 test('the agent reconnects after the broker goes away and every frame is answered or counted', async (t) => {
   let edge = await edgeAt();
   const port = Number(new URL(edge.url).port);
