@@ -264,7 +264,13 @@ export class OperatorConsole {
         ...(username ? { username, password: password ?? '' } : {}),
       });
     } catch (e) {
-      const why = e instanceof Error ? e.message : String(e);
+      // a socket error names the edge's address: the browser gets its code, the log the rest
+      const code = (e as NodeJS.ErrnoException).code;
+      const why =
+        typeof code === 'string'
+          ? code
+          : (e instanceof Error ? e.message : String(e)).slice(0, 200);
+      limitedLog.warn('node-red-ops-connect', { err: String(e) }, 'console op: edge unreachable');
       return { status: 'error', code: 502, error: `the edge refused or is unreachable: ${why}` };
     }
     try {

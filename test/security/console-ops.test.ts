@@ -194,3 +194,35 @@ test.serial('answers are JSON that a browser never sniffs as a page', async (t) 
   t.is(r.headers.get('content-type'), 'application/json');
   t.is(r.headers.get('cache-control'), 'no-store');
 });
+
+test('an unreachable edge is answered 502 without its address', async (t) => {
+  // a port that nothing listens on
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const ops = new OperatorConsole({
+    edgeUrl: `mqtt://127.0.0.1:${port}`,
+    base: 'splitfleet',
+    logins,
+    brokerLogins: true,
+  });
+  const away = createServer((req, res) => ops.handle(req, res, (req.url ?? '/').split('?')[0]!));
+  await new Promise<void>((r) => away.listen(0, '127.0.0.1', r));
+  try {
+    const r = await fetch(
+      `http://127.0.0.1:${(away.address() as AddressInfo).port}${OPS_ROUTE}nr/edge/edge-1/jobs`,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: basic('all') },
+        body: '{}',
+      },
+    );
+    t.is(r.status, 502);
+    const { error } = (await r.json()) as { error: string };
+    t.is(error, 'the edge refused or is unreachable: ECONNREFUSED');
+    t.false(error.includes(String(port)));
+  } finally {
+    await new Promise((r) => away.close(r));
+  }
+});
