@@ -7,24 +7,12 @@
 import test from 'ava';
 import { AnswerLog, clusterAgent, clusterNode, FLEET } from '../helpers/cluster.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { bounded, waitFor } from '../helpers/wait.js';
 
 let redis: RedisServer;
 test.before(async () => {
   redis = await startRedis();
 });
-/** A close that does not end in time is reported, never waited for: the run goes on. */
-async function bounded(what: string, close: () => Promise<unknown>, ms = 15_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<void>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
-  });
-  try {
-    await Promise.race([close(), late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 test.after.always(() => bounded('redis', () => redis?.stop() ?? Promise.resolve()));
 
 test.serial(

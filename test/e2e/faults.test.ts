@@ -16,7 +16,7 @@ import { AnswerLog, clusterAgent, clusterNode, FLEET } from '../helpers/cluster.
 import { testEdge } from '../helpers/edge.js';
 import { freePort, TcpRelay } from '../helpers/net.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { bounded, waitFor } from '../helpers/wait.js';
 
 /** `frames` frames of the sample (looped): the run ends once every one is answered. */
 const frames = (limit: number) => ({ source: 'sample', loop: true, limit }) as const;
@@ -25,7 +25,7 @@ let redis: RedisServer;
 test.before(async () => {
   redis = await startRedis({ appendonly: true });
 });
-test.after.always(() => redis?.stop());
+test.after.always(() => bounded('redis', () => redis?.stop() ?? Promise.resolve()));
 
 test.serial('the edge restarts with its state in Redis while an agent sends', async (t) => {
   const port = await freePort();

@@ -24,7 +24,7 @@ import { bundleVersion } from '../helpers/bundles.js';
 import { clusterAgent, clusterNode, FLEET } from '../helpers/cluster.js';
 import { shippedModel } from '../helpers/model.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
-import { waitFor } from '../helpers/wait.js';
+import { bounded, waitFor } from '../helpers/wait.js';
 
 const TTL = 600;
 
@@ -32,7 +32,7 @@ let redis: RedisServer;
 test.before(async () => {
   redis = await startRedis();
 });
-test.after.always(() => redis?.stop());
+test.after.always(() => bounded('redis', () => redis?.stop() ?? Promise.resolve()));
 
 test("the lock's ttl is the default or a checked integer in its range", async (t) => {
   t.is(leaderTtl(undefined), LEADER_TTL_MS);
