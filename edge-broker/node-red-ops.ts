@@ -140,12 +140,15 @@ function sameOrigin(req: IncomingMessage): boolean {
   }
 }
 
-/** A dashboard path to go back to after a login; anything else goes to the dashboard. */
+/** A dashboard path to go back to after a login, as a browser resolves it (`..` and
+ * `%2e%2e` segments taken); anything else, on this server or not, goes to the dashboard. */
 function backPath(url: string | undefined): string {
   const back = new URL(url ?? '/', 'http://x').searchParams.get('back') ?? '';
-  return /^\/dashboard(\/[A-Za-z0-9_./?=&%-]*)?$/.test(back) && !back.includes('//')
-    ? back
-    : '/dashboard';
+  if (!/^\/dashboard(\/[A-Za-z0-9_./?=&%-]*)?$/.test(back) || back.includes('//'))
+    return '/dashboard';
+  const to = new URL(back, 'http://x');
+  const inside = to.pathname === '/dashboard' || to.pathname.startsWith('/dashboard/');
+  return to.origin === 'http://x' && inside ? to.pathname + to.search : '/dashboard';
 }
 
 export class OperatorConsole {

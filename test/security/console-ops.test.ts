@@ -226,3 +226,26 @@ test('an unreachable edge is answered 502 without its address', async (t) => {
     await new Promise((r) => away.close(r));
   }
 });
+
+test('login goes back to a dashboard page only, as the browser resolves the path', async (t) => {
+  const back = async (to: string) =>
+    (
+      await fetch(`${url}${OPS_ROUTE}login?back=${encodeURIComponent(to)}`, {
+        headers: { authorization: basic('all') },
+        redirect: 'manual',
+      })
+    ).headers.get('location');
+  for (const away of [
+    '/dashboard/..',
+    '/dashboard/../splitfleet/ops/nr/edge/edge-1/jobs',
+    '/dashboard/.././',
+    '/dashboard/%2e%2e/%2E%2e/admin',
+    '/dashboard/../..//evil.example',
+    'https://evil.example/dashboard',
+    '/dashboard\\..\\x',
+  ]) {
+    t.is(await back(away), '/dashboard', away);
+  }
+  t.is(await back('/dashboard/device?device=nr/gate'), '/dashboard/device?device=nr/gate');
+  t.is(await back('/dashboard/a/../fleet'), '/dashboard/fleet');
+});
