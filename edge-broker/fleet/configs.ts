@@ -240,7 +240,8 @@ export class FleetConfigs implements Part {
 
   /** An operator's change of a device's or a group's settings: checked as the fleet file
    * is, kept (the overrides file), laid on the file in force and published to the
-   * devices it concerns. Throws (changing nothing) when it does not check. */
+   * devices it concerns. Throws (changing nothing) when it does not check. A device or
+   * group the file lacks may only have its leftover override removed. */
   setConfig(change: OverrideChange): Promise<SetConfigResult> {
     return this.inTurn(() => this.change(change));
   }
@@ -249,11 +250,18 @@ export class FleetConfigs implements Part {
     const file = this.fileOf;
     if (!file) throw new OpError('this edge runs no fleet file: start it with --fleet-file');
     const t = change.target;
-    if ('device' in t && !Object.hasOwn(file.devices, t.device))
+    // an override of an id the file no longer has may still be removed (null), so that
+    // such leftovers never fill the overrides file for good
+    const kept =
+      'device' in t
+        ? Object.hasOwn(this.overrides.devices, t.device)
+        : Object.hasOwn(this.overrides.groups, t.group);
+    const removal = kept && Object.values(change.set).every((v) => v === null);
+    if ('device' in t && !Object.hasOwn(file.devices, t.device) && !removal)
       throw new OpError(
         `fleet ${file.fleet} has no device ${JSON.stringify(t.device)}; devices: ${listed(Object.keys(file.devices))}`,
       );
-    if ('group' in t && !Object.hasOwn(file.groups, t.group))
+    if ('group' in t && !Object.hasOwn(file.groups, t.group) && !removal)
       throw new OpError(
         `fleet ${file.fleet} has no group ${JSON.stringify(t.group)}; groups: ${listed(Object.keys(file.groups))}`,
       );

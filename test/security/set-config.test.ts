@@ -211,6 +211,42 @@ test.serial('a change cannot be kept: the answer says why, not where', async (t)
   }
 });
 
+test.serial('a leftover override of an id the file lacks can be removed, not set', async (t) => {
+  const file = join(dir, 'leftovers.overrides.json');
+  const overrides = parseOverrides(
+    '{"version":1,"groups":{"old-group":{"fps":1}},"devices":{"gone":{"fps":1},"cam":{"fps":2}}}',
+    file,
+  );
+  await saveOverrides(file, overrides);
+  const e = await testEdge({
+    edgeId: 'edge-sc',
+    fleet: 'sc',
+    fleetFile: parseFleet(FLEET),
+    overrides,
+    overridesFile: file,
+  });
+  const op = await connectAsync(e.url, { reconnectPeriod: 0 });
+  const set = (body: Record<string, unknown>) =>
+    request(op, edgeOpTopic('sc', 'edge-sc', 'request', 'set-config'), body, 20_000);
+  try {
+    t.regex((await set({ device: 'gone', set: { fps: 3 } })).error ?? '', /has no device "gone"/);
+    t.regex((await set({ device: 'never', set: { fps: null } })).error ?? '', /no device "never"/);
+    const gone = await set({ device: 'gone', set: { fps: null } });
+    t.is(gone.status, 'ok', gone.error ?? '');
+    t.deepEqual(gone.data, { devices: [], persisted: file });
+    const group = await set({ group: 'old-group', set: { fps: null } });
+    t.is(group.status, 'ok', group.error ?? '');
+    t.deepEqual(JSON.parse(await readFile(file, 'utf8')), {
+      version: 1,
+      groups: {},
+      devices: { cam: { fps: 2 } },
+    });
+  } finally {
+    await op.endAsync();
+    await e.close();
+  }
+});
+
 test('a change never makes more entries than a start loads', (t) => {
   const devices = Object.fromEntries(
     Array.from({ length: MAX_ENTRIES }, (_, i) => [`d${i}`, { fps: 1 }]),
