@@ -33,6 +33,8 @@ export const OPS_ROUTE = '/splitfleet/ops/';
 export interface ConsoleOptions {
   /** The edge's broker, for the ops. */
   edgeUrl: string;
+  /** How long an op waits for the edge's answer (default 15 s). */
+  answerMs?: number;
   base: string;
   /** Who may log in: with a credential file its users, else the generated admin. */
   logins: Logins;
@@ -277,14 +279,16 @@ export class OperatorConsole {
       return { status: 'error', code: 502, error: `the edge refused or is unreachable: ${why}` };
     }
     try {
-      const r = await request(client, topic, body, ANSWER_MS);
+      const r = await request(client, topic, body, this.o.answerMs ?? ANSWER_MS);
       return r.status === 'ok'
         ? { status: 'ok', data: r.data }
         : { status: 'error', code: 422, error: r.error ?? 'the edge refused the op' };
     } catch (e) {
       return { status: 'error', code: 504, error: e instanceof Error ? e.message : String(e) };
     } finally {
-      await client.endAsync().catch(() => undefined);
+      // forced: a subscription or request the edge never acknowledged would hold a plain
+      // end() (and this op's slot) forever
+      await client.endAsync(true).catch(() => undefined);
     }
   }
 }

@@ -13,7 +13,7 @@
  */
 import test from 'ava';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { hashPassword, type CredentialFile } from '../../edge-broker/auth.js';
 import type { Edge } from '../../edge-broker/edge.js';
@@ -248,4 +248,45 @@ test('login goes back to a dashboard page only, as the browser resolves the path
   }
   t.is(await back('/dashboard/device?device=nr/gate'), '/dashboard/device?device=nr/gate');
   t.is(await back('/dashboard/a/../fleet'), '/dashboard/fleet');
+});
+
+test('an edge that takes the connection and never answers frees the op slot', async (t) => {
+  // a broker that accepts the login (CONNACK) and then ignores every packet, as a wedged
+  // edge would: the op's subscription is never acknowledged
+  const sockets: Socket[] = [];
+  const wedged = createNetServer((s) => {
+    sockets.push(s);
+    s.once('data', () => s.write(Buffer.from([0x20, 0x02, 0x00, 0x00])));
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => wedged.listen(0, '127.0.0.1', r));
+  const ops = new OperatorConsole({
+    edgeUrl: `mqtt://127.0.0.1:${(wedged.address() as AddressInfo).port}`,
+    base: 'splitfleet',
+    logins,
+    brokerLogins: true,
+    answerMs: 200,
+  });
+  const front = createServer((req, res) => ops.handle(req, res, (req.url ?? '/').split('?')[0]!));
+  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
+  try {
+    const at = `http://127.0.0.1:${(front.address() as AddressInfo).port}${OPS_ROUTE}nr/edge/edge-1/jobs`;
+    // more ops than run at once (4), one after the other: each is answered, none is 503
+    for (let i = 0; i < 6; i++) {
+      const r = await fetch(at, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: basic('all') },
+        body: '{}',
+        signal: AbortSignal.timeout(30_000),
+      });
+      t.is(r.status, 504, `op ${i}`);
+    }
+    // every connection to the edge is closed (the edge's side sees it after the answer)
+    await waitFor(() => sockets.length === 6 && sockets.every((s) => s.destroyed));
+    t.is(sockets.length, 6);
+  } finally {
+    await new Promise((r) => front.close(r));
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => wedged.close(r));
+  }
 });
