@@ -101,7 +101,10 @@ test.serial('only an operator of the fleet changes a config', async (t) => {
   // the broker refuses to deliver these: it closes the connection that publishes one
   for (const user of ['cam', 'viewer', 'work', 'tenant'] as const) {
     const c = await login(user);
-    const closed = new Promise<void>((r) => c.once('close', () => r()));
+    const closed = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${user}: still connected`)), 30_000);
+      c.once('close', () => resolve(clearTimeout(timer)));
+    });
     c.publish(edgeOpTopic('sc', 'edge-sc', 'request', 'set-config'), JSON.stringify(body));
     await closed;
     c.end(true);
