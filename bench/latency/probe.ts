@@ -20,6 +20,8 @@ export interface AgentRun {
   p50: number | null;
   p99: number | null;
   quartersP50: (number | null)[];
+  /** Frames sent per second of the run, capture to the last answer (null: not told). */
+  fps: number | null;
 }
 
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
@@ -40,7 +42,8 @@ export function agentRun(v: Record<string, unknown>): AgentRun | undefined {
   if (accuracy === undefined || p50 === undefined || p99 === undefined) return undefined;
   if (quarters.length !== 4 || quarters.some((q) => q === undefined)) return undefined;
   const quartersP50 = quarters.map((q) => q ?? null);
-  return { sent, results, errors, lost, accuracy, bytesPerFrame, p50, p99, quartersP50 };
+  const fps = isNum(v.fps) ? v.fps : null;
+  return { sent, results, errors, lost, accuracy, bytesPerFrame, p50, p99, quartersP50, fps };
 }
 
 /** The fleet of the bench's device and edge. */
@@ -125,6 +128,11 @@ function judge(
   const last = s?.quartersP50[3] ?? null;
   const trend = first !== null && last !== null && last > first * 1.25 + 30;
   const p50 = s?.p50 ?? null;
+  // a rate the device itself cannot make (its CPU) is not one the link sustained: the run
+  // takes the frames' time at the rate asked, then the last answers' (at most its p99)
+  const made = s?.fps ?? null;
+  const runMs = made ? (sent / made) * 1000 : 0;
+  const slow = made !== null && runMs > 1.15 * (sent / c.fps) * 1000 + (s?.p99 ?? 0) + 500;
   let why = 'held';
   if (c.killed) why = `agent stopped: no summary ${round((60_000 + c.graceMs) / 1000)} s late`;
   else if (!s) why = `agent failed: ${c.errText.trim().split('\n').pop() ?? ''}`;
@@ -132,6 +140,7 @@ function judge(
     why = `not drained ${round(c.graceMs / 1000, 1)} s after capture (${s.lost} unanswered)`;
   else if (s.results !== s.sent)
     why = `${s.results}/${s.sent} answered (${s.errors} errors, ${s.lost} lost)`;
+  else if (slow) why = `the agent made only ${round(made, 1)} frames/s`;
   else if (trend) why = `latency rose (${round(first)} -> ${round(last)} ms)`;
   else if (c.unloadedP50 !== null && p50 !== null && p50 > 2 * c.unloadedP50 + 50) {
     why = `standing queue (p50 ${round(p50)} ms > 2 x ${round(c.unloadedP50)} ms + 50)`;
