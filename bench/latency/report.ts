@@ -44,6 +44,10 @@ export function crossovers(rows: LatencyRow[], profiles: LinkProfile[]): Crossov
   return out;
 }
 
+/** The frame rate goal on the slowest link: the best split point sustains at least this
+ * many times the best input codec's frame rate. */
+export const FPS_GOAL = 2.5;
+
 export function goalOf(rows: LatencyRow[], profiles: LinkProfile[]): LatencyReport['goal'] {
   const slow = [...profiles].sort((a, b) => a.kbps - b.kbps)[0];
   if (!slow) return null;
@@ -64,7 +68,7 @@ export function goalOf(rows: LatencyRow[], profiles: LinkProfile[]): LatencyRepo
     bestOffload: pick(o),
     bestSplit: pick(s),
     fpsRatio: ratio,
-    fpsGoalMet: ratio === null ? null : ratio >= 4,
+    fpsGoalMet: ratio === null ? null : ratio >= FPS_GOAL,
     p50GoalMet: o && s ? minP50('split') < minP50('offload') : null,
   };
 }
@@ -111,7 +115,7 @@ export function latencyTable(r: LatencyReport): string {
     lines.push(
       `goal on ${g.profile}: best split ${g.bestSplit?.method ?? '-'} ${g.bestSplit?.maxFps ?? '-'} frames/s vs best input-codec offload ` +
         `${g.bestOffload?.method ?? '-'} ${g.bestOffload?.maxFps ?? '-'} frames/s = ${g.fpsRatio ?? '-'}x ` +
-        `(>= 4x: ${g.fpsGoalMet === null ? '-' : g.fpsGoalMet ? 'met' : 'NOT met'}); ` +
+        `(>= ${FPS_GOAL}x: ${g.fpsGoalMet === null ? '-' : g.fpsGoalMet ? 'met' : 'NOT met'}); ` +
         `lower p50 at ${r.fps}/s: ${g.p50GoalMet === null ? '-' : g.p50GoalMet ? 'met' : 'NOT met'}`,
     );
   }
