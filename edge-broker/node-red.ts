@@ -27,6 +27,7 @@ import type { CredentialFile } from './auth.js';
 import { listen, shownHost } from './broker.js';
 import { generatedAdmin, Logins } from './node-red-auth.js';
 import { OPS_ROUTE, OperatorConsole } from './node-red-ops.js';
+import { isLoopback, loopbackHostHeader } from './fleet/http.js';
 
 export const FLOWS_DIR = join(PROJECT_ROOT, 'flows');
 const EXAMPLES = join(FLOWS_DIR, 'examples');
@@ -186,6 +187,9 @@ function guardServer(
   sessions: Logins,
   logins: Logins | null,
   ops: OperatorConsole,
+  /** Refuse requests naming a host other than this one (an open Node-RED on loopback: a web
+   * page must not reach it through DNS rebinding). */
+  loopbackOnly: boolean,
 ): void {
   const emit = server.emit.bind(server) as (event: string | symbol, ...args: unknown[]) => boolean;
   const allowed = async (req: IncomingMessage): Promise<'yes' | 'no' | 'busy'> => {
@@ -195,6 +199,7 @@ function guardServer(
   };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+    if (loopbackOnly && !loopbackHostHeader(req.headers.host)) return reply(res, 421);
     const path = requestPath(req);
     if (!path) return reply(res, 400);
     const gated = (then: () => void) => {
@@ -223,6 +228,7 @@ function guardServer(
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', () => socket.destroy());
+    if (loopbackOnly && !loopbackHostHeader(req.headers.host)) return refuseUpgrade(socket, 421);
     const path = requestPath(req);
     if (!path) return refuseUpgrade(socket, 400);
     if (path.raw === COMMS_PATH) {
@@ -329,7 +335,9 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
     ? { logins: Logins.fromCredentials(o.credentials), created: undefined }
     : await generatedAdmin(o.userDir);
   if (o.credentials && !login.logins.hasOperator) {
-    log.warn('node-red: the credential file has no operator, nobody can deploy flows');
+    log.warn(
+      'node-red: the credential file has no operator of every fleet, nobody can deploy flows',
+    );
   }
   // Node-RED's express apps as plain request handlers (no express app of our own)
   // (read per request: Node-RED creates them in init())
@@ -351,7 +359,14 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
     username: o.username,
     password: o.password,
   });
-  guardServer(server, admin, login.logins, o.credentials ? login.logins : null, ops);
+  guardServer(
+    server,
+    admin,
+    login.logins,
+    o.credentials ? login.logins : null,
+    ops,
+    !o.credentials && isLoopback(o.host),
+  );
   // settings of Node-RED 4 (its published types describe 1.x)
   const settings = {
     userDir: o.userDir,

@@ -45,7 +45,7 @@ export function isLoopback(host: string): boolean {
 }
 
 /** Whether a request's Host header names a loopback host (or is absent: no browser). */
-function loopbackHostHeader(header: string | undefined): boolean {
+export function loopbackHostHeader(header: string | undefined): boolean {
   if (header === undefined) return true;
   const m = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(:\d{1,5})?$/i.exec(header.trim());
   return m?.[1] !== undefined && isLoopback(m[1]);

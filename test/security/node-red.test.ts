@@ -12,7 +12,7 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { request } from 'node:http';
+import { get as httpGet, request } from 'node:http';
 import { createServer } from 'node:net';
 import { access, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -344,6 +344,18 @@ async function startAlone(userDir: string): Promise<{
   return { child, ...(JSON.parse(line) as { url: string }) };
 }
 
+/** The status of a GET sent with this Host header (fetch sets its own). */
+function statusWithHost(url: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(url, { headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.setTimeout(30_000, () => req.destroy(new Error('no answer')));
+    req.on('error', reject);
+  });
+}
+
 async function stopAlone(child: ChildProcess): Promise<void> {
   const exited = new Promise((r) => child.once('exit', r));
   child.stdin?.end();
@@ -384,6 +396,10 @@ test.serial(
     try {
       t.is(again.generatedLogin, undefined, 'the password is given once');
       t.is((await token(again.url, 'admin', first.generatedLogin?.password ?? '')).status, 200);
+      // on loopback, a request naming another host (a web page through DNS rebinding) is refused
+      t.is(await statusWithHost(`${again.url}/dashboard/`, 'evil.example'), 421);
+      t.is(await statusWithHost(`${again.url}/flows`, 'evil.example:1880'), 421);
+      t.is(await statusWithHost(`${again.url}/flows`, 'localhost:1880'), 401);
     } finally {
       await stopAlone(again.child);
     }
