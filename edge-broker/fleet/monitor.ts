@@ -64,6 +64,9 @@ interface Track {
   latencies: { at: number; ms: number }[];
 }
 
+/** Devices tracked at most; past it, the one heard from least recently is dropped. */
+export const MAX_TRACKED = 100_000;
+
 export class FleetMonitor {
   readonly registry = new Registry();
   private readonly devices = new Map<string, Track>();
@@ -172,6 +175,17 @@ export class FleetMonitor {
         recent: [],
         latencies: [],
       };
+      this.devices.set(key, t);
+      // anyone who may publish a status could otherwise grow the table without bound: past
+      // the cap, the device heard from least recently is forgotten (a device of the fleet
+      // file still shows in the device table, as never seen until it is heard again)
+      if (this.devices.size > MAX_TRACKED) {
+        const oldest = this.devices.keys().next().value;
+        if (oldest !== undefined) this.devices.delete(oldest);
+      }
+    } else {
+      // the map stays in order of last activity
+      this.devices.delete(key);
       this.devices.set(key, t);
     }
     return t;

@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import type { DeviceConfigState } from '../../edge-broker/fleet/configs.js';
-import { deviceTable, FleetMonitor } from '../../edge-broker/fleet/monitor.js';
+import { deviceTable, FleetMonitor, MAX_TRACKED } from '../../edge-broker/fleet/monitor.js';
 import { parseDevicesReport } from '../../cli/commands/fleet-status.js';
 import { effectiveConfig } from '../../fleet-config/effective.js';
 import { parseFleet } from '../../fleet-config/load.js';
@@ -139,4 +139,26 @@ test('a death keeps the settings the device last ran; a stale will changes nothi
     configId: null,
   });
   t.like(m.snapshot()[1], { device: 'b', codec: 'split-q', point: 3 });
+});
+
+test('the devices tracked are capped: past the cap the one heard from least recently is forgotten', (t) => {
+  const m = monitor();
+  const online = (device: string, ts: number) =>
+    m.status('f', device, {
+      state: 'online',
+      seq: 1,
+      ts,
+      model: 'm@2',
+      codec: 'split-q',
+      point: 0,
+      configId: null,
+    });
+  for (let i = 0; i < MAX_TRACKED; i++) online(`d${i}`, i);
+  online('d0', MAX_TRACKED); // heard again: now the most recent
+  online('new', MAX_TRACKED + 1); // one more than the cap: d1 goes
+  const names = new Set(m.snapshot().map((v) => v.device));
+  t.is(names.size, MAX_TRACKED);
+  t.true(names.has('d0'));
+  t.true(names.has('new'));
+  t.false(names.has('d1'));
 });
