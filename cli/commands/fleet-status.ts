@@ -222,13 +222,14 @@ export function registerStatus(fleet: Command): void {
       const devices = [...reports.values()].flatMap((r) =>
         r.devices.map((d) => ({ ...d, edgeId: r.edgeId })),
       );
+      // an edge serving several fleets sends one report per fleet
+      const edges = [...new Set([...reports.values()].map((r) => r.edgeId))];
       if (o.flag('json')) {
-        const edges = [...reports.values()].map((r) => r.edgeId);
         process.stdout.write(JSON.stringify({ edges, devices }) + '\n');
         return;
       }
       process.stdout.write(
-        `${reports.size} edge(s), ${devices.length} device(s)\n${table(devices)}\n`,
+        `${edges.length} edge(s), ${devices.length} device(s)\n${table(devices)}\n`,
       );
     });
 }

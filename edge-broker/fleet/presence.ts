@@ -12,6 +12,8 @@ import { publishJson, subscribe, type EdgeBroker } from '../broker.js';
 import type { EdgeBus, Part } from '../bus.js';
 import type { DeviceView, FleetMonitor } from './monitor.js';
 
+/** Fleets whose devices report one edge publishes at most (each its own retained message). */
+const MAX_REPORTED_FLEETS = 256;
 /** How often the devices report is published. */
 const REPORT_MS = 2000;
 
@@ -69,14 +71,31 @@ export class DevicePresence implements Part {
         o.bus.emit('deviceStatus', { fleet: t.fleet, deviceId: t.deviceId, status });
       },
     );
-    const topic = edgeTopic(o.statusFleet, o.edgeId, 'devices', o.base);
-    const report = () =>
-      publishJson(
-        o.broker,
-        topic,
-        { edgeId: o.edgeId, ts: Date.now(), devices: o.table ? o.table() : m.snapshot() },
-        true,
+    // one report per fleet, under that fleet's topic: a login pinned to one fleet reads its
+    // own devices only, also from an edge that serves every fleet ('+')
+    const report = async () => {
+      const devices = o.table ? o.table() : m.snapshot();
+      const byFleet = new Map<string, typeof devices>([[o.statusFleet, []]]);
+      for (const d of devices) {
+        let list = byFleet.get(d.fleet);
+        if (!list) {
+          if (byFleet.size >= MAX_REPORTED_FLEETS) continue;
+          byFleet.set(d.fleet, (list = []));
+        }
+        list.push(d);
+      }
+      const ts = Date.now();
+      await Promise.all(
+        [...byFleet].map(([fleet, list]) =>
+          publishJson(
+            o.broker,
+            edgeTopic(fleet, o.edgeId, 'devices', o.base),
+            { edgeId: o.edgeId, ts, devices: list },
+            true,
+          ),
+        ),
       );
+    };
     await report(); // the devices of the fleet file are listed from the start
     this.timer = setInterval(() => background(report(), 'devices report'), REPORT_MS);
     this.timer.unref();

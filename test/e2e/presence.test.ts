@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { startEdge, type Edge } from '../../edge-broker/edge.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
-import { deviceTopic } from '../../core/wire/topics.js';
+import { deviceTopic, edgeTopic } from '../../core/wire/topics.js';
 import type { DeviceStatus } from '../../core/wire/messages.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
@@ -137,3 +137,40 @@ test.serial('Prometheus metrics, the devices report and fleet status', async (t)
   const pi3 = r.devices.find((d) => d.device === 'pi-3');
   t.like(pi3, { online: false, frames: 20, edgeId: 'edge-p' });
 });
+
+test.serial(
+  "an edge serving every fleet reports each fleet's devices under that fleet only",
+  async (t) => {
+    const c = await connectAsync(edge.url);
+    try {
+      const online = (seq: number): DeviceStatus => ({ state: 'online', seq, ts: Date.now() });
+      await c.publishAsync(deviceTopic('fa', 'cam-a', 'status'), JSON.stringify(online(1)), {
+        qos: 1,
+        retain: true,
+      });
+      await c.publishAsync(deviceTopic('fb', 'cam-b', 'status'), JSON.stringify(online(1)), {
+        qos: 1,
+        retain: true,
+      });
+      await waitFor(() => view('cam-a') !== undefined && view('cam-b') !== undefined);
+      const reports = new Map<string, string[]>();
+      c.on('message', (topic, payload) => {
+        const r = JSON.parse(payload.toString()) as { devices: { device: string }[] };
+        reports.set(
+          topic,
+          r.devices.map((d) => d.device),
+        );
+      });
+      const of = (fleet: string) => edgeTopic(fleet, 'edge-p', 'devices');
+      await c.subscribeAsync([of('fa'), of('fb')], { qos: 1 });
+      await waitFor(
+        () => reports.get(of('fa'))?.includes('cam-a') === true && reports.has(of('fb')),
+      );
+      t.false(reports.get(of('fa'))!.includes('cam-b'));
+      await waitFor(() => reports.get(of('fb'))?.includes('cam-b') === true);
+      t.false(reports.get(of('fb'))!.includes('cam-a'));
+    } finally {
+      await c.endAsync();
+    }
+  },
+);
