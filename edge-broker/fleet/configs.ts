@@ -63,6 +63,8 @@ export interface FleetConfigsOptions {
   /** The fleet the edge serves; '+': any (a fleet file then says which). */
   fleet: string;
   edgeId: string;
+  /** How long the cluster's leader lock lasts without renewal (leader.ts; default 10 s). */
+  leaderTtlMs?: number;
   /** The fleet the edge's own topics (its job list) are published under. */
   statusFleet: string;
   /** Folder of the rollout jobs' state (`jobs.json`); null: kept in memory. */
@@ -171,6 +173,7 @@ export class FleetConfigs implements Part {
       base: o.base,
       fleet: o.statusFleet,
       name: o.edgeId,
+      ttlMs: o.leaderTtlMs,
     });
     await this.rollouts.start(lead);
     if (o.fleetFile) await this.apply(o.fleetFile);
@@ -249,6 +252,11 @@ export class FleetConfigs implements Part {
   private async change(change: OverrideChange): Promise<SetConfigResult> {
     const file = this.fileOf;
     if (!file) throw new OpError('this edge runs no fleet file: start it with --fleet-file');
+    // in a cluster the configs are the leader's to publish (a follower's would be lost)
+    if (!this.rollouts.leader)
+      throw new OpError(
+        `edge ${this.o.edgeId} is not the leader of its cluster: send the change to the node that runs the rollouts`,
+      );
     const t = change.target;
     // an override of an id the file no longer has may still be removed (null), so that
     // such leftovers never fill the overrides file for good
@@ -335,7 +343,11 @@ export class FleetConfigs implements Part {
         refused: same ? (prev?.refused ?? null) : null,
         refusedId: same ? (prev?.refusedId ?? null) : null,
       });
-      await publishJson(o.broker, deviceTopic(f.fleet, device, 'config', o.base), msg, true);
+      // in a cluster one node publishes the configs, the holder of the leader lock: a
+      // follower's copy of the rollout pins may be up to a lock renewal old, and its
+      // publish would undo the leader's (a node that takes the lock republishes them all)
+      if (this.rollouts.leader)
+        await publishJson(o.broker, deviceTopic(f.fleet, device, 'config', o.base), msg, true);
     }
   }
 

@@ -144,6 +144,10 @@ test.serial(
       t.throws(() => b.rollouts.create({ model: 'resnet9w05-cifar10@3' }), {
         instanceOf: RolloutError,
       });
+      // the configs are the leader's to publish: a follower refuses an operator's change
+      await t.throwsAsync(b.setConfig({ target: { device: 'cam-1' }, set: { fps: 5 } }), {
+        message: /not the leader/,
+      });
       await d.agent.start();
       const run = d.agent.run();
       await waitFor(() => d.agent.stats.results >= 10, 60_000);
