@@ -28,7 +28,7 @@
  * whose id is within 65,535 of its context's base and whose capture is at most
  * V2_MAX_AGE_MS old; any other frame goes as v1, which every edge keeps accepting.
  */
-import { FrameError, MAX_FRAME_BYTES, type Frame } from './frame.js';
+import { FrameError, MAX_FRAME_BYTES, unwrapTime, type Frame } from './frame.js';
 
 export const V2_MARK = 0x20;
 const FLAG_TAG = 0x01;
@@ -82,15 +82,8 @@ export function seqOf(frameId: number, frameBase: number): number | null {
 }
 
 /** The full time nearest to `estimateMs` whose low 16 bits are `low`. */
-export function unwrapTs16(low: number, estimateMs: number): number {
-  const span = 0x1_0000;
-  const base = estimateMs - (estimateMs % span);
-  let best = base + low;
-  for (const c of [best - span, best + span]) {
-    if (Math.abs(c - estimateMs) < Math.abs(best - estimateMs)) best = c;
-  }
-  return best;
-}
+export const unwrapTs16 = (low: number, estimateMs: number): number =>
+  unwrapTime(low, estimateMs, 0x1_0000);
 
 function checkEntry(e: V2Entry): void {
   if (!Number.isInteger(e.seq) || e.seq < 0 || e.seq > V2_MAX_SEQ) {

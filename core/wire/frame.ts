@@ -85,16 +85,20 @@ export function ts32(ms: number): number {
   return Math.floor(ms) % 0x1_0000_0000;
 }
 
-/** The full time nearest to `nowMs` whose low 32 bits are `low`. */
-export function unwrapTs32(low: number, nowMs: number): number {
-  const span = 0x1_0000_0000;
-  const base = nowMs - (nowMs % span);
+/** The full time nearest to `nearMs` whose low bits (a counter wrapping at `span`) are
+ * `low`: a capture time sent in 32 bits (v1) or 16 bits (v2). */
+export function unwrapTime(low: number, nearMs: number, span: number): number {
+  const base = nearMs - (nearMs % span);
   let best = base + low;
   for (const c of [best - span, best + span]) {
-    if (Math.abs(c - nowMs) < Math.abs(best - nowMs)) best = c;
+    if (Math.abs(c - nearMs) < Math.abs(best - nearMs)) best = c;
   }
   return best;
 }
+
+/** The full time nearest to `nowMs` whose low 32 bits are `low`. */
+export const unwrapTs32 = (low: number, nowMs: number): number =>
+  unwrapTime(low, nowMs, 0x1_0000_0000);
 
 /** `, got <a short description of v>` for an error reason (never the value itself). */
 const got = (v: unknown) => `, got ${describeValue(v)}`;

@@ -149,29 +149,7 @@ export class FleetMonitor {
     let t = this.devices.get(key);
     if (!t) {
       t = {
-        view: {
-          fleet,
-          device,
-          state: 'offline',
-          online: false,
-          inFleetFile: false,
-          wanted: null,
-          running: null,
-          refused: null,
-          refusedConfigId: null,
-          seq: null,
-          model: null,
-          codec: null,
-          point: null,
-          configId: null,
-          framesPerSecond: 0,
-          bytesPerSecond: 0,
-          edgeLatencyMsP50: null,
-          frames: 0,
-          results: 0,
-          errors: {},
-          lastSeen: null,
-        },
+        view: { ...neverSeen(fleet, device), state: 'offline', inFleetFile: false },
         recent: [],
         latencies: [],
       };
