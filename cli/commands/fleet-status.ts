@@ -5,7 +5,7 @@
 import Table from 'cli-table3';
 import type { Command } from 'commander';
 import { edgeTopic } from '../../core/wire/topics.js';
-import type { DeviceSettings } from '../../core/wire/messages.js';
+import { parseSettings } from '../../core/wire/messages.js';
 import type { DeviceView, RunningConfig, WantedConfig } from '../../edge-broker/fleet/monitor.js';
 import { int, OptionValues } from '../args.js';
 import { connectEdge, connectFlags, withConnection } from './fleet-jobs.js';
@@ -28,31 +28,10 @@ const orNull =
 
 const STATES = ['online', 'offline', 'never seen'] as const;
 
-/** The settings of a wanted config, checked: the ones the table shows must be there. */
-function settingsOf(v: unknown): DeviceSettings | undefined {
-  if (!isObject(v)) return undefined;
-  const { model, codec, point, fps, latencyGoalMs, maxKbps, source, credentials, engine } = v;
-  if (!isStr(model) || !isStr(codec) || !isNum(point) || !isNum(fps)) return undefined;
-  if (!orNull(isNum)(latencyGoalMs) || !orNull(isNum)(maxKbps)) return undefined;
-  if (!isStr(source) || !orNull(isStr)(credentials)) return undefined;
-  if (engine !== undefined && !isStr(engine)) return undefined;
-  return {
-    model,
-    codec,
-    point,
-    fps,
-    latencyGoalMs,
-    maxKbps,
-    source,
-    credentials,
-    ...(engine !== undefined ? { engine } : {}),
-  };
-}
-
 function wantedOf(v: unknown): WantedConfig | null | undefined {
   if (v === null) return null;
   if (!isObject(v) || !isStr(v.configId) || !orNull(isStr)(v.group)) return undefined;
-  const settings = settingsOf(v.settings);
+  const settings = parseSettings(v.settings);
   if (!settings || !Array.isArray(v.overridden) || !v.overridden.every(isStr)) return undefined;
   return {
     configId: v.configId,

@@ -392,26 +392,43 @@ function wireSettings(st: Record<string, unknown>): Partial<DeviceSettings> {
   return out;
 }
 
+/** A device's settings (a config's, a devices report's), each field checked; throws
+ * Invalid. */
+function settingsOf(v: unknown): DeviceSettings {
+  const st = obj(v);
+  const model = str(st.model, 80);
+  if (!MODEL_RE.test(model)) throw new Invalid();
+  return {
+    model,
+    codec: str(st.codec, 64),
+    point: int(st.point),
+    latencyGoalMs: st.latencyGoalMs === undefined ? null : orNull(num)(st.latencyGoalMs),
+    maxKbps: st.maxKbps === undefined ? null : orNull(num)(st.maxKbps),
+    fps: num(st.fps),
+    source: st.source === undefined ? 'sample' : str(st.source, 1024),
+    credentials: st.credentials === undefined ? null : orNull((x) => str(x, 64))(st.credentials),
+    ...(st.engine !== undefined ? { engine: str(st.engine, 32) } : {}),
+    ...wireSettings(st),
+  };
+}
+
+/** A device's settings as a config or the edge's devices report carries them, checked;
+ * undefined when they are not. */
+export function parseSettings(v: unknown): DeviceSettings | undefined {
+  try {
+    return settingsOf(v);
+  } catch (e) {
+    if (e instanceof Invalid) return undefined;
+    throw e;
+  }
+}
+
 export function parseConfig(payload: Uint8Array | string): ConfigMessage | undefined {
   return checked(payload, (v) => {
     if (v.v !== CONFIG_VERSION) throw new Invalid();
-    const st = obj(v.settings);
-    const model = str(st.model, 80);
-    if (!MODEL_RE.test(model)) throw new Invalid();
+    const settings = settingsOf(v.settings);
     const bundle = v.bundle;
     if (bundle !== undefined && !isBundleRef(bundle)) throw new Invalid();
-    const settings: DeviceSettings = {
-      model,
-      codec: str(st.codec, 64),
-      point: int(st.point),
-      latencyGoalMs: st.latencyGoalMs === undefined ? null : orNull(num)(st.latencyGoalMs),
-      maxKbps: st.maxKbps === undefined ? null : orNull(num)(st.maxKbps),
-      fps: num(st.fps),
-      source: st.source === undefined ? 'sample' : str(st.source, 1024),
-      credentials: st.credentials === undefined ? null : orNull((x) => str(x, 64))(st.credentials),
-      ...(st.engine !== undefined ? { engine: str(st.engine, 32) } : {}),
-      ...wireSettings(st),
-    };
     const c: ConfigMessage = {
       v: CONFIG_VERSION,
       configId: str(v.configId, 256),
