@@ -65,6 +65,8 @@ export interface WireOptions {
 /** What the link needs of the session. */
 export interface WireSession {
   publish(topic: string, payload: Buffer, opts: { qos: 0 | 1 }): Promise<void>;
+  /** Keep the connection open on a stop until `until` settles (the frames in flight). */
+  holdClose?(until: Promise<void>): void;
 }
 
 interface Held extends StreamContext {
@@ -283,6 +285,11 @@ export class WireLink implements Link {
       latency: { decodeMs: 0, tailMs: 0, edgeMs: 0, queueMs: 0 },
       edgeId: '',
     };
+  }
+
+  /** A stop waits for the frames in flight: the session holds its connection open. */
+  holdClose(until: Promise<void>): void {
+    this.session.holdClose?.(until);
   }
 
   /** Send a frame (v1 bytes, as the uplink keeps it): as v2 when it can go so. */

@@ -317,17 +317,25 @@ async function runAgent(o: AgentCliOptions): Promise<void> {
         `${s.bytesPerFrame} B/frame, p50 ${s.latencyMs.p50 ?? '-'} ms, ${s.fps} fps\n`,
     );
   };
-  await agent.start();
-  const timer = o.json ? null : setInterval(progress, PROGRESS_MS);
-  timer?.unref();
-  // a signal stops capture at once: frames still unanswered count as lost
+  // a signal stops capture at once: frames still unanswered count as lost; it also stops
+  // an agent still waiting for its edge at start
   let signalled = false;
+  let timer: NodeJS.Timeout | null = null;
   stopOnSignal(async () => {
     signalled = true;
     if (timer) clearInterval(timer);
     await agent.stop(true);
     print();
   });
+  try {
+    await agent.start();
+  } catch (e) {
+    if (signalled) return; // stopped while waiting for the edge: the signal's stop prints
+    throw e;
+  }
+  if (signalled) return;
+  timer = o.json ? null : setInterval(progress, PROGRESS_MS);
+  timer?.unref();
   await agent.run();
   if (signalled) return; // the signal's stop prints the summary
   if (timer) clearInterval(timer);

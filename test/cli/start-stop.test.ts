@@ -119,6 +119,21 @@ test('agent: Ctrl-C prints the summary; --verbose prints a rounded line per resu
   t.true(s.results >= 1 && s.sent >= s.results, JSON.stringify(s));
 });
 
+test('agent: waiting for an edge that is not up, Ctrl-C stops it with the summary', async (t) => {
+  const held = await heldPort();
+  const port = held.port;
+  await new Promise((r) => held.server.close(r)); // nothing listens there now
+  const c = cliChild(['agent', '--device', 'cam-wait', '--url', `mqtt://127.0.0.1:${port}`], {
+    env: { LOG_LEVEL: 'info', SPLITFLEET_LOG_FORMAT: 'json' },
+  });
+  t.teardown(() => c.signal('SIGKILL'));
+  await c.waitFor(/edge not reachable: retrying/, 'stderr');
+  c.signal('SIGINT');
+  const exit = await c.exited;
+  t.is(exit.code, 0, c.stderr);
+  t.regex(c.stdout, /^summary: \{"sent":0,/m);
+});
+
 test('agent: no line per frame by default', async (t) => {
   const edge = await testEdge();
   t.teardown(() => edge.close());
