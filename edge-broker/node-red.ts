@@ -181,6 +181,15 @@ const COMMS_PATH = '/comms';
  * upgrades, HTTP-in nodes) needs an HTTP Basic login first. `sessions` keeps the editor's
  * logins (a log-out ends one).
  */
+/** One line of Node-RED's log (its levels: 10 fatal, 20 error, 30 warn, ...). */
+function nodeRedLine(m: unknown): void {
+  if (typeof m !== 'object' || m === null) return;
+  const { level, msg } = m as { level?: unknown; msg?: unknown };
+  const text = typeof msg === 'string' ? msg : msg instanceof Error ? msg.message : String(msg);
+  if (typeof level === 'number' && level <= 20) log.error({ from: 'node-red' }, text);
+  else log.warn({ from: 'node-red' }, text);
+}
+
 function guardServer(
   server: Server,
   admin: Handler,
@@ -383,7 +392,12 @@ export async function startNodeRed(o: NodeRedOptions): Promise<EmbeddedNodeRed> 
     editorTheme: { projects: { enabled: false }, tours: false },
     diagnostics: { enabled: false },
     telemetry: { enabled: false },
-    logging: { console: { level: 'warn', metrics: false, audit: false } },
+    // Node-RED's warnings and errors go through the project's logger (one format, the
+    // test suite's log file), not its own console lines
+    logging: {
+      console: { level: 'off' },
+      splitfleet: { level: 'warn', metrics: false, audit: false, handler: () => nodeRedLine },
+    },
   };
   RED.init(server, settings as unknown as Parameters<typeof RED.init>[1]);
   const port = await listen(server, o.port, o.host, '--node-red-port');
