@@ -120,6 +120,33 @@ export async function subscribe(
 }
 
 /**
+ * The messages clients connected to this node publish, on topics `accept` takes, as the
+ * broker publishes them (once its bus took them). In a cluster they do not depend on the
+ * round trip through Redis, whose pub/sub may drop what was in flight when it restarted;
+ * a subscription would. Returns the function that stops listening. A handler that throws
+ * is logged, never rethrown into the broker.
+ */
+export function onClientPublish(
+  broker: Pick<EdgeBroker, 'aedes'>,
+  accept: (topic: string) => boolean,
+  fn: OnPacket,
+): () => void {
+  const { aedes } = broker;
+  const handler = (packet: AedesPublishPacket, client: unknown) => {
+    if (!client || !accept(packet.topic)) return;
+    try {
+      fn(packet, payloadOf(packet));
+    } catch (e) {
+      limitedLog.warn('client-publish', { topic: packet.topic, err: String(e) }, 'handler failed');
+    }
+  };
+  aedes.on('publish', handler);
+  return () => {
+    aedes.removeListener('publish', handler);
+  };
+}
+
+/**
  * A listener could not take its port: the port is in use, needs privileges, or the
  * address is not this host's. The message is one line that names the flag setting the
  * port (where the caller gives it); `code` is the system's (EADDRINUSE, ...).

@@ -39,7 +39,7 @@ import {
 } from '../core/wire/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../core/wire/topics.js';
 import { AnswerCache, frameKey, type Answer } from './answers.js';
-import { subscribe, type EdgeBroker } from './broker.js';
+import { onClientPublish, subscribe, type EdgeBroker } from './broker.js';
 import type { EdgeBus, Part } from './bus.js';
 import { clusterOf, fromThisNode } from './cluster.js';
 import { DecodeFailure, FrameChecker } from './decode/decoder.js';
@@ -156,8 +156,20 @@ export class Intake implements Part {
       if (e.status.state === 'online')
         this.sessions.born(deviceKey(e.fleet, e.deviceId), e.status.ts);
     });
+    // in a cluster a node takes the frames of its own devices as they are published, not
+    // back from Redis: a frame Redis dropped in a restart would never be answered
+    const local = clusterOf(o.broker.aedes)?.mode === 'cluster';
     const on = async (ch: 'features' | 'f' | 'ctx', fn: (p: Packet, b: Buffer) => void) => {
-      this.ends.push(await subscribe(o.broker, deviceFilter(ch, o.fleet, o.base), fn));
+      if (!local) {
+        this.ends.push(await subscribe(o.broker, deviceFilter(ch, o.fleet, o.base), fn));
+        return;
+      }
+      const accept = (topic: string) => {
+        const t = parseTopic(topic, o.base);
+        return t?.kind === 'device' && t.channel === ch && (o.fleet === '+' || t.fleet === o.fleet);
+      };
+      const off = onClientPublish(o.broker, accept, fn);
+      this.ends.push(() => Promise.resolve(off()));
     };
     await on('ctx', (p, b) => this.onAnnounce(p, b));
     await on('features', (p, b) => this.onFrame(p, b));

@@ -26,7 +26,7 @@ const DEMO = [
   '--ws-port',
   '0',
 ];
-const PRETTY = /\d\d:\d\d:\d\d\.\d{3}\S* \S*INFO\S* +edge up url=mqtt:\/\/127\.0\.0\.1:\d+/;
+const PRETTY = /\d\d:\d\d:\d\d\.\d{3}\S* \S*INFO\S* +edge up .*url=mqtt:\/\/127\.0\.0\.1:\d+/;
 const ESC = String.fromCharCode(27);
 const COLOUR = new RegExp(`${ESC}\\[(2|3\\d)m`);
 const ANY_ESC = new RegExp(ESC);

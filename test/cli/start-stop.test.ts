@@ -7,6 +7,8 @@ import test from 'ava';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { connectAsync } from 'mqtt';
+import { deviceFilter } from '../../core/wire/topics.js';
+import { DEFAULT_FLEET } from '../../fleet-config/schema.js';
 import { testEdge } from '../helpers/edge.js';
 import { runCli } from '../helpers/cli.js';
 import { cliChild } from './child.js';
@@ -89,7 +91,7 @@ test('demo --frames 0 runs until Ctrl-C, then prints the summary', async (t) => 
       if (++results === 5) resolve();
     }),
   );
-  await sub.subscribeAsync('splitfleet/demo/device/+/result');
+  await sub.subscribeAsync(deviceFilter('result', DEFAULT_FLEET));
   await enough;
   c.signal('SIGINT');
   const exit = await c.exited;
