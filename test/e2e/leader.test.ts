@@ -158,16 +158,18 @@ test.serial(
       t.is(job(a, first.jobId)!.state, 'SUCCEEDED', job(a, first.jobId)!.reason ?? '');
       t.is(d.agent.settings.bundle.manifest.version, 3);
       // the other node shows the leader's jobs (read at its tries of the lock), runs none
-      await waitFor(() => job(b, first.jobId)?.state === 'SUCCEEDED', LEADER_TTL_MS);
+      // (bounds are generous: a loaded machine delays the lock's tries; how long the takeover
+      // took is logged, not asserted)
+      await waitFor(() => job(b, first.jobId)?.state === 'SUCCEEDED', 3 * LEADER_TTL_MS);
       // a second job is cut short: its leader stops during it
       const second = a.rollouts.create({ model: 'resnet9w05-cifar10@4', soakMs: 60_000 });
       await waitFor(() => job(a, second.jobId)!.state === 'IN_PROGRESS');
       const stopped = Date.now();
       await a.close();
       aClosed = true;
-      await waitFor(() => b.rollouts.leader, LEADER_TTL_MS);
+      await waitFor(() => b.rollouts.leader, 3 * LEADER_TTL_MS);
       t.log(`node b took over ${Date.now() - stopped} ms after node a stopped`);
-      await waitFor(() => job(b, second.jobId)?.state === 'ROLLED_BACK', 10_000);
+      await waitFor(() => job(b, second.jobId)?.state === 'ROLLED_BACK', 60_000);
       t.is(job(b, first.jobId)!.state, 'SUCCEEDED', 'the finished job and its pin stay');
       // the device settles on the config node b wants (it may still be fetching the second
       // job's bundle when the takeover republishes)
