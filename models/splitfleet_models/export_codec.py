@@ -19,7 +19,6 @@ images, for the TypeScript parity test.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -68,6 +67,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", action="append", required=True, help="codec run folder (final.pt); repeat for rate points")
     bundle_args(ap)
+    ap.add_argument("--keep", metavar="BUNDLE",
+                    help="an earlier bundle of the same method whose points come first, unchanged (files, tables, "
+                         "measured figures and parity fixtures), so its point numbers keep their meaning")
     ap.add_argument("--table-images", type=int, default=10000, help="training images for AECNN histograms")
     args = ap.parse_args(argv)
     if not args.data:
@@ -92,7 +94,7 @@ def main(argv=None) -> None:
     if len(methods) != 1:
         raise SystemExit(f"one method per bundle, got {sorted(methods)}")
     method = methods.pop()
-    if method == "aecnn" and len(runs) != 1:
+    if method == "aecnn" and (len(runs) != 1 or args.keep):
         raise SystemExit("AECNN: one run (its k values are the points)")
 
     out = Path(args.zoo) / f"{args.name}-v{args.version}"
@@ -110,10 +112,11 @@ def main(argv=None) -> None:
     points = []
     fixture_sets = []
     parities = []
+    kept = keep_points(Path(args.keep), method, labels, prep, put, points, parities) if args.keep else None
     for ri, (codec, cfg) in enumerate(runs):
         with torch.no_grad():
             sym_shape = tuple(codec.device(torch.zeros(1, *in_shape)).shape[1:])
-        tag = "" if len(runs) == 1 else f".{ri}"
+        tag = "" if len(runs) == 1 and kept is None else f".{len(points)}"
         dev_b, edge_b = onnx_bytes(Half(codec, "device"), in_shape), onnx_bytes(Half(codec, "edge"), sym_shape)
         put(f"head{tag}", "head", dev_b, ".onnx", input=[-1, *in_shape], output=[-1, *sym_shape])
         put(f"tail{tag}", "tail", edge_b, ".onnx", input=[-1, *sym_shape], output=[-1, len(labels)])
@@ -213,6 +216,9 @@ def main(argv=None) -> None:
         # data and validation split hashes, teacher bundle, commit, torch, device,
         # CPU/GPU minutes) and the epoch its validation split chose
         "training": {"runs": [cfg for _, cfg in runs],
+                     **({"kept": {"bundle": kept["name"], "version": kept["version"],
+                                  "manifestSha256": sha256((Path(kept["_dir"]) / "manifest.json").read_bytes()),
+                                  "points": [p["label"] for p in kept["codec"]["points"]]}} if kept else {}),
                      **({"provenance": [x["provenance"] for *_, x in loaded],
                          "selected": [x["selected"] for *_, x in loaded]}
                         if any(x["provenance"] for *_, x in loaded) else {})},
@@ -224,17 +230,53 @@ def main(argv=None) -> None:
 
     if args.fixtures:
         write_fixtures(Path(args.fixtures) / f"{args.name}-v{args.version}", Path(args.sample), fixture_sets, method,
+                       kept_cases=kept_fixture(Path(args.fixtures), kept) if kept else [],
                        prep=prep)
 
 
-def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4, prep=None) -> None:
+def keep_points(bundle: Path, method: str, labels, prep, put, points: list, parities: list) -> dict:
+    """Copy `bundle`'s points (their files byte for byte, their measured figures) as the
+    first points of the bundle being written; returns the kept bundle's manifest."""
+    km = json.loads((bundle / "manifest.json").read_text())
+    if km.get("kind") != "codec" or km["codec"]["method"] != method:
+        raise SystemExit(f"--keep {bundle}: not a {method} bundle")
+    if list(km["labels"]) != list(labels) or km["preprocessing"] != prep.manifest():
+        raise SystemExit(f"--keep {bundle}: other labels or preprocessing than the runs")
+    for p in km["codec"]["points"]:
+        i = len(points)
+        q = dict(p, index=i, head=f"head.{i}", tail=f"tail.{i}", entropy=f"entropy.{i}" if p["entropy"] else None)
+        for old, new in ((p["head"], q["head"]), (p["tail"], q["tail"]), (p["entropy"], q["entropy"])):
+            if old is None:
+                continue
+            f = km["files"][old]
+            data_bytes = (bundle / f["path"]).read_bytes()
+            if sha256(data_bytes) != f["sha256"]:
+                raise SystemExit(f"{bundle / f['path']}: sha256 does not match the manifest")
+            stem, suffix = ("entropy", ".json") if new.startswith("entropy") else (new.split(".")[0], ".onnx")
+            put(new, stem, data_bytes, suffix, **{k: v for k, v in f.items() if k not in ("path", "sha256")})
+        points.append(q)
+    if km["codec"].get("parity", {}).get("edge"):
+        parities.append(km["codec"]["parity"]["edge"])
+    km["_dir"] = str(bundle)
+    return km
+
+
+def kept_fixture(fixtures: Path, km: dict) -> list:
+    """The kept bundle's parity cases (its points are numbered the same in the new bundle)."""
+    ref = fixtures / f"{km['name']}-v{km['version']}" / "reference.json"
+    if not ref.exists():
+        raise SystemExit(f"--keep: no parity fixture {ref} to carry over")
+    return json.loads(ref.read_text())["cases"]
+
+
+def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4, prep=None, kept_cases=()) -> None:
     """Per point: PyTorch symbols, the rANS (or raw) payload and logits of a few sample images."""
     from .preprocess import Preprocessing
 
     imgs = sample_images(sample, n)
     _, x = sample_batch(imgs, prep or Preprocessing())
-    cases = []
-    point = 0  # the points were numbered in this same order
+    cases = list(kept_cases)
+    point = len({c["point"] for c in cases})  # the points were numbered in this same order, kept ones first
     with torch.no_grad():
         for si, (codec, tables, ks) in enumerate(sets):
             sym = codec.device(x)
