@@ -155,7 +155,8 @@ class CodecProtocolTest(unittest.TestCase):
 
         export_codec.main(["--run", str(out / "best.pt"), "--name", "tiny-proto", "--model-id", "9",
                            "--data", str(self.dir / "data"), "--cache", str(self.dir / "cache"),
-                           "--zoo", str(self.dir / "zoo"), "--sample", str(SAMPLE)])
+                           "--zoo", str(self.dir / "zoo"), "--fixtures", str(self.dir / "fixtures"),
+                           "--sample", str(SAMPLE)])
         bundle = self.dir / "zoo" / "tiny-proto-v1"
         m = json.loads((bundle / "manifest.json").read_text())
         self.assertEqual(m["accuracy"]["validation"]["indexSha256"], start["val_sha256"])
@@ -172,6 +173,23 @@ class CodecProtocolTest(unittest.TestCase):
             s = src.device(x)
             self.assertTrue(torch.equal(fresh.device(x), s))
             self.assertTrue(torch.allclose(fresh.edge(s), src.edge(s), atol=1e-4))
+
+        # a next version keeps its points first, byte for byte, with their parity cases
+        export_codec.main(["--run", str(out / "best.pt"), "--keep", str(bundle), "--name", "tiny-proto",
+                           "--model-id", "9", "--version", "2", "--data", str(self.dir / "data"),
+                           "--cache", str(self.dir / "cache"), "--zoo", str(self.dir / "zoo"),
+                           "--fixtures", str(self.dir / "fixtures"), "--sample", str(SAMPLE)])
+        m2 = json.loads((self.dir / "zoo" / "tiny-proto-v2" / "manifest.json").read_text())
+        self.assertEqual([q["index"] for q in m2["codec"]["points"]], [0, 1])
+        old_point, kept_point = m["codec"]["points"][0], m2["codec"]["points"][0]
+        for role in ("head", "tail", "entropy"):
+            self.assertEqual(m2["files"][kept_point[role]]["sha256"], m["files"][old_point[role]]["sha256"])
+        self.assertEqual(kept_point["top1"], old_point["top1"])
+        self.assertEqual(m2["training"]["kept"]["version"], 1)
+        ref1 = json.loads((self.dir / "fixtures" / "tiny-proto-v1" / "reference.json").read_text())["cases"]
+        ref2 = json.loads((self.dir / "fixtures" / "tiny-proto-v2" / "reference.json").read_text())["cases"]
+        self.assertEqual(ref2[: len(ref1)], ref1)
+        self.assertEqual({c["point"] for c in ref2[len(ref1):]}, {1})
 
         # a run warm-started from it starts where the bundle is
         recipe = dict(method="splitfleet", teacher=str(self.dir / "teacher"), batch=32, threads=1,
