@@ -9,6 +9,7 @@ writes into OUT:
   codec-data/test/<class>/<n>.jpg    images 1-10 of each class: the 100 test images of the other
                                      224x224 measurements, upscaled the same way
   sf-224.yaml                        the SplitFleet recipe, teacher OUT/zoo/r18-224-v1
+  fs-224.yaml                        the same for FrankenSplit (its encoder reads the image)
 
 The teacher (ResNet-18 after layer2, imported by `splitfleet models import`) has RANDOM
 weights: the codec learns to restore that network's split tensor, and its bytes and times
@@ -43,3 +44,5 @@ recipe = dict(method="splitfleet", teacher=str(out / "zoo" / "r18-224-v1"), late
 
               stages=[dict(name="codec", epochs=2, lr=0.001)])
 (out / "sf-224.yaml").write_text(json.dumps(recipe, indent=1) + "\n")  # JSON is YAML
+# FrankenSplit: the same shape and rate weight, its encoder on the image instead of the head
+(out / "fs-224.yaml").write_text(json.dumps({**recipe, "method": "frankensplit"}, indent=1) + "\n")
