@@ -94,6 +94,8 @@ function argmax(t: Tensor, i = 0): number {
 interface Path {
   method: string;
   point: string;
+  /** The codec bundle (name@version) of a learned codec's path. */
+  bundle?: string;
   flops: number;
   estimate?: number;
   /** Device: pixels (+ stored file) -> frame bytes. */
@@ -186,7 +188,7 @@ export async function benchRate(opts: {
     const planPath = async (
       b: Bundle,
       plan: SplitPlan,
-      row: Pick<Path, 'flops' | 'estimate' | 'skip'>,
+      row: Pick<Path, 'flops' | 'estimate' | 'skip' | 'bundle'>,
     ): Promise<Path> => ({
       method: plan.point.method,
       point: plan.point.label,
@@ -227,6 +229,7 @@ export async function benchRate(opts: {
           await planPath(b, splitPlan(b, b.codec, p.index), {
             flops: 2 * p.deviceMacs,
             estimate: p.bitsPerImage / 8,
+            bundle: `${cm.name}@${cm.version}`,
           }),
         );
       }
@@ -247,12 +250,16 @@ export async function benchRate(opts: {
 
   const accs = new Map<Path['method'] | string, Acc>();
   const acc = (p: Path) => {
-    const k = `${p.method}/${p.point}`;
+    // two codec bundles may share a method and a point label: each keeps its own row
+    const k = `${p.method}/${p.point}/${p.bundle ?? ''}`;
     let a = accs.get(k);
     if (!a) {
+      const shared =
+        p.bundle !== undefined &&
+        paths.some((o) => o !== p && o.method === p.method && o.point === p.point);
       a = {
         method: p.method,
-        point: p.point,
+        point: shared ? `${p.point} (${p.bundle})` : p.point,
         correct: 0,
         payload: 0,
         framed: 0,
@@ -392,7 +399,7 @@ export async function benchRate(opts: {
   }
 
   const splitTensorBytes = numel(m.split.tensorShape) * 4;
-  const unsplitAccuracy = accs.get('unsplit/local')!.correct / total;
+  const unsplitAccuracy = accs.get('unsplit/local/')!.correct / total;
   const rows: RateRow[] = [...accs.values()].map((a) => {
     const accuracy = a.correct / total;
     const framed = a.framed / total;
