@@ -25,6 +25,7 @@ import type { Edge } from '../../edge-broker/edge.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
 import { loadFleet } from '../../fleet-config/load.js';
 import { overridesFileOf } from '../../fleet-config/overrides.js';
+import { consoleUsers, OPERATOR, VIEWER } from '../helpers/credentials.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
@@ -32,8 +33,6 @@ import { waitFor } from '../helpers/wait.js';
 const SHOTS = join(PROJECT_ROOT, '.artifacts', 'screenshots');
 const CHROMIUM = '/usr/bin/chromium';
 const FLEET = 'con';
-const OPERATOR = { username: 'op', password: 'operator-password' };
-const VIEWER = { username: 'viewer', password: 'viewer-password' };
 const DEVICE_PASSWORD = 'device-password';
 /** Bounded waits, generous for a loaded 2-core machine. */
 const LONG = 90_000;
@@ -64,16 +63,7 @@ async function credentials(): Promise<CredentialFile> {
   return {
     version: 1,
     users: {
-      [OPERATOR.username]: {
-        role: 'operator',
-        fleet: null,
-        hash: await hashPassword(OPERATOR.password),
-      },
-      [VIEWER.username]: {
-        role: 'dashboard',
-        fleet: null,
-        hash: await hashPassword(VIEWER.password),
-      },
+      ...(await consoleUsers()),
       'cam-1': { role: 'device', fleet: FLEET, hash: device },
       'cam-2': { role: 'device', fleet: FLEET, hash: device },
     },

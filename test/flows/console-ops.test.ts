@@ -6,6 +6,7 @@
  * generated admin login) under the flows' login.
  */
 import test from 'ava';
+import { consoleUsers, OPERATOR, VIEWER } from '../helpers/credentials.js';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -19,8 +20,6 @@ import { OPS_ROUTE, OperatorConsole } from '../../edge-broker/node-red-ops.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 
-const OPERATOR = { username: 'op', password: 'operator-password' };
-const VIEWER = { username: 'viewer', password: 'viewer-password' };
 const DEVICE = { username: 'gate', password: 'device-password' };
 
 let edge: Edge;
@@ -68,16 +67,7 @@ test.before(async () => {
   const credentials: CredentialFile = {
     version: 1,
     users: {
-      [OPERATOR.username]: {
-        role: 'operator',
-        fleet: null,
-        hash: await hashPassword(OPERATOR.password),
-      },
-      [VIEWER.username]: {
-        role: 'dashboard',
-        fleet: null,
-        hash: await hashPassword(VIEWER.password),
-      },
+      ...(await consoleUsers()),
       [DEVICE.username]: {
         role: 'device',
         fleet: 'nr',

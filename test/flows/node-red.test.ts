@@ -16,9 +16,9 @@ import { connectAsync } from 'mqtt';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { Agent } from '../../device-agent/agent.js';
 import type { Edge } from '../../edge-broker/edge.js';
-import { hashPassword } from '../../edge-broker/auth.js';
 import { startNodeRed, type EmbeddedNodeRed } from '../../edge-broker/node-red.js';
 import { PROJECT_ROOT } from '../../core/paths.js';
+import { consoleUsers, OPERATOR, VIEWER } from '../helpers/credentials.js';
 import { testEdge } from '../helpers/edge.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
@@ -27,8 +27,6 @@ const ARTIFACTS = join(PROJECT_ROOT, '.artifacts', 'browser');
 const CHROMIUM = '/usr/bin/chromium';
 
 /** The editor's and the dashboard's logins (users of the edge's credential file). */
-const OPERATOR = { username: 'op', password: 'operator-password' };
-const VIEWER = { username: 'viewer', password: 'viewer-password' };
 
 let edge: Edge;
 let nodeRed: EmbeddedNodeRed;
@@ -156,16 +154,7 @@ test.before(async () => {
     credentials: {
       version: 1,
       users: {
-        [OPERATOR.username]: {
-          role: 'operator',
-          fleet: null,
-          hash: await hashPassword(OPERATOR.password),
-        },
-        [VIEWER.username]: {
-          role: 'dashboard',
-          fleet: null,
-          hash: await hashPassword(VIEWER.password),
-        },
+        ...(await consoleUsers()),
       },
     },
   });

@@ -26,6 +26,27 @@ export async function credentialsFor(
   };
 }
 
+/** The Node-RED console's two logins (an operator and a read-only dashboard user) of
+ * every fleet, each with its own password. */
+export const OPERATOR = { username: 'op', password: 'operator-password' } as const;
+export const VIEWER = { username: 'viewer', password: 'viewer-password' } as const;
+
+/** The credential entries of OPERATOR and VIEWER. */
+export async function consoleUsers(): Promise<CredentialFile['users']> {
+  return {
+    [OPERATOR.username]: {
+      role: 'operator',
+      fleet: null,
+      hash: await hashPassword(OPERATOR.password),
+    },
+    [VIEWER.username]: {
+      role: 'dashboard',
+      fleet: null,
+      hash: await hashPassword(VIEWER.password),
+    },
+  };
+}
+
 /** A refusal log (one line per key per minute, as the broker's) whose lines land in
  * `lines`, for tests that count what the broker writes. */
 export function capturedLog(): { log: RateLimitedLog; lines: string[] } {
