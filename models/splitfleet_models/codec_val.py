@@ -152,7 +152,7 @@ def target_cache(frozen, cfg: dict, x_all, y_all, prep, cache_dir: Path, prov: d
     stages = cfg["stages"]
     sal = any(float({**cfg, **s}["saliency"]) > 0 for s in stages)
     kd = any(float({**cfg, **s}["kd"]) > 0 for s in stages)
-    key = json.dumps([prov["teacher"], prov["dataSha256"], val_hash, cfg["point"], int(cfg["teacher_cache"]),
+    key = json.dumps([prov["teacher"], prov["dataSha256"], val_hash, cfg.get("point"), int(cfg["teacher_cache"]),
                       int(cfg["seed"]), sal, kd, cfg["autocast"]], sort_keys=True)
     path = cache_dir / f"targets-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.exists():
