@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import tar from 'tar-stream';
-import { readSamples, type Sample, type Split } from '../../core/data/cifar.js';
+import { CIFAR10_CLASSES, readSamples, type Sample, type Split } from '../../core/data/cifar.js';
 import { DataError, TEST_EVERY } from '../../core/data/folder.js';
 
 const LABELS = ['vehicle', 'person'];
@@ -35,7 +35,11 @@ async function targz(file: string, files: string[]): Promise<string> {
   return file;
 }
 
-async function read(path: string, split: Split, labels = LABELS): Promise<Sample[]> {
+async function read(
+  path: string,
+  split: Split,
+  labels: readonly string[] = LABELS,
+): Promise<Sample[]> {
   const out: Sample[] = [];
   for await (const s of readSamples(path, { split, labels })) out.push(s);
   return out;
@@ -118,21 +122,9 @@ test('what does not fit the labels or the layouts is an error naming it', async 
 });
 
 test('CIFAR-10 labels keep the CIFAR-10 reader', async (t) => {
-  const cifar = [
-    'airplane',
-    'automobile',
-    'bird',
-    'cat',
-    'deer',
-    'dog',
-    'frog',
-    'horse',
-    'ship',
-    'truck',
-  ];
   const folder = await tree(join(dir, 'cifar'), ['test/cat/0.png', 'train/dog/1.png']);
   t.deepEqual(
-    (await read(folder, 'test', cifar)).map((s) => [s.name, s.label]),
+    (await read(folder, 'test', CIFAR10_CLASSES)).map((s) => [s.name, s.label]),
     [['test/cat/0.png', 3]],
   );
 });
