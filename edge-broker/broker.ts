@@ -120,20 +120,16 @@ export async function subscribe(
 }
 
 /**
- * The messages clients connected to this node publish, on topics `accept` takes, as the
- * broker publishes them (once its bus took them). In a cluster they do not depend on the
- * round trip through Redis, whose pub/sub may drop what was in flight when it restarted;
- * a subscription would. Returns the function that stops listening. A handler that throws
- * is logged, never rethrown into the broker.
+ * Every message a client connected to this node publishes, as the broker publishes it
+ * (once its bus took it). In a cluster it does not depend on the round trip through
+ * Redis, whose pub/sub may drop what was in flight when it restarted; a subscription
+ * would. Returns the function that stops listening. A handler that throws is logged,
+ * never rethrown into the broker.
  */
-export function onClientPublish(
-  broker: Pick<EdgeBroker, 'aedes'>,
-  accept: (topic: string) => boolean,
-  fn: OnPacket,
-): () => void {
+export function onClientPublish(broker: Pick<EdgeBroker, 'aedes'>, fn: OnPacket): () => void {
   const { aedes } = broker;
   const handler = (packet: AedesPublishPacket, client: unknown) => {
-    if (!client || !accept(packet.topic)) return;
+    if (!client) return;
     try {
       fn(packet, payloadOf(packet));
     } catch (e) {

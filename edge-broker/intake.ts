@@ -158,22 +158,25 @@ export class Intake implements Part {
     });
     // in a cluster a node takes the frames of its own devices as they are published, not
     // back from Redis: a frame Redis dropped in a restart would never be answered
-    const local = clusterOf(o.broker.aedes)?.mode === 'cluster';
-    const on = async (ch: 'features' | 'f' | 'ctx', fn: (p: Packet, b: Buffer) => void) => {
-      if (!local) {
-        this.ends.push(await subscribe(o.broker, deviceFilter(ch, o.fleet, o.base), fn));
-        return;
-      }
-      const accept = (topic: string) => {
-        const t = parseTopic(topic, o.base);
-        return t?.kind === 'device' && t.channel === ch && (o.fleet === '+' || t.fleet === o.fleet);
-      };
-      const off = onClientPublish(o.broker, accept, fn);
-      this.ends.push(() => Promise.resolve(off()));
+    const handlers: Record<'ctx' | 'features' | 'f', (p: Packet, b: Buffer) => void> = {
+      ctx: (p, b) => this.onAnnounce(p, b),
+      features: (p, b) => this.onFrame(p, b),
+      f: (p, b) => this.onV2(p, b),
     };
-    await on('ctx', (p, b) => this.onAnnounce(p, b));
-    await on('features', (p, b) => this.onFrame(p, b));
-    await on('f', (p, b) => this.onV2(p, b));
+    if (clusterOf(o.broker.aedes)?.mode === 'cluster') {
+      // one listener for every message a client of this node publishes: its topic is
+      // read once, and the channel picks the handler
+      const off = onClientPublish(o.broker, (p, b) => {
+        const t = parseTopic(p.topic, o.base);
+        if (t?.kind !== 'device' || (o.fleet !== '+' && t.fleet !== o.fleet)) return;
+        if (t.channel === 'ctx' || t.channel === 'features' || t.channel === 'f')
+          handlers[t.channel](p, b);
+      });
+      this.ends.push(() => Promise.resolve(off()));
+      return;
+    }
+    for (const ch of ['ctx', 'features', 'f'] as const)
+      this.ends.push(await subscribe(o.broker, deviceFilter(ch, o.fleet, o.base), handlers[ch]));
   }
 
   async stop(): Promise<void> {
