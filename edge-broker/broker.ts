@@ -13,7 +13,7 @@ import { limitedLog, log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';
 import { ProtocolViolation } from './compliance.js';
-import { redisBackend, type RedisMode } from './cluster.js';
+import { numberInEmitOrder, redisBackend, type RedisMode } from './cluster.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -224,6 +224,7 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       throw e;
     },
   );
+  numberInEmitOrder(aedes); // a retained packet must not be dropped as already sent
   // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
   const access = new Access({
     ...opts.access,
