@@ -362,6 +362,9 @@ export class Agent {
    * an outbox are not lost: the next start sends them). */
   async stop(now = false): Promise<void> {
     this.capture.stop();
+    // a graceful stop lets the frame being encoded reach the uplink first, which then
+    // waits for its answer with the others in flight
+    if (!now) await this.capture.idle();
     this.updater?.close();
     this.uplink.stop(now);
     this.wire?.stop();

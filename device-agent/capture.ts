@@ -36,6 +36,8 @@ export class Capture {
   /** Samples taken from the source so far (the next sample's index). */
   private taken = 0;
   private stopping = false;
+  /** The frame being encoded and handed to the uplink, if any. */
+  private sending: Promise<void> | null = null;
 
   constructor(private readonly d: CaptureDeps) {}
 
@@ -58,7 +60,12 @@ export class Capture {
         }
         const s = await source.next();
         if (s.done || this.stopping) break;
-        await this.send(s.value, this.taken++);
+        this.sending = this.send(s.value, this.taken++);
+        try {
+          await this.sending;
+        } finally {
+          this.sending = null;
+        }
       }
     } finally {
       await source.return(undefined);
@@ -98,5 +105,12 @@ export class Capture {
 
   stop(): void {
     this.stopping = true;
+  }
+
+  /** Resolves once the frame being encoded at the stop (if any) is in the uplink's hands:
+   * taken from the source, it is sent and answered like the others, not counted lost
+   * unsent. */
+  async idle(): Promise<void> {
+    await this.sending?.catch(() => undefined); // (run() reports its failure)
   }
 }

@@ -175,6 +175,7 @@ export class Uplink {
       const old = this.outbox ? p.sentOn === conn && p.sentAt < limit : p.t0 < limit;
       if (old) {
         this.end(id);
+        log.debug({ device: this.opts.deviceId, frameId: id }, 'frame lost: no answer in time');
         this.bus.emit('lost', id);
       }
     }
@@ -226,6 +227,16 @@ export class Uplink {
   private release(): void {
     if (this.released) return;
     this.released = true;
+    if (this.pending.size > 0)
+      log.debug(
+        {
+          device: this.opts.deviceId,
+          frames: [...this.pending.keys()].slice(0, 20),
+          online: this.link.connection !== null,
+          kept: !!this.outbox,
+        },
+        'stopped with frames unanswered',
+      );
     if (!this.outbox) for (const id of this.pending.keys()) this.bus.emit('lost', id);
     this.pending.clear();
     this.wake();

@@ -229,6 +229,38 @@ test('a stop waits for the answers of the frames in flight: every frame sent is 
   );
 });
 
+test('a stop while a frame is being encoded and none is in flight: that frame is sent and answered, not lost', async (t) => {
+  const edge = await edgeAt();
+  t.teardown(() => edge.close());
+  const a = await agent(edge, 'encoder-stop', 1000, { fps: 10 });
+  // the stop lands inside the head's encode of a frame, with every earlier frame answered
+  type Use = (fn: (pipe: unknown) => Promise<unknown>) => Promise<unknown>;
+  const head = (a as unknown as { head: { use: Use } }).head;
+  const use = head.use.bind(head);
+  let stopping: Promise<void> | null = null;
+  let armed = true;
+  head.use = (fn) => {
+    const idle = a.stats.sent === a.stats.results + a.stats.errors;
+    if (!armed || a.stats.results < 3 || !idle) return use(fn);
+    armed = false;
+    setImmediate(() => {
+      stopping = a.stop();
+    });
+    return use(async (pipe) => {
+      await new Promise((r) => setTimeout(r, 200)); // a slow encode
+      return fn(pipe);
+    });
+  };
+  await a.start();
+  const run = a.run();
+  await waitFor(() => stopping !== null);
+  await stopping;
+  const s = await run;
+  t.is(s.lost, 0, 'the frame taken from the source at the stop was not given up unsent');
+  t.is(s.skipped, 0, 'nor skipped');
+  t.is(s.sent, s.results + s.errors, `every frame answered ${JSON.stringify(s)}`);
+});
+
 test('the agent reconnects after the broker goes away and every frame is answered or counted', async (t) => {
   let edge = await edgeAt();
   const port = Number(new URL(edge.url).port);
