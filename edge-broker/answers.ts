@@ -81,3 +81,34 @@ export class AnswerCache {
 export function frameKey(fleet: string, deviceId: string, frameId: number): string {
   return `${fleet}/${deviceId}/${frameId}`;
 }
+
+/**
+ * Which answers a node publishes again after its cluster's bus was lost: those it gave
+ * from `beforeMs` before the loss was seen. A replay is itself a burst of publishes: when
+ * one went out within that time before the next loss, it may have been lost too, so the
+ * next replay also covers the answers that one covered (a flapping Redis loses nothing
+ * twice over).
+ */
+export class ReplayWindow {
+  private from: number | null = null;
+  private last: { at: number; since: number } | null = null;
+
+  constructor(private readonly beforeMs: number) {}
+
+  /** The bus is back after a loss seen at `lostAt`: widen the next replay. */
+  lost(lostAt: number): void {
+    let from = lostAt - this.beforeMs;
+    if (this.last && this.last.at >= from) from = Math.min(from, this.last.since);
+    this.from = Math.min(this.from ?? from, from);
+  }
+
+  /** The replay goes out at `now`: the time from which its answers were given (null:
+   * nothing to replay). */
+  take(now: number): number | null {
+    const since = this.from;
+    if (since === null) return null;
+    this.from = null;
+    this.last = { at: now, since };
+    return since;
+  }
+}

@@ -38,7 +38,7 @@ import {
   type ResultMessage,
 } from '../core/wire/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../core/wire/topics.js';
-import { AnswerCache, frameKey, type Answer } from './answers.js';
+import { AnswerCache, ReplayWindow, frameKey, type Answer } from './answers.js';
 import { onClientPublish, subscribe, type EdgeBroker } from './broker.js';
 import type { EdgeBus, Part } from './bus.js';
 import { clusterOf, fromThisNode } from './cluster.js';
@@ -113,7 +113,7 @@ export class Intake implements Part {
   private offBusBack: (() => void) | null = null;
   private offStatus: (() => void) | null = null;
   private replayTimer: NodeJS.Timeout | null = null;
-  private replayFrom: number | null = null;
+  private readonly replay = new ReplayWindow(REPLAY_BEFORE_MS);
   private replayed = 0;
 
   constructor(private readonly o: IntakeOptions) {
@@ -357,13 +357,12 @@ export class Intake implements Part {
   /** The bus is back after a loss seen at `lostAt`: publish the answers given since
    * shortly before it again, once the other nodes are back too. */
   private replayAfter(lostAt: number): void {
-    const from = lostAt - REPLAY_BEFORE_MS;
-    this.replayFrom = Math.min(this.replayFrom ?? from, from);
+    this.replay.lost(lostAt);
     if (this.replayTimer) clearTimeout(this.replayTimer);
     this.replayTimer = setTimeout(() => {
       this.replayTimer = null;
-      const since = this.replayFrom ?? from;
-      this.replayFrom = null;
+      const since = this.replay.take(Date.now());
+      if (since === null) return;
       const answers = this.answers.givenSince(since);
       this.replayed += answers.length;
       log.info({ answers: answers.length, since }, 'answers published again after redis');

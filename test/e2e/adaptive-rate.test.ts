@@ -51,8 +51,8 @@ devices:
     await waitFor(() => edge.devices()[0]?.point === 3);
     await agent.stop();
     await run;
-    t.is(agent.stats.errors, 0);
-    t.is(agent.stats.lost, 0);
+    t.is(agent.stats.errors, 0, 'no frame answered with an error');
+    t.is(agent.stats.lost, 0, 'no frame lost');
   } finally {
     await agent.stop(true);
     await edge.close();
