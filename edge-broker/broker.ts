@@ -13,7 +13,8 @@ import { limitedLog, log } from '../core/util/log.js';
 import { Access, type AccessOptions } from './auth.js';
 import { guarded } from './guard.js';
 import { ProtocolViolation } from './compliance.js';
-import { numberInEmitOrder, redisBackend, type RedisMode } from './cluster.js';
+import { redisBackend, type RedisMode } from './cluster.js';
+import { deliverOnce } from './deliver-once.js';
 
 export interface BrokerOptions {
   host?: string;
@@ -224,7 +225,6 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
       throw e;
     },
   );
-  numberInEmitOrder(aedes); // a retained packet must not be dropped as already sent
   // A frame is at most MAX_FRAME_BYTES; leave room for the MQTT header and topic.
   const access = new Access({
     ...opts.access,
@@ -238,8 +238,9 @@ export async function startBroker(opts: BrokerOptions = {}): Promise<EdgeBroker>
   let opened = !opts.deferOpen;
   const held: (() => void)[] = [];
   const handle = (...args: Parameters<Aedes['handle']>) => {
-    if (opened) aedes.handle(...args);
-    else held.push(() => aedes.handle(...args));
+    // each client gets each packet once, in whatever order they come (deliver-once.ts)
+    if (opened) deliverOnce(aedes.handle(...args));
+    else held.push(() => deliverOnce(aedes.handle(...args)));
   };
   // No Nagle: small frames and results must not wait ~40 ms for delayed ACKs.
   // every TCP/TLS packet's declared size is checked before its payload is read

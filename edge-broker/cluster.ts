@@ -16,10 +16,6 @@
  * when Redis went, and what reached it before another node's subscriptions were back, is
  * gone. `clusterOf(aedes).onBusBack` tells when the bus returned, and since when messages
  * may have been lost, so the intake can publish its recent answers again.
- *
- * Every broker, one node or many, numbers its packets as they enter its emitter
- * (`numberInEmitOrder`), so a client is never denied a packet that another one published
- * after it overtook (a retained config, passed by an answer while it was stored).
  */
 import type { Aedes, AedesOptions, AedesPublishPacket } from 'aedes';
 import { limitedLog, log } from '../core/util/log.js';
@@ -199,7 +195,7 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
     };
     const emit = emitter.emit.bind(emitter);
     // messages held while the bus was down go out first, in the order they came: a later
-    // one must not pass them (their numbers must grow on the bus: `numberInEmitOrder`)
+    // one must not pass them
     let held = 0;
     emitter.emit = (msg, done) => {
       // mqemitter-redis hands its publish promise to `done`: without one a failure would
@@ -241,45 +237,6 @@ export async function redisBackend(url: string, mode: RedisMode): Promise<RedisB
       clearTimeout(timer);
     },
   };
-}
-
-/**
- * Aedes numbers each packet it publishes (`brokerCounter`, one count per broker) as the
- * publish starts, and a client is sent a packet only if its number is above the last it
- * was sent from that broker: its guard against a packet that reaches a node twice. But a
- * publish takes its steps before the packet enters the emitter, and a retained packet
- * takes one more (its store; in Redis, a round trip): a packet published just after it
- * without that step (an answer to a frame) enters the emitter first, and every client
- * subscribed to both then drops the retained one as already sent. A device lost its new
- * config that way whenever an answer to one of its frames was published while the config
- * was being stored.
- *
- * So each packet this broker publishes is numbered again as it enters the emitter, from
- * the same count: numbers grow in the order packets are delivered (on the Redis bus too:
- * one connection publishes them in order, and the bus's gate keeps what it held in
- * order). Packets another broker numbered (a dead node's will) keep their numbers. Call
- * it once, on every broker, before clients connect.
- */
-export function numberInEmitOrder(aedes: Aedes): void {
-  const mq: unknown = Reflect.get(aedes, 'mq');
-  const emit: unknown = isObject(mq) ? Reflect.get(mq, 'emit') : undefined;
-  if (!isObject(mq) || typeof emit !== 'function')
-    throw new Error("Aedes' emitter has no emit(): its packets cannot be numbered");
-  const next = () => {
-    const n: unknown = Reflect.get(aedes, 'counter');
-    if (typeof n !== 'number') throw new Error("Aedes' packet count is not a number");
-    Reflect.set(aedes, 'counter', n + 1);
-    return n + 1;
-  };
-  next(); // fails at once (not at the first publish) on an Aedes that counts otherwise
-  Reflect.set(mq, 'emit', (packet: unknown, ...rest: unknown[]): unknown => {
-    if (isObject(packet) && packet.brokerId === aedes.id) packet.brokerCounter = next();
-    return Reflect.apply(emit, mq, [packet, ...rest]);
-  });
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null;
 }
 
 /** Whether a packet entered the broker on this node: published by a client connected here

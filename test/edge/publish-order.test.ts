@@ -9,7 +9,7 @@
 import test from 'ava';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { startBroker, type BrokerOptions, type EdgeBroker } from '../../edge-broker/broker.js';
-import { deviceTopic } from '../../core/wire/topics.js';
+import { DEFAULT_BASE, deviceTopic } from '../../core/wire/topics.js';
 import { startRedis, type RedisServer } from '../helpers/redis.js';
 import { bounded, waitFor } from '../helpers/wait.js';
 
@@ -94,6 +94,56 @@ test.serial('a cluster: the device on the publishing node or on another gets bot
     t.deepEqual(await rounds(a, b, 'cam-there'), { configs: ROUNDS, results: ROUNDS });
   } finally {
     await a.close();
+    await b.close();
+  }
+});
+
+test.serial(
+  'a persistent session in Redis: what it acked is not sent again after it reconnects',
+  async (t) => {
+    const b = await node('persist');
+    const topic = deviceTopic(FLEET, 'dash', 'result');
+    const opts = { clientId: `${FLEET}-dash`, clean: false, reconnectPeriod: 0 } as const;
+    try {
+      let c = await connectAsync(b.url, opts);
+      const got: string[] = [];
+      c.on('message', (_t, p) => got.push(p.toString()));
+      await c.subscribeAsync(topic, { qos: 1 });
+      for (let i = 0; i < 10; i++) await b.publish(topic, Buffer.from(`answer ${i}`));
+      await waitFor(() => got.length >= 10);
+      await c.endAsync(); // (ends after its PUBACKs went out)
+      // one more while it is away: that one, and only that one, waits for it
+      await b.publish(topic, Buffer.from('while away'));
+      const again: string[] = [];
+      c = await connectAsync(b.url, opts);
+      c.on('message', (_t, p) => again.push(p.toString()));
+      await b.publish(topic, Buffer.from('mark'));
+      await waitFor(() => again.includes('mark'));
+      await c.endAsync();
+      t.deepEqual(again, ['while away', 'mark']);
+    } finally {
+      await b.close();
+    }
+  },
+);
+
+test('overlapping subscriptions: one packet is delivered once', async (t) => {
+  const b = await node();
+  try {
+    const c = await connectAsync(b.url, { clientId: `${FLEET}-overlap`, reconnectPeriod: 0 });
+    const got: string[] = [];
+    c.on('message', (topic, p) => got.push(`${topic} ${p.toString()}`));
+    const topic = deviceTopic(FLEET, 'cam-o', 'result');
+    await c.subscribeAsync([topic, `${DEFAULT_BASE}/#`], { qos: 1 });
+    for (let i = 0; i < 5; i++) await b.publish(topic, Buffer.from(`answer ${i}`));
+    await b.publish(deviceTopic(FLEET, 'cam-o', 'error'), Buffer.from('mark'));
+    await waitFor(() => got.some((g) => g.endsWith(' mark')));
+    await c.endAsync();
+    t.deepEqual(
+      got.filter((g) => g.startsWith(topic)),
+      [0, 1, 2, 3, 4].map((i) => `${topic} answer ${i}`),
+    );
+  } finally {
     await b.close();
   }
 });
