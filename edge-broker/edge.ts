@@ -78,7 +78,8 @@ export interface EdgeOptions extends BrokerOptions {
   /** Folder of the edge's own state (rollout jobs, `jobs.json`); null: kept in memory. */
   stateDir?: string | null;
   /** Publish every result in full (JSON on `.../result`) also for devices that take
-   * compact answers (wire v2); false where nothing listens there (default true). */
+   * compact answers (wire v2); false where nothing listens there. Default: the fleet
+   * file's `edge.fullResults` (as it is now), else true; false here wins over the file. */
   fullResults?: boolean;
   /** Largest frame payload taken (bytes; default 1 MiB, MAX_PAYLOAD_BYTES); a larger cap
    * raises the broker's PUBLISH cap with it. */
@@ -176,6 +177,8 @@ async function compose(
 ): Promise<{ edge: Edge; models: string[] }> {
   const bus = new EdgeBus();
   const registry = new ModelRegistry(opts.bundles, opts.staged);
+  // the fleet file in force (its configs are made below; read at each answer)
+  let fleetNow = (): FleetFile | null => opts.fleetFile ?? null;
   const intake = new Intake({
     broker,
     bus,
@@ -190,7 +193,7 @@ async function compose(
       maxBatch: opts.maxBatch,
       maxWaitMs: opts.maxWaitMs,
     },
-    fullResults: opts.fullResults,
+    fullResults: () => opts.fullResults !== false && (fleetNow()?.edge.fullResults ?? true),
     maxFrameBytes: opts.maxFrameBytes,
   });
   const monitor = new FleetMonitor(edgeId, {
@@ -220,6 +223,7 @@ async function compose(
     overrides: opts.overrides,
     overridesFile: opts.overridesFile ?? null,
   });
+  fleetNow = () => configs.fleetFile;
   const table = () => {
     const f = configs.fleetFile;
     return deviceTable(

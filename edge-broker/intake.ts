@@ -78,8 +78,9 @@ export interface IntakeOptions {
   decoders: Omit<PoolOptions, 'bundles' | 'edgeId'>;
   /** Publish each result in full (JSON on `.../result`) for dashboards and subscribers
    * also when its device takes compact answers (default true; a device that never
-   * announced a wire v2 session always gets the full result). */
-  fullResults?: boolean;
+   * announced a wire v2 session always gets the full result). A function is asked at each
+   * answer (a fleet file's `edge.fullResults`, which may change while the edge runs). */
+  fullResults?: boolean | (() => boolean);
   /** Largest frame payload taken (bytes; default 1 MiB); a frame may be 256 B more. */
   maxFrameBytes?: number;
 }
@@ -344,7 +345,8 @@ export class Intake implements Part {
     const mode = this.sessions.mode(deviceKey(fleet, deviceId));
     const out: Answer[] = [];
     if (mode?.answers === 'compact') out.push(this.compact(fleet, deviceId, r, mode.topk));
-    if (mode?.answers !== 'compact' || (o.fullResults ?? true)) {
+    const full = typeof o.fullResults === 'function' ? o.fullResults() : (o.fullResults ?? true);
+    if (mode?.answers !== 'compact' || full) {
       out.push({
         topic: deviceTopic(fleet, deviceId, 'result', o.base),
         payload: Buffer.from(JSON.stringify(r)),

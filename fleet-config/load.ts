@@ -20,7 +20,7 @@ import {
   type Pair,
   type YAMLMap,
 } from 'yaml';
-import { FLEET_VERSION, fleetSchema, type FleetFile } from './schema.js';
+import { FLEET_VERSION, edgeSettings, fleetSchema, type FleetFile } from './schema.js';
 import { migrate } from './migrations.js';
 import { listed, planProblems, type PlanSources } from './plans.js';
 
@@ -220,6 +220,7 @@ function checked(
   const fleet = data as unknown as FleetFile;
   const obj = (v: unknown): Record<string, unknown> =>
     typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+  fleet.edge = edgeSettings(fleet.edge);
   fleet.defaults = obj(fleet.defaults) as unknown as FleetFile['defaults'];
   fleet.groups = obj(fleet.groups) as FleetFile['groups'];
   fleet.devices = obj(fleet.devices) as FleetFile['devices'];

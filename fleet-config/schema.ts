@@ -4,7 +4,8 @@
  * YAML language server at it (`# yaml-language-server: $schema=./fleet.schema.json`)
  * and fields autocomplete with their titles and descriptions.
  *
- * A fleet file: `version`, the `fleet` id, `defaults` (every setting, with defaults),
+ * A fleet file: `version`, the `fleet` id, `edge` (the serving edge's own settings),
+ * `defaults` (every setting, with defaults),
  * `groups` (named partial settings) and `devices` (per device: a group and overrides).
  * A device's effective settings are defaults <- its group <- its own (effective.ts).
  */
@@ -28,9 +29,18 @@ export const FLEET_VERSION = 1;
 /** One definition of the settings, shared with the config messages the edge sends. */
 export type DeviceSettings = ProtocolDeviceSettings;
 
+/** Settings of the edge that serves the fleet (not of its devices). */
+export interface EdgeSettings {
+  /** Publish each result in full (JSON on `.../result`) also for devices that take
+   * compact answers; false where no dashboard or subscriber reads them. */
+  fullResults: boolean;
+}
+
 export interface FleetFile {
   version: number;
   fleet: string;
+  /** Always present once loaded (load.ts fills in the defaults). */
+  edge: EdgeSettings;
   defaults: DeviceSettings;
   groups: Record<string, Partial<DeviceSettings>>;
   devices: Record<string, Partial<DeviceSettings> & { group?: string }>;
@@ -194,6 +204,22 @@ export function fleetSchema(): JsonSchema {
         type: 'string',
         pattern: ID_PATTERN,
       },
+      edge: {
+        title: 'Edge settings',
+        description: 'Settings of the edge that serves this fleet (not of its devices).',
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          fullResults: {
+            title: 'Full results',
+            description:
+              'Publish each result in full (JSON on <base>/<fleet>/device/<id>/result, ~460 B) for dashboards and subscribers, also for devices that take compact answers (wire v2). false: those devices get only their compact answers, where nothing reads the full ones. Devices on wire v1 always get full results. `splitfleet edge --no-full-results` turns them off whatever the file says.',
+            type: 'boolean',
+            default: true,
+          },
+        },
+        default: {},
+      },
       defaults: {
         title: 'Fleet defaults',
         description: 'Settings of every device unless its group or the device overrides them.',
@@ -215,6 +241,13 @@ export function fleetSchema(): JsonSchema {
       ),
     },
   };
+}
+
+/** The edge settings of a checked fleet file's `edge` section (absent: the defaults). */
+export function edgeSettings(section: unknown): EdgeSettings {
+  const full: unknown =
+    typeof section === 'object' && section !== null ? Reflect.get(section, 'fullResults') : true;
+  return { fullResults: full !== false };
 }
 
 /** The settings keys, in schema order. */

@@ -130,3 +130,45 @@ test('the fleet file sets a device to wire v2 (compact answers, top-2, batches, 
     await edge.close();
   }
 });
+
+test("the fleet file's edge.fullResults: off, compact answers only; on again after an edit, full results too", async (t) => {
+  const file = (full: boolean) => `
+version: 1
+fleet: ${FLEET}
+edge: { fullResults: ${full} }
+defaults: { codec: split-q, point: 0, fps: 100, wire: v2 }
+devices:
+  quiet: {}
+`;
+  const edge = await testEdge({
+    edgeId: 'edge-quiet',
+    fleet: FLEET,
+    fleetFile: parseFleet(file(false)),
+  });
+  const wire = await connectAsync(edge.url, { protocolVersion: 4 });
+  const msgs: { topic: string; payload: Buffer }[] = [];
+  wire.on('message', (topic, payload) => msgs.push({ topic, payload }));
+  await wire.subscribeAsync(`splitfleet/${FLEET}/device/+/+`, { qos: 1 });
+  const of = (ch: string) => msgs.filter((m) => channel(m.topic) === ch);
+  const first = await agent(edge, 'quiet', 8, 'v2');
+  try {
+    await configured(edge, first);
+    const s1 = await first.run();
+    t.is(s1.results, 8);
+    await first.stop();
+    t.is(of('quiet/result').length, 0, 'no full result while the file turns them off');
+    // the edit applies while the edge runs
+    await edge.applyFleet(parseFleet(file(true)));
+    const second = await agent(edge, 'quiet', 6, 'v2');
+    await configured(edge, second);
+    const s2 = await second.run();
+    t.is(s2.results, 6);
+    await second.stop();
+    await waitFor(() => of('quiet/result').length >= 6);
+    t.is(of('quiet/a').filter((m) => parseAnswerChannel(m.payload).kind === 'answer').length, 14);
+  } finally {
+    await first.stop(true);
+    await wire.endAsync();
+    await edge.close();
+  }
+});
