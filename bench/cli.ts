@@ -6,6 +6,7 @@
 import { Option, type Command } from 'commander';
 import { DEFAULT_MODEL } from '../core/model/zoo.js';
 import { int, num, OptionValues } from '../cli/args.js';
+import { BATCH_BOUNDS } from '../core/wire/messages.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const print = (text: string) => process.stdout.write(text);
@@ -171,6 +172,17 @@ export function register(bench: Command): void {
         .choices(['v1', 'v2'])
         .default('v1'),
     )
+    .option(
+      '--batch-frames <n>',
+      `wire v2: the agents send up to n frames per PUBLISH (${BATCH_BOUNDS.minFrames}..${BATCH_BOUNDS.maxFrames}; default: each alone)`,
+      int(BATCH_BOUNDS.minFrames, BATCH_BOUNDS.maxFrames),
+    )
+    .option(
+      '--batch-delay-ms <ms>',
+      'with --batch-frames: the longest a frame waits for the others',
+      int(0, BATCH_BOUNDS.maxDelayMs),
+      50,
+    )
     .option('--quick', 'short runs, one probe (a smoke run, not a result)')
     .option('--json', 'print one JSON object on the last line')
     .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
@@ -185,6 +197,14 @@ export function register(bench: Command): void {
           )
         : undefined;
       if (names && !methods?.length) throw new Error(`--methods: none of ${names.join(', ')}`);
+      const wire = o.choice('wire', ['v1', 'v2']);
+      const batchFrames = o.optNum('batchFrames');
+      if (batchFrames !== undefined && wire !== 'v2')
+        throw new Error('--batch-frames is for wire v2 (--wire v2)');
+      const batch =
+        batchFrames === undefined
+          ? null
+          : { maxFrames: batchFrames, maxDelayMs: o.num('batchDelayMs') };
       const r = await benchLatency({
         profiles: o.optStrs('profiles')?.map(parseProfile),
         methods,
@@ -195,7 +215,8 @@ export function register(bench: Command): void {
         source: o.optStr('source'),
         shaper: o.choice('shaper', ['auto', 'netem', 'linkemu']),
         quick: o.flag('quick'),
-        wire: o.choice('wire', ['v1', 'v2']),
+        wire,
+        batch,
         log,
       });
       print(latencyTable(r) + '\n');

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { round } from '../../core/util/stats.js';
 import { cliArgs, onJsonLine, stopChild } from '../child.js';
 import type { Link } from './link.js';
-import type { LatencyMethod, LinkProfile, Probe } from './types.js';
+import type { LatencyBatch, LatencyMethod, LinkProfile, Probe } from './types.js';
 
 /** What a probe reads of the agent's summary (cli/commands/agent.ts AgentSummary). */
 export interface AgentRun {
@@ -62,6 +62,8 @@ export interface ProbeContext {
   profile: LinkProfile;
   /** Wire format of the agent (v2: `--wire v2`). */
   wire: 'v1' | 'v2';
+  /** Wire v2 batching (null: none). */
+  batch: LatencyBatch | null;
 }
 
 /** One agent in the device namespace at `fps` for `frames` frames. */
@@ -83,6 +85,10 @@ export async function probe(
   args.push('--source', ctx.source, '--loop', '--fps', String(fps), '--frames', String(frames));
   args.push('--window', '100000', '--result-timeout', String(graceMs), '--json');
   if (ctx.wire === 'v2') args.push('--wire', 'v2');
+  if (ctx.batch) {
+    args.push('--batch-frames', String(ctx.batch.maxFrames));
+    args.push('--batch-delay-ms', String(ctx.batch.maxDelayMs));
+  }
   const child = spawn('ip', args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, LOG_LEVEL: 'error' },

@@ -83,7 +83,7 @@ export function latencyTable(r: LatencyReport): string {
       `p50 ms @${r.fps}/s`,
       `p99 ms @${r.fps}/s`,
       'top-1 (frames)',
-      `framed B (wire ${r.wire ?? 'v1'})`,
+      `framed B (wire ${r.wire ?? 'v1'}${r.batch ? `, batches of ${r.batch.maxFrames}` : ''})`,
       'wire B up',
       'wire B down',
       'max fps',

@@ -99,6 +99,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
   const probes = o.probes ?? (o.quick ? 1 : 3);
   const maxFps = o.maxFps ?? 150;
   const source = o.source ?? join(PROJECT_ROOT, 'models', 'samples', 'cifar10-test-sample');
+  // (one bench at a time per process: the namespaces are named by it)
   const devNs = `sf-lat-dev-${process.pid}`;
   const edgeNs = `sf-lat-edge-${process.pid}`;
   let link: Link | null = null;
@@ -153,7 +154,15 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
           rows.push(localRow(p, m, local!, maxFps));
           continue;
         }
-        const ctx = { devNs, url: edgeUrl, link, source, profile: p, wire: o.wire ?? 'v1' };
+        const ctx = {
+          devNs,
+          url: edgeUrl,
+          link,
+          source,
+          profile: p,
+          wire: o.wire ?? 'v1',
+          batch: o.batch ?? null,
+        };
         const frames = (f: number) => Math.max(10, Math.round(f * seconds));
         const base = await probe(ctx, m, fps, frames(fps));
         const run = (f: number) => probe(ctx, m, f, frames(f), base.p50);
@@ -189,6 +198,7 @@ export async function benchLatency(o: LatencyOptions = {}): Promise<LatencyRepor
       machine: `${process.platform} ${process.arch}, Node ${process.version}, ${cpus().length} CPUs`,
       shaper: link.kind,
       wire: o.wire ?? 'v1',
+      batch: o.batch ?? null,
       fps,
       probeSeconds: seconds,
       quick: Boolean(o.quick),

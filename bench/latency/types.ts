@@ -124,6 +124,8 @@ export interface LatencyReport {
   shaper: 'netem' | 'linkemu';
   /** Wire format of the agents (absent in reports made before it was a choice: v1). */
   wire?: 'v1' | 'v2';
+  /** Wire v2 batching of the agents (absent or null: each frame in its own PUBLISH). */
+  batch?: LatencyBatch | null;
   fps: number;
   probeSeconds: number;
   quick: boolean;
@@ -158,5 +160,13 @@ export interface LatencyOptions {
   /** Wire format of the agents (docs/PROTOCOL.md): v1 (default), or v2 (lean frames in a
    * context, compact answers), passed on as the agent's `--wire`. */
   wire?: 'v1' | 'v2';
+  /** Wire v2 only: up to `maxFrames` frames per PUBLISH, none waiting more than
+   * `maxDelayMs` (the agent's `--batch-frames`, `--batch-delay-ms`). */
+  batch?: LatencyBatch | null;
   log?: (line: string) => void;
+}
+
+export interface LatencyBatch {
+  maxFrames: number;
+  maxDelayMs: number;
 }

@@ -33,7 +33,7 @@ test('parseProfile reads name:kbps:delay:loss', (t) => {
 if (skipReason) {
   test.skip(`bench latency over a shaped link (skipped: ${skipReason})`, () => {});
 } else {
-  test('bench latency --quick: one link, input offload vs split', async (t) => {
+  test.serial('bench latency --quick: one link, input offload vs split', async (t) => {
     t.timeout(150_000);
     const profile = parseProfile('1mbit-50ms:1000:50:0');
     const methods = DEFAULT_METHODS.filter(
@@ -78,5 +78,25 @@ if (skipReason) {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test.serial('bench latency --quick --wire v2 with batches: every frame answered, the batching reported', async (t) => {
+    t.timeout(150_000);
+    const profile = parseProfile('1mbit-50ms:1000:50:0');
+    const methods = DEFAULT_METHODS.filter((m) => m.name === 'splitfleet lam=1.0');
+    const r = await benchLatency({
+      profiles: [profile],
+      methods,
+      quick: true,
+      wire: 'v2',
+      // at 10 frames/s a batch of 4 fills within 400 ms
+      batch: { maxFrames: 4, maxDelayMs: 400 },
+    });
+    t.deepEqual(r.batch, { maxFrames: 4, maxDelayMs: 400 });
+    t.regex(latencyTable(r), /wire v2, batches of 4/);
+    const base = r.rows[0]!.probes[0]!;
+    t.is(base.results, base.frames, 'every frame answered');
+    // frames wait for their batch: the median answer comes later than one round trip
+    t.true(r.rows[0]!.p50Ms! >= 2 * profile.delayMs);
   });
 }
