@@ -186,6 +186,9 @@ export class Agent {
         maxReconnectMs: o.maxReconnectMs,
         offlineStart: o.outbox !== undefined,
         subscriptions: [...listen.map(topic), opTopic('request', '+')],
+        // compact answers (and context acks) at QoS 0: an answer lost with its connection
+        // comes again when the uplink re-sends the frame on the next one
+        atMostOnce: v2 ? [topic('a')] : [],
       },
       sessionBus,
       () => {

@@ -55,8 +55,12 @@ export interface SessionOptions {
   maxReconnectMs?: number;
   /** Start without a broker (the agent has an outbox): only a refused login fails start(). */
   offlineStart: boolean;
-  /** Topics to subscribe to on every connection, at QoS 1. */
+  /** Topics to subscribe to on every connection, at QoS 1 (see `atMostOnce`). */
   subscriptions: string[];
+  /** Of those, the ones taken at QoS 0: a message lost with its connection is recovered
+   * another way (a compact answer: the frame is sent again, and answered again), and
+   * each one spares the device a PUBACK on its uplink. */
+  atMostOnce?: string[];
 }
 
 /** What the status message says besides state, seq and time. */
@@ -213,7 +217,14 @@ export class Session {
     this.refused = false;
     client.publish(this.topic('status'), this.status('online'), { qos: 1, retain: true });
     client
-      .subscribeAsync(this.opts.subscriptions, { qos: RESPONSE_QOS })
+      .subscribeAsync(
+        Object.fromEntries(
+          this.opts.subscriptions.map((t) => [
+            t,
+            { qos: this.opts.atMostOnce?.includes(t) ? 0 : RESPONSE_QOS },
+          ]),
+        ),
+      )
       .then(() => {
         if (conn !== this.conn) return;
         this.ready = true;

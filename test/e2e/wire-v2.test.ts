@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { connectAsync } from 'mqtt';
+import { connectAsync, type MqttClient } from 'mqtt';
 import { Accuracy, datasetLabels } from '../../device-agent/accuracy.js';
 import { Agent, type AgentOptions } from '../../device-agent/agent.js';
 import { HeadPipeline } from '../../device-agent/pipeline.js';
@@ -82,6 +82,15 @@ test('a v2 agent streams lean frames and gets compact answers; a v1 agent on the
   const headers: number[] = [];
   v2.on('frame', (f) => headers.push(f.frameBytes - f.payloadBytes));
   await Promise.all([v2.start(), v1.start()]);
+  // the QoS of each answer as the devices receive it (QoS 1 costs a PUBACK on the uplink)
+  const qos: string[] = [];
+  for (const a of [v2, v1])
+    (a as unknown as { session: { client: MqttClient } }).session.client.on(
+      'packetreceive',
+      (p) => {
+        if (p.cmd === 'publish') qos.push(`${channel(p.topic)} ${p.qos}`);
+      },
+    );
   const [s2, s1] = await Promise.all([v2.run(), v1.run()]);
   t.is(s2.results, 30);
   t.is(s2.errors + s2.lost, 0);
@@ -114,6 +123,10 @@ test('a v2 agent streams lean frames and gets compact answers; a v1 agent on the
   }
   t.is(of('old/result').length, 10);
   t.is(of('old/a').length, 0, 'a v1 agent gets no compact answers');
+  // compact answers come at QoS 0: no PUBACK on the device's uplink (JSON results: QoS 1)
+  t.true(qos.filter((q) => q === 'lean/a 0').length >= 25);
+  t.is(qos.filter((q) => q.startsWith('lean/a ') && q !== 'lean/a 0').length, 0);
+  t.true(qos.filter((q) => q === 'old/result 1').length >= 10);
   t.is(of('old/f').length, 0);
   await Promise.all([v2.stop(), v1.stop()]);
   await uplink.client.endAsync();
