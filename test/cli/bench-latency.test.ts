@@ -80,23 +80,26 @@ if (skipReason) {
     }
   });
 
-  test.serial('bench latency --quick --wire v2 with batches: every frame answered, the batching reported', async (t) => {
-    t.timeout(150_000);
-    const profile = parseProfile('1mbit-50ms:1000:50:0');
-    const methods = DEFAULT_METHODS.filter((m) => m.name === 'splitfleet lam=1.0');
-    const r = await benchLatency({
-      profiles: [profile],
-      methods,
-      quick: true,
-      wire: 'v2',
-      // at 10 frames/s a batch of 4 fills within 400 ms
-      batch: { maxFrames: 4, maxDelayMs: 400 },
-    });
-    t.deepEqual(r.batch, { maxFrames: 4, maxDelayMs: 400 });
-    t.regex(latencyTable(r), /wire v2, batches of 4/);
-    const base = r.rows[0]!.probes[0]!;
-    t.is(base.results, base.frames, 'every frame answered');
-    // frames wait for their batch: the median answer comes later than one round trip
-    t.true(r.rows[0]!.p50Ms! >= 2 * profile.delayMs);
-  });
+  test.serial(
+    'bench latency --quick --wire v2 with batches: every frame answered, the batching reported',
+    async (t) => {
+      t.timeout(150_000);
+      const profile = parseProfile('1mbit-50ms:1000:50:0');
+      const methods = DEFAULT_METHODS.filter((m) => m.name === 'splitfleet lam=1.0');
+      const r = await benchLatency({
+        profiles: [profile],
+        methods,
+        quick: true,
+        wire: 'v2',
+        // at 10 frames/s a batch of 4 fills within 400 ms
+        batch: { maxFrames: 4, maxDelayMs: 400 },
+      });
+      t.deepEqual(r.batch, { maxFrames: 4, maxDelayMs: 400 });
+      t.regex(latencyTable(r), /wire v2, batches of 4/);
+      const base = r.rows[0]!.probes[0]!;
+      t.is(base.results, base.frames, 'every frame answered');
+      // frames wait for their batch: the median answer comes later than one round trip
+      t.true(r.rows[0]!.p50Ms! >= 2 * profile.delayMs);
+    },
+  );
 }
