@@ -11,12 +11,14 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import type { RateReport } from './rate.js';
 
 export function rateSpec(r: RateReport): TopLevelSpec {
+  // framed with the wire v2 header where the report has it (older reports: v1)
+  const v2 = r.rows.some((row) => row.framedV2Bytes !== undefined);
   const rows = r.rows
     .filter((row) => row.bytesPerSample > 0)
     .map((row) => ({
       method: row.method.replace(/^split-q\d+$/, 'split-q'),
       point: row.point,
-      bytes: row.bytesPerSample,
+      bytes: (v2 ? row.framedV2Bytes : undefined) ?? row.bytesPerSample,
       top1: Math.round(row.accuracy * 10000) / 100,
     }));
   return {
@@ -37,7 +39,7 @@ export function rateSpec(r: RateReport): TopLevelSpec {
             field: 'bytes',
             type: 'quantitative',
             scale: { type: 'log' },
-            title: 'bytes per sample, framed (log scale)',
+            title: `bytes per sample, framed (${v2 ? 'wire v2' : 'wire v1'} header, log scale)`,
           },
           y: {
             field: 'top1',

@@ -23,6 +23,7 @@ import {
   type SplitPlan,
 } from '../core/split/plan.js';
 import { decodeFrame } from '../core/wire/frame.js';
+import { encodeV2 } from '../core/wire/frame-v2.js';
 import { deviceTopic } from '../core/wire/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
 import { percentile, round } from '../core/util/stats.js';
@@ -34,6 +35,11 @@ export interface RateRow {
   bytesPerSample: number;
   wireBytes: number;
   ratioVsSplitTensor: number;
+  /** The same payload in a wire v2 frame (6-byte header, docs/PROTOCOL.md) of a steady
+   * stream, and its PUBLISH on the device's `f` topic (absent in older reports). */
+  framedV2Bytes?: number;
+  wireV2Bytes?: number;
+  ratioV2VsSplitTensor?: number;
   accuracy: number;
   drop: number;
   /** Network FLOPs (2 x multiply-accumulates) on the device per sample; image codecs' own arithmetic is not counted. */
@@ -74,6 +80,8 @@ interface Acc {
   payload: number;
   framed: number;
   wire: number;
+  framedV2: number;
+  wireV2: number;
   flops: number;
   encMs: number;
   decMs: number;
@@ -132,6 +140,7 @@ export async function benchRate(opts: {
   const m = opts.bundle.manifest;
   if (m.kind !== 'backbone') throw new Error(`bench rate --model needs a backbone, not ${m.name}`);
   const topic = deviceTopic('default', 'device-0001', 'features');
+  const topicV2 = deviceTopic('default', 'device-0001', 'f');
   /** Build every path with sessions of `threads` threads (accuracy) or 1 (timing). */
   const buildPaths = async (threads: number) => {
     const sessions: Session[] = [];
@@ -264,6 +273,8 @@ export async function benchRate(opts: {
         payload: 0,
         framed: 0,
         wire: 0,
+        framedV2: 0,
+        wireV2: 0,
         flops: p.flops,
         encMs: 0,
         decMs: 0,
@@ -335,8 +346,13 @@ export async function benchRate(opts: {
           frameId++,
         );
         a.framed += bytes.byteLength;
-        a.payload += decodeFrame(bytes).payload.byteLength;
+        const payload = decodeFrame(bytes).payload;
+        a.payload += payload.byteLength;
         a.wire += mqttPublishBytes(topic, bytes.byteLength);
+        // the same payload as a wire v2 stream sends it: in its session context
+        const v2 = encodeV2(1, { seq: frameId & 0xffff, ts16: frameId & 0xffff, payload });
+        a.framedV2 += v2.byteLength;
+        a.wireV2 += mqttPublishBytes(topicV2, v2.byteLength);
         inputs.push(await p.edge(bytes));
       }
       const out = await p.tail.run(stack(inputs));
@@ -403,6 +419,7 @@ export async function benchRate(opts: {
   const rows: RateRow[] = [...accs.values()].map((a) => {
     const accuracy = a.correct / total;
     const framed = a.framed / total;
+    const framedV2 = a.framedV2 / total;
     return {
       method: a.method,
       point: a.point,
@@ -410,6 +427,9 @@ export async function benchRate(opts: {
       bytesPerSample: round(framed, 1),
       wireBytes: round(a.wire / total, 1),
       ratioVsSplitTensor: framed > 0 ? round(splitTensorBytes / framed, 2) : 0,
+      framedV2Bytes: round(framedV2, 1),
+      wireV2Bytes: round(a.wireV2 / total, 1),
+      ratioV2VsSplitTensor: framedV2 > 0 ? round(splitTensorBytes / framedV2, 2) : 0,
       accuracy: round(accuracy, 4),
       drop: round(unsplitAccuracy - accuracy, 4),
       encoderFlops: a.flops,
@@ -449,6 +469,8 @@ const HEAD = [
   'framed B',
   'MQTT B',
   'x vs split',
+  'framed v2 B',
+  'x vs split (v2)',
   'top-1',
   'drop',
   'device MFLOPs',
@@ -465,6 +487,8 @@ function cells(row: RateRow, timed: boolean): (string | number)[] {
     row.bytesPerSample,
     row.wireBytes,
     row.ratioVsSplitTensor,
+    row.framedV2Bytes ?? '-',
+    row.ratioV2VsSplitTensor ?? '-',
     (row.accuracy * 100).toFixed(2) + '%',
     (row.drop * 100).toFixed(2),
     (row.encoderFlops / 1e6).toFixed(1),

@@ -99,6 +99,14 @@ test('bench rate --limit --json prints a table and one JSON object last', async 
     ])
       t.true(k in row, k);
   }
+  // each payload also as a wire v2 frame: a header of at most 8 B, where v1's is over 20
+  for (const row of j.rows.filter((x) => x.method !== 'unsplit')) {
+    const v2 = (row.framedV2Bytes as number) - (row.payloadBytes as number);
+    const v1 = (row.bytesPerSample as number) - (row.payloadBytes as number);
+    t.true(v2 > 0 && v2 <= 8, `${String(row.method)}: ${v2} B of v2 header`);
+    t.true(v1 > 20, `${String(row.method)}: ${v1} B of v1 header`);
+    t.true((row.wireV2Bytes as number) < (row.wireBytes as number));
+  }
   // the device runs the head for split rows, the whole model for unsplit, no network for offload
   const flops = (m: string) => j.rows.find((x) => x.method === m)!.encoderFlops as number;
   t.true(flops('unsplit') > flops('split-fp32') && flops('split-fp32') > 0);
