@@ -177,27 +177,8 @@ async function compose(
 ): Promise<{ edge: Edge; models: string[] }> {
   const bus = new EdgeBus();
   const registry = new ModelRegistry(opts.bundles, opts.staged);
-  // the fleet file in force (its configs are made below; read at each answer)
-  let fleetNow = (): FleetFile | null => opts.fleetFile ?? null;
-  const intake = new Intake({
-    broker,
-    bus,
-    edgeId,
-    base,
-    fleet,
-    bundles: [...opts.bundles, ...(opts.staged ?? [])],
-    decoders: {
-      workers,
-      threads: opts.threadsPerWorker ?? 1,
-      maxQueue: opts.maxQueue ?? 256,
-      maxBatch: opts.maxBatch,
-      maxWaitMs: opts.maxWaitMs,
-    },
-    fullResults: () => opts.fullResults !== false && (fleetNow()?.edge.fullResults ?? true),
-    maxFrameBytes: opts.maxFrameBytes,
-  });
   const monitor = new FleetMonitor(edgeId, {
-    backlog: () => intake.backlog,
+    backlog: (): number => intake.backlog,
     access: () => {
       const a = broker.access.stats;
       return {
@@ -223,7 +204,26 @@ async function compose(
     overrides: opts.overrides,
     overridesFile: opts.overridesFile ?? null,
   });
-  fleetNow = () => configs.fleetFile;
+  const intake = new Intake({
+    broker,
+    bus,
+    edgeId,
+    base,
+    fleet,
+    bundles: [...opts.bundles, ...(opts.staged ?? [])],
+    decoders: {
+      workers,
+      threads: opts.threadsPerWorker ?? 1,
+      maxQueue: opts.maxQueue ?? 256,
+      maxBatch: opts.maxBatch,
+      maxWaitMs: opts.maxWaitMs,
+    },
+    // the fleet file in force, asked at each answer (the one given until configs start)
+    fullResults: (): boolean =>
+      opts.fullResults !== false &&
+      ((configs.fleetFile ?? opts.fleetFile)?.edge.fullResults ?? true),
+    maxFrameBytes: opts.maxFrameBytes,
+  });
   const table = () => {
     const f = configs.fleetFile;
     return deviceTable(
