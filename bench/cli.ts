@@ -5,8 +5,7 @@
  */
 import { Option, type Command } from 'commander';
 import { DEFAULT_MODEL } from '../core/model/zoo.js';
-import { int, num, OptionValues } from '../cli/args.js';
-import { BATCH_BOUNDS } from '../core/wire/messages.js';
+import { batchOf, batchOptions, int, num, OptionValues } from '../cli/args.js';
 
 const log = (line: string) => process.stderr.write(`${line}\n`);
 const print = (text: string) => process.stdout.write(text);
@@ -141,48 +140,39 @@ export function register(bench: Command): void {
       await runRate(values(c));
     });
 
-  bench
-    .command('latency')
-    .description(
-      'one device over shaped links (namespaces; netem or scripts/linkemu.py): local vs input offload vs split, latency, wire bytes, max frame rate',
-    )
-    .option(
-      '--profiles <specs...>',
-      'links as name:kbps:delayMs[:loss] (default: 10mbit-20ms, 1mbit-50ms, 250kbit-100ms-1%)',
-    )
-    .option(
-      '--methods <names...>',
-      'only these methods, by name or codec (e.g. local webp splitfleet)',
-    )
-    .option('--fps <n>', 'frame rate of the latency runs', num, 10)
-    .option('--seconds <n>', 'seconds per run and per probe', num)
-    .option('--probes <n>', 'probes of the max-rate search per method and link', int(0, 20))
-    .option('--max-fps <n>', 'ceiling of the max-rate search', num, 150)
-    .option('--source <path>', 'images (default: the shipped sample)')
-    .addOption(
-      new Option('--shaper <kind>', 'link shaper')
-        .choices(['auto', 'netem', 'linkemu'])
-        .default('auto'),
-    )
-    .addOption(
-      new Option(
-        '--wire <format>',
-        "the agents' wire format: v1, or v2 (lean frames, compact answers)",
+  batchOptions(
+    bench
+      .command('latency')
+      .description(
+        'one device over shaped links (namespaces; netem or scripts/linkemu.py): local vs input offload vs split, latency, wire bytes, max frame rate',
       )
-        .choices(['v1', 'v2'])
-        .default('v1'),
-    )
-    .option(
-      '--batch-frames <n>',
-      `wire v2: the agents send up to n frames per PUBLISH (${BATCH_BOUNDS.minFrames}..${BATCH_BOUNDS.maxFrames}; default: each alone)`,
-      int(BATCH_BOUNDS.minFrames, BATCH_BOUNDS.maxFrames),
-    )
-    .option(
-      '--batch-delay-ms <ms>',
-      'with --batch-frames: the longest a frame waits for the others',
-      int(0, BATCH_BOUNDS.maxDelayMs),
-      50,
-    )
+      .option(
+        '--profiles <specs...>',
+        'links as name:kbps:delayMs[:loss] (default: 10mbit-20ms, 1mbit-50ms, 250kbit-100ms-1%)',
+      )
+      .option(
+        '--methods <names...>',
+        'only these methods, by name or codec (e.g. local webp splitfleet)',
+      )
+      .option('--fps <n>', 'frame rate of the latency runs', num, 10)
+      .option('--seconds <n>', 'seconds per run and per probe', num)
+      .option('--probes <n>', 'probes of the max-rate search per method and link', int(0, 20))
+      .option('--max-fps <n>', 'ceiling of the max-rate search', num, 150)
+      .option('--source <path>', 'images (default: the shipped sample)')
+      .addOption(
+        new Option('--shaper <kind>', 'link shaper')
+          .choices(['auto', 'netem', 'linkemu'])
+          .default('auto'),
+      )
+      .addOption(
+        new Option(
+          '--wire <format>',
+          "the agents' wire format: v1, or v2 (lean frames, compact answers)",
+        )
+          .choices(['v1', 'v2'])
+          .default('v1'),
+      ),
+  )
     .option('--quick', 'short runs, one probe (a smoke run, not a result)')
     .option('--json', 'print one JSON object on the last line')
     .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
@@ -198,13 +188,9 @@ export function register(bench: Command): void {
         : undefined;
       if (names && !methods?.length) throw new Error(`--methods: none of ${names.join(', ')}`);
       const wire = o.choice('wire', ['v1', 'v2']);
-      const batchFrames = o.optNum('batchFrames');
-      if (batchFrames !== undefined && wire !== 'v2')
+      const batch = batchOf(o);
+      if (batch !== null && wire !== 'v2')
         throw new Error('--batch-frames is for wire v2 (--wire v2)');
-      const batch =
-        batchFrames === undefined
-          ? null
-          : { maxFrames: batchFrames, maxDelayMs: o.num('batchDelayMs') };
       const r = await benchLatency({
         profiles: o.optStrs('profiles')?.map(parseProfile),
         methods,

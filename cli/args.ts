@@ -1,5 +1,6 @@
 /** The command line's argument parsers (commander): one definition of each. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { BATCH_BOUNDS, type BatchSetting } from '../core/wire/messages.js';
 
 export function int(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (v: string) => {
@@ -146,4 +147,26 @@ export function brokerUrl(v: string): string {
       );
   }
   return v;
+}
+
+/** `--batch-frames` and `--batch-delay-ms`: wire v2 batching (the agent, bench latency). */
+export function batchOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--batch-frames <n>',
+      `wire v2: up to n frames per PUBLISH (${BATCH_BOUNDS.minFrames}..${BATCH_BOUNDS.maxFrames}; default: each alone)`,
+      int(BATCH_BOUNDS.minFrames, BATCH_BOUNDS.maxFrames),
+    )
+    .option(
+      '--batch-delay-ms <ms>',
+      'wire v2 with --batch-frames: the longest a frame waits for the others',
+      int(0, BATCH_BOUNDS.maxDelayMs),
+      50,
+    );
+}
+
+/** The batching `batchOptions` asked for (null: each frame alone). */
+export function batchOf(o: OptionValues): BatchSetting | null {
+  const frames = o.optNum('batchFrames');
+  return frames === undefined ? null : { maxFrames: frames, maxDelayMs: o.num('batchDelayMs') };
 }

@@ -11,14 +11,13 @@ import { ENGINE_NAMES, type EngineName } from '../../core/engine/engine.js';
 import { DEFAULT_MODEL, resolveBundle } from '../../core/model/zoo.js';
 import { percentile, round } from '../../core/util/stats.js';
 import {
-  BATCH_BOUNDS,
   SETTING_MAX_TOPK,
   WIRE_FORMATS,
   type BatchSetting,
   type WireFormat,
 } from '../../core/wire/messages.js';
 import { applyAgentConfig } from '../agent-config.js';
-import { brokerUrl, int, num, OptionValues } from '../args.js';
+import { batchOf, batchOptions, brokerUrl, int, num, OptionValues } from '../args.js';
 import { stopOnSignal } from '../signals.js';
 
 export interface AgentCliOptions {
@@ -115,12 +114,10 @@ export function agentOptions(raw: Readonly<Record<string, unknown>>): AgentCliOp
 /** --wire, --batch-frames, --batch-delay-ms and --topk; batching and topk are wire v2's. */
 function wireOptions(o: OptionValues): Pick<AgentCliOptions, 'wire' | 'batch' | 'topk'> {
   const wire = o.choice('wire', WIRE_FORMATS);
-  const frames = o.optNum('batchFrames');
-  const delay = o.num('batchDelayMs');
+  const batch = batchOf(o);
   const topk = o.num('topk');
-  if (wire === 'v1' && (frames !== undefined || topk !== 1))
+  if (wire === 'v1' && (batch !== null || topk !== 1))
     throw new Error('--batch-frames and --topk are for wire v2 (--wire v2)');
-  const batch = frames === undefined ? null : { maxFrames: frames, maxDelayMs: delay };
   return { wire, batch, topk };
 }
 
@@ -192,18 +189,8 @@ export function register(cmd: Command): void {
       )
         .choices(WIRE_FORMATS)
         .default('v1'),
-    )
-    .option(
-      '--batch-frames <n>',
-      `wire v2: send up to n frames per PUBLISH (${BATCH_BOUNDS.minFrames}..${BATCH_BOUNDS.maxFrames}; default: each alone)`,
-      int(BATCH_BOUNDS.minFrames, BATCH_BOUNDS.maxFrames),
-    )
-    .option(
-      '--batch-delay-ms <ms>',
-      'wire v2 with --batch-frames: the longest a frame waits for the others',
-      int(0, BATCH_BOUNDS.maxDelayMs),
-      50,
-    )
+    );
+  batchOptions(cmd)
     .option(
       '--topk <k>',
       `wire v2: classes in each answer (1..${SETTING_MAX_TOPK})`,
