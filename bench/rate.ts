@@ -23,7 +23,7 @@ import {
   type SplitPlan,
 } from '../core/split/plan.js';
 import { decodeFrame } from '../core/wire/frame.js';
-import { encodeV2 } from '../core/wire/frame-v2.js';
+import { v2FrameBytes } from '../core/wire/frame-v2.js';
 import { deviceTopic } from '../core/wire/topics.js';
 import { numel, sliceBatch, stack, type Tensor } from '../core/tensor.js';
 import { percentile, round } from '../core/util/stats.js';
@@ -350,9 +350,9 @@ export async function benchRate(opts: {
         a.payload += payload.byteLength;
         a.wire += mqttPublishBytes(topic, bytes.byteLength);
         // the same payload as a wire v2 stream sends it: in its session context
-        const v2 = encodeV2(1, { seq: frameId & 0xffff, ts16: frameId & 0xffff, payload });
-        a.framedV2 += v2.byteLength;
-        a.wireV2 += mqttPublishBytes(topicV2, v2.byteLength);
+        const v2 = v2FrameBytes(payload.byteLength);
+        a.framedV2 += v2;
+        a.wireV2 += mqttPublishBytes(topicV2, v2);
         inputs.push(await p.edge(bytes));
       }
       const out = await p.tail.run(stack(inputs));
