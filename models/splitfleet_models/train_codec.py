@@ -49,6 +49,7 @@ from .nets import build
 from .preprocess import Preprocessing
 from .targets import VAL_SIZE, FrozenTargets, TargetCache, code_commit, file_sha256, teacher_source, validation_split
 from .train import augment, labels_of, load_resume, prep_of, run_logger, save_atomic, set_seed
+from .widen import widen_state
 
 METHODS = ("bottlenetpp", "aecnn", "frankensplit", "splitfleet")
 # variational-bottleneck methods: distortion of the teacher tensor + lam x rate
@@ -407,10 +408,23 @@ def main(argv=None) -> None:
         warm = None
         if cfg.get("init"):
             # start from another run's trained codec (e.g. a neighbouring rate point)
-            init = torch.load(Path(cfg["init"]) / "final.pt", map_location="cpu")
+            # `init_checkpoint`: final (the last epoch) or best (the one its run selected);
+            # `init_widen`: the recipe's layers may be wider than the run's (widen.py)
+            which = str(cfg.get("init_checkpoint", "final"))
+            if which not in ("final", "best"):
+                raise SystemExit(f"init_checkpoint is final or best, not {which}")
+            init = torch.load(Path(cfg["init"]) / f"{which}.pt", map_location="cpu")
             if init["cfg"]["method"] != cfg["method"]:
                 raise SystemExit(f"init run {cfg['init']} is a {init['cfg']['method']} codec, not {cfg['method']}")
-            codec.load_state_dict(init["model"])
+            if cfg.get("init_widen"):
+                try:
+                    state, grown = widen_state(codec.state_dict(), init["model"])
+                except ValueError as e:
+                    raise SystemExit(str(e)) from None
+                codec.load_state_dict(state)
+                emit(event="widen", grown=grown)
+            else:
+                codec.load_state_dict(init["model"])
         elif cfg.get("init_bundle"):
             warm = warm_start(codec, cfg, tr_images, val)
         else:
