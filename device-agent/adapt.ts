@@ -4,6 +4,7 @@
  * meets the goal on this link; the head is switched to it between two encodes and the
  * new point recorded in the settings (config.ts). Without a goal the point stays fixed.
  */
+import { expectedStreamBytes } from '../core/codec/rans.js';
 import { encodeFrame } from '../core/wire/frame.js';
 import { background, log } from '../core/util/log.js';
 import type { Bus } from './bus.js';
@@ -64,9 +65,11 @@ export class AdaptivePoint {
         point: p.index,
         shape: p.symbolShape,
         captureTs: Date.now(),
-        // the entropy coder's bits, plus rANS's 4-byte final state (core/codec/rans.ts)
+        // the entropy coder's bits, plus what rANS flushes (core/codec/rans.ts)
         payload: new Uint8Array(
-          Math.ceil(p.bitsPerImage / 8) + (m.codec.coding === 'rans' ? 4 : 0),
+          m.codec.coding === 'rans'
+            ? expectedStreamBytes(p.bitsPerImage)
+            : Math.ceil(p.bitsPerImage / 8),
         ),
       }).byteLength;
     const points: RatePoint[] = m.codec.points.map((p) => ({

@@ -6,13 +6,27 @@
  *   rans  the first `keep` channels, each element with its channel's CDF table (rans.ts)
  *   raw8  the first `keep` channels, one byte per symbol (BottleNet++: no entropy coding)
  *
+ * A rANS codec writes the latest stream layout (rans.ts: stream 2, the trimmed flush) as
+ * its bitstream version and reads every layout, so frames of agents that write stream 1
+ * still decode. The manifest's `version` is the layout its fixtures and figures were made
+ * with; a bundle made with a layout this build does not know is refused.
+ *
  * The decoder fills channels the device did not send with -1, which the edge network
  * reads as "absent". The codec is bound to its bundle's tables, so a bundle builds it
  * (core/model/load.ts) from its manifest's codec section and tables files: this module
  * takes them as data and knows nothing of bundles. Its id is pinned in ids.ts all the same.
  */
 import { numel, type Tensor } from '../tensor.js';
-import { checkTable, ransDecode, ransEncode, type CdfTable } from './rans.js';
+import {
+  checkTable,
+  isRansStream,
+  LATEST_RANS_STREAM,
+  RANS_STREAMS,
+  ransDecode,
+  ransEncode,
+  type CdfTable,
+  type RansStream,
+} from './rans.js';
 import { checkPoint, CodecError, type FeatureCodec } from './types.js';
 
 /** Parse and check a tables file ({probBits, tables: [{offset, cdf}]}). */
@@ -71,15 +85,34 @@ export function learnedCodec(
     checkPoint(codec, index);
     return byIndex.get(index)!;
   };
+  const coded = c.points.some((p) => p.entropy !== null);
+  if (coded && !isRansStream(c.version)) {
+    throw new CodecError(
+      `${c.method}: bitstream version ${c.version} is not one this build reads (${RANS_STREAMS.join(', ')})`,
+    );
+  }
+  const version = coded ? LATEST_RANS_STREAM : c.version;
+  const reads: readonly number[] = coded ? RANS_STREAMS : [c.version];
+  /** The rANS layout of bitstream version v (raw8 codecs ignore it). */
+  const stream = (v: number): RansStream => {
+    if (!reads.includes(v)) {
+      throw new CodecError(
+        `${c.method}: bitstream version ${v} is not read here (${reads.join(', ')})`,
+      );
+    }
+    return isRansStream(v) ? v : LATEST_RANS_STREAM;
+  };
 
   return {
     kind: 'feature',
     id: c.id,
     name: c.method,
-    version: c.version,
+    version,
+    reads,
     points: c.points.map((p) => ({ index: p.index, label: p.label, method: p.method })),
-    encode(t: Tensor, index: number): Uint8Array {
+    encode(t: Tensor, index: number, v: number = version): Uint8Array {
       const { p, tables } = point(this, index);
+      const s = stream(v);
       if (!sameShape(t.shape, p.symbolShape)) {
         throw new CodecError(
           `${c.method}: symbols [${t.shape.join(',')}] do not match [${p.symbolShape.join(',')}]`,
@@ -105,10 +138,11 @@ export function learnedCodec(
         }
         return out;
       }
-      return ransEncode(values, tables, (i) => Math.floor(i / hw));
+      return ransEncode(values, tables, (i) => Math.floor(i / hw), s);
     },
-    decode(payload: Uint8Array, shape: readonly number[], index: number): Tensor {
+    decode(payload: Uint8Array, shape: readonly number[], index: number, v = version): Tensor {
       const { p, tables } = point(this, index);
+      const s = stream(v);
       if (!sameShape(shape, p.symbolShape)) {
         throw new CodecError(
           `${c.method}: frame shape [${shape.join(',')}] is not [${p.symbolShape.join(',')}]`,
@@ -123,7 +157,7 @@ export function learnedCodec(
         }
         for (let i = 0; i < n; i++) data[i] = payload[i]!;
       } else {
-        const values = ransDecode(payload, n, tables, (i) => Math.floor(i / hw));
+        const values = ransDecode(payload, n, tables, (i) => Math.floor(i / hw), undefined, s);
         for (let i = 0; i < n; i++) data[i] = values[i]!;
       }
       return { data, shape: [...p.symbolShape] };

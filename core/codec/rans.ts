@@ -12,13 +12,27 @@
  * chunk holding (chunks - 1), then `chunks` 4-bit chunks of the zig-zag distance, low
  * first, each with probability 1/16.
  *
- * Stream layout: the encoder runs backwards over the symbols and emits bytes backwards;
- * the first four bytes are the final state, little endian. A decoder that reads past the
- * end, meets an impossible chunk count, or does not land back on the initial state with
- * every byte consumed reports a corrupt or truncated stream; decoding is bounded by the
- * symbol count, which the caller knows from the frame's shape. Bypass chunks are raw bits
- * with no redundancy, so a flipped bit there can decode to another value: integrity of the
- * bytes in transit is the transport's job (TCP, TLS); this check catches structure.
+ * Two stream layouts (`RansStream`, the bitstream version a learned codec's frames
+ * carry); both run the encoder backwards over the symbols and emit bytes backwards:
+ *
+ *   1  the state starts at L = 2^23; the first four bytes are the final state, little
+ *      endian. The start state is carried to the end for nothing: 3 to 4 bytes per
+ *      stream above the information.
+ *   2  the state starts at 1 and grows until it reaches L (the renormalisation invariant
+ *      keeps it below 2^31 all along, and once a byte is out it stays in [L, 256 L)); the
+ *      final state is flushed high byte first in as few bytes as hold it (3 when it is
+ *      below 2^24), and the decoder reads it like any renormalisation, from 0 until the
+ *      state reaches L or the stream ends, and never reads past the end. A state below a
+ *      symbol's frequency codes it at the cost of its slot's start, not of its
+ *      probability, so each table's slots are rotated to start at its most probable
+ *      symbol (the first of equals), which then costs nothing there.
+ *
+ * A decoder that runs out of bytes (stream 1), meets an impossible chunk count, or does
+ * not land back on the start state with every byte consumed reports a corrupt or
+ * truncated stream; decoding is bounded by the symbol count, which the caller knows from
+ * the frame's shape. Bypass chunks are raw bits with no redundancy, so a flipped bit there
+ * can decode to another value: integrity of the bytes in transit is the transport's job
+ * (TCP, TLS); this check catches structure.
  */
 import { CodecError } from './types.js';
 
@@ -33,6 +47,40 @@ const BYPASS_FREQ = 1 << (PROB_BITS - BYPASS_BITS);
 const BYPASS_MAX_CHUNKS = 8;
 /** |value - offset| must stay below this (8 bypass chunks hold 32 bits). */
 export const MAX_DISTANCE = 2 ** 30;
+
+/** The stream layouts (see above); 2 is what encoders write. */
+export type RansStream = 1 | 2;
+export const RANS_STREAMS: readonly RansStream[] = [1, 2];
+export const LATEST_RANS_STREAM: RansStream = 2;
+/** The state a stream starts (encoder) and ends (decoder) at. */
+const startState = (stream: RansStream) => (stream === 1 ? RANS_L : 1);
+
+const rotations = new WeakMap<Uint32Array, number>();
+/** Stream 2's slot rotation of a table: the start of its most probable symbol. */
+function rotation(cdf: Uint32Array, stream: RansStream): number {
+  if (stream === 1) return 0;
+  let r = rotations.get(cdf);
+  if (r === undefined) {
+    let best = 0;
+    for (let k = 1; k < cdf.length - 1; k++) {
+      if (cdf[k + 1]! - cdf[k]! > cdf[best + 1]! - cdf[best]!) best = k;
+    }
+    r = cdf[best]!;
+    rotations.set(cdf, r);
+  }
+  return r;
+}
+
+/** Whether `v` is a stream layout this coder reads. */
+export function isRansStream(v: number): v is RansStream {
+  return (RANS_STREAMS as readonly number[]).includes(v);
+}
+
+/** The bytes a stream of `bits` bits of information is expected to take: the flush on
+ * top (stream 1: the 4-byte state; stream 2: one byte, its mean is ~0.6). */
+export function expectedStreamBytes(bits: number, stream: RansStream = LATEST_RANS_STREAM): number {
+  return Math.ceil(bits / 8) + (stream === 1 ? 4 : 1);
+}
 
 export interface CdfTable {
   /** Value coded by symbol 0. */
@@ -98,6 +146,7 @@ export function ransEncode(
   values: ArrayLike<number>,
   tables: readonly CdfTable[],
   tableOf: (i: number) => number,
+  stream: RansStream = LATEST_RANS_STREAM,
 ): Uint8Array {
   const ops = new OpList();
   for (let i = 0; i < values.length; i++) {
@@ -107,21 +156,22 @@ export function ransEncode(
     if (!Number.isInteger(v)) throw new RangeError(`element ${i} is not an integer: ${v}`);
     const n = t.cdf.length - 2;
     const idx = v - t.offset;
+    const rot = rotation(t.cdf, stream);
     if (idx >= 0 && idx < n) {
-      ops.push(t.cdf[idx]!, t.cdf[idx + 1]! - t.cdf[idx]!);
+      ops.push((t.cdf[idx]! - rot) & PROB_MASK, t.cdf[idx + 1]! - t.cdf[idx]!);
       continue;
     }
     if (Math.abs(idx) >= MAX_DISTANCE) {
       throw new RangeError(`element ${i} = ${v} is too far from table range`);
     }
-    ops.push(t.cdf[n]!, PROB_SCALE - t.cdf[n]!);
+    ops.push((t.cdf[n]! - rot) & PROB_MASK, PROB_SCALE - t.cdf[n]!);
     pushBypass(ops, idx < 0 ? -2 * idx - 1 : 2 * (idx - n));
   }
 
   // Each op emits at most 2 bytes (state < 2^31, freq >= 1); 4 more for the final state.
   let buf = new Uint8Array(ops.n * 2 + 4);
   let ptr = buf.length;
-  let x = RANS_L;
+  let x = startState(stream);
   for (let k = ops.n - 1; k >= 0; k--) {
     const freq = ops.freq[k]!;
     // x_max = ((L >> PROB_BITS) << 8) * freq = 2^15 * freq
@@ -132,11 +182,16 @@ export function ransEncode(
     }
     x = Math.floor(x / freq) * PROB_SCALE + (x % freq) + ops.start[k]!;
   }
-  ptr -= 4;
-  buf[ptr] = x & 0xff;
-  buf[ptr + 1] = (x >>> 8) & 0xff;
-  buf[ptr + 2] = (x >>> 16) & 0xff;
-  buf[ptr + 3] = (x >>> 24) & 0xff;
+  if (stream === 1) {
+    ptr -= 4;
+    buf[ptr] = x & 0xff;
+    buf[ptr + 1] = (x >>> 8) & 0xff;
+    buf[ptr + 2] = (x >>> 16) & 0xff;
+    buf[ptr + 3] = (x >>> 24) & 0xff;
+  } else {
+    // high byte first, as few as hold it: the decoder reads it as a renormalisation
+    for (; x > 0; x = x >>> 8) buf[--ptr] = x & 0xff;
+  }
   buf = buf.subarray(ptr);
   return buf.slice();
 }
@@ -163,17 +218,30 @@ export function ransDecode(
   tables: readonly CdfTable[],
   tableOf: (i: number) => number,
   out: Int32Array = new Int32Array(count),
+  stream: RansStream = LATEST_RANS_STREAM,
 ): Int32Array {
-  if (bytes.length < 4) throw new CodecError(`rans stream of ${bytes.length} bytes is truncated`);
-  let ptr = 4;
-  let x = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
-  if (x < RANS_L || x >= RANS_L * 256) throw new CodecError('rans stream: bad initial state');
   const end = bytes.length;
+  let ptr = 0;
+  let x = 0;
+  if (stream === 1) {
+    if (end < 4) throw new CodecError(`rans stream of ${end} bytes is truncated`);
+    ptr = 4;
+    x = (bytes[0]! | (bytes[1]! << 8) | (bytes[2]! << 16) | (bytes[3]! << 24)) >>> 0;
+    if (x < RANS_L || x >= RANS_L * 256) throw new CodecError('rans stream: bad initial state');
+  } else {
+    while (x < RANS_L && ptr < end) x = x * 256 + bytes[ptr++]!;
+    if (x === 0 || x >= RANS_L * 256) throw new CodecError('rans stream: bad initial state');
+  }
+  const last = startState(stream);
 
   const get = (start: number, freq: number, s: number): void => {
     x = freq * Math.floor(x / PROB_SCALE) + s - start;
     while (x < RANS_L) {
-      if (ptr >= end) throw new CodecError('rans stream is truncated');
+      if (ptr >= end) {
+        // stream 2: a state below L with every byte read is the start of the stream
+        if (stream === 2) return;
+        throw new CodecError('rans stream is truncated');
+      }
       x = x * 256 + bytes[ptr++]!;
     }
   };
@@ -189,7 +257,7 @@ export function ransDecode(
     if (!t) throw new RangeError(`no cdf table ${tableOf(i)} for element ${i}`);
     const { cdf } = t;
     const n = cdf.length - 2;
-    const s = x & PROB_MASK;
+    const s = ((x & PROB_MASK) + rotation(cdf, stream)) & PROB_MASK;
     const idx = lookup(cdf, s);
     get(cdf[idx]!, cdf[idx + 1]! - cdf[idx]!, s);
     if (idx < n) {
@@ -208,7 +276,7 @@ export function ransDecode(
       throw new CodecError('rans stream is corrupt (bypass value)');
     out[i] = v;
   }
-  if (x !== RANS_L || ptr !== end) {
+  if (x !== last || ptr !== end) {
     throw new CodecError(
       ptr !== end
         ? `rans stream is corrupt: ${end - ptr} bytes left over`

@@ -31,16 +31,26 @@ interface CodecBase {
   /** Pinned numeric id carried in every frame (core/codec/ids.ts). */
   readonly id: number;
   readonly name: string;
-  /** Bitstream version: bumped whenever the bytes change meaning. */
+  /** Bitstream version: bumped whenever the bytes change meaning; what encode writes. */
   readonly version: number;
+  /** Every version decode reads (absent: `version` alone), so frames of older agents
+   * still decode. */
+  readonly reads?: readonly number[];
   readonly points: readonly OperatingPoint[];
+}
+
+/** Whether a codec decodes bitstream version `v`. */
+export function readsVersion(codec: { version: number; reads?: readonly number[] }, v: number) {
+  return codec.reads ? codec.reads.includes(v) : codec.version === v;
 }
 
 export interface FeatureCodec extends CodecBase {
   readonly kind: 'feature';
-  encode(t: Tensor, point: number): Uint8Array;
-  /** Throws CodecError on a payload that does not decode to `shape`. */
-  decode(payload: Uint8Array, shape: readonly number[], point: number): Tensor;
+  /** `version`: one of `reads` (default `version`). */
+  encode(t: Tensor, point: number, version?: number): Uint8Array;
+  /** Throws CodecError on a payload that does not decode to `shape`, or a version it does
+   * not read. */
+  decode(payload: Uint8Array, shape: readonly number[], point: number, version?: number): Tensor;
 }
 
 export interface ImageCodec extends CodecBase {

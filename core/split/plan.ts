@@ -208,8 +208,10 @@ export async function decodePayload(
   plan: SplitPlan,
   payload: Uint8Array,
   shape: readonly number[],
+  /** The frame's codec version (default: the codec's own). */
+  version?: number,
 ): Promise<Tensor> {
-  if (plan.kind === 'feature') return plan.codec.decode(payload, shape, plan.point.index);
+  if (plan.kind === 'feature') return plan.codec.decode(payload, shape, plan.point.index, version);
   const img = await plan.codec.decode(payload, plan.point.index);
   if (img.height !== shape[1] || img.width !== shape[2]) {
     throw new CodecError(

@@ -6,7 +6,7 @@
  *   -> result.
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
-import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
+import { CodecError, readsVersion, type FeatureCodec } from '../../core/codec/types.js';
 import type { Engine, Session } from '../../core/engine/engine.js';
 import type { Bundle } from '../../core/model/load.js';
 import type { Manifest } from '../../core/model/manifest.js';
@@ -96,10 +96,10 @@ export class FrameChecker {
       this.plans.set(key, plan);
     }
     const codec = plan.codec;
-    if (codec.version !== frame.codecVersion) {
+    if (!readsVersion(codec, frame.codecVersion)) {
       throw new DecodeFailure(
         'unknown-codec',
-        `codec ${codec.name} version ${frame.codecVersion} is not supported (have ${codec.version})`,
+        `codec ${codec.name} version ${frame.codecVersion} is not supported (reads ${(codec.reads ?? [codec.version]).join(', ')})`,
         frame.frameId,
       );
     }
@@ -288,7 +288,7 @@ export class FrameDecoder extends FrameChecker {
         const plan = this.plan(this.model(frame), frame);
         let input;
         try {
-          input = await decodePayload(plan, frame.payload, frame.shape);
+          input = await decodePayload(plan, frame.payload, frame.shape, frame.codecVersion);
         } catch (e) {
           const code: ErrorCode = e instanceof CodecError ? 'corrupt-payload' : 'inference-failed';
           throw new DecodeFailure(code, (e as Error).message, frame.frameId);

@@ -38,7 +38,9 @@ from .train_codec import VB_METHODS, build_codec, evaluate_codec, load_teacher, 
 
 # Pinned codec ids (core/codec/registry.ts): never reuse, never renumber.
 CODEC_IDS = {"bottlenetpp": 4, "aecnn": 5, "frankensplit": 6, "splitfleet": 7}
-CODEC_VERSION = 1
+# the bitstream version a manifest records: the rANS stream layout its fixtures and
+# figures were made with (rans.py; the TypeScript codecs read every layout)
+CODEC_VERSION = rans.LATEST_STREAM
 
 
 def load_run(run: str):
@@ -291,7 +293,7 @@ def write_fixtures(dst: Path, sample: Path, sets, method: str, n: int = 4, prep=
                         encode_symbols(s, tables, k) if tables is not None else bytes(s[:k].reshape(-1).astype(np.uint8))
                     )
                     cases.append(dict(point=point - 1, keep=k, image=str(imgs[j].relative_to(sample)),
-                                      symbols=s[:k].reshape(-1).tolist(), payload=payload.hex(),
+                                      stream=CODEC_VERSION, symbols=s[:k].reshape(-1).tolist(), payload=payload.hex(),
                                       logits=[float(v) for v in logits[j]]))
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "reference.json").write_text(json.dumps({"method": method, "engine": f"pytorch {torch.__version__}",

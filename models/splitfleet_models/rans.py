@@ -27,6 +27,22 @@ BYPASS_BITS = 4
 BYPASS_FREQ = 1 << (PROB_BITS - BYPASS_BITS)
 BYPASS_MAX_CHUNKS = 8
 MAX_DISTANCE = 1 << 30
+# stream layouts (core/codec/rans.ts): 1 starts at L and ends with the 4-byte state;
+# 2 starts at 1 and flushes the state high byte first in as few bytes as hold it
+STREAMS = (1, 2)
+LATEST_STREAM = 2
+
+
+def _rotation(t: Table, stream: int) -> int:
+    """Stream 2 rotates a table's slots to start at its most probable symbol (the first
+    of equals): a state below that symbol's frequency then codes it for nothing."""
+    return 0 if stream == 1 else t.mode_start
+
+
+def _start_state(stream: int) -> int:
+    if stream not in STREAMS:
+        raise RansError(f"stream layout {stream} is not one of {STREAMS}")
+    return RANS_L if stream == 1 else 1
 
 
 class RansError(ValueError):
@@ -40,6 +56,8 @@ class Table:
         self.offset = int(offset)
         self.cdf = [int(c) for c in cdf]
         check_table(self)
+        c = self.cdf
+        self.mode_start = c[max(range(len(c) - 1), key=lambda k: (c[k + 1] - c[k], -k))]
 
     def to_json(self) -> dict:
         return {"offset": self.offset, "cdf": self.cdf}
@@ -76,19 +94,21 @@ def pmf_to_cdf(pmf: Sequence[float], escape: float) -> list[int]:
     return cdf
 
 
-def encode(values: Sequence[int], tables: Sequence[Table], table_of: Callable[[int], int]) -> bytes:
+def encode(values: Sequence[int], tables: Sequence[Table], table_of: Callable[[int], int],
+           stream: int = LATEST_STREAM) -> bytes:
     ops: list[tuple[int, int]] = []
     for i, v in enumerate(values):
         t = tables[table_of(i)]
         v = int(v)
         n = len(t.cdf) - 2
         idx = v - t.offset
+        rot = _rotation(t, stream)
         if 0 <= idx < n:
-            ops.append((t.cdf[idx], t.cdf[idx + 1] - t.cdf[idx]))
+            ops.append(((t.cdf[idx] - rot) & PROB_MASK, t.cdf[idx + 1] - t.cdf[idx]))
             continue
         if abs(idx) >= MAX_DISTANCE:
             raise RansError(f"element {i} = {v} is too far from the table range")
-        ops.append((t.cdf[n], PROB_SCALE - t.cdf[n]))
+        ops.append(((t.cdf[n] - rot) & PROB_MASK, PROB_SCALE - t.cdf[n]))
         raw = -2 * idx - 1 if idx < 0 else 2 * (idx - n)
         chunks = 1
         while chunks < BYPASS_MAX_CHUNKS and raw >= 1 << (BYPASS_BITS * chunks):
@@ -98,31 +118,48 @@ def encode(values: Sequence[int], tables: Sequence[Table], table_of: Callable[[i
             ops.append((((raw >> (BYPASS_BITS * c)) & 0xF) * BYPASS_FREQ, BYPASS_FREQ))
 
     out = bytearray()  # emitted backwards, reversed at the end
-    x = RANS_L
+    x = _start_state(stream)
     for start, freq in reversed(ops):
         x_max = ((RANS_L >> PROB_BITS) << 8) * freq
         while x >= x_max:
             out.append(x & 0xFF)
             x >>= 8
         x = ((x // freq) << PROB_BITS) + (x % freq) + start
-    out += bytes([(x >> 24) & 0xFF, (x >> 16) & 0xFF, (x >> 8) & 0xFF, x & 0xFF])
+    if stream == 1:
+        out += bytes([(x >> 24) & 0xFF, (x >> 16) & 0xFF, (x >> 8) & 0xFF, x & 0xFF])
+    else:
+        while x > 0:  # high byte first (out is reversed below), as few bytes as hold it
+            out.append(x & 0xFF)
+            x >>= 8
     return bytes(reversed(out))
 
 
-def decode(data: bytes, count: int, tables: Sequence[Table], table_of: Callable[[int], int]) -> list[int]:
-    if len(data) < 4:
-        raise RansError("stream is truncated")
-    x = int.from_bytes(data[:4], "little")
-    if not RANS_L <= x < RANS_L << 8:
-        raise RansError("bad initial state")
-    ptr = 4
+def decode(data: bytes, count: int, tables: Sequence[Table], table_of: Callable[[int], int],
+           stream: int = LATEST_STREAM) -> list[int]:
+    last = _start_state(stream)
     end = len(data)
+    if stream == 1:
+        if end < 4:
+            raise RansError("stream is truncated")
+        x = int.from_bytes(data[:4], "little")
+        if not RANS_L <= x < RANS_L << 8:
+            raise RansError("bad initial state")
+        ptr = 4
+    else:
+        x = ptr = 0
+        while x < RANS_L and ptr < end:
+            x = (x << 8) | data[ptr]
+            ptr += 1
+        if x == 0:
+            raise RansError("bad initial state")
 
     def get(start: int, freq: int, s: int) -> None:
         nonlocal x, ptr
         x = freq * (x >> PROB_BITS) + s - start
         while x < RANS_L:
             if ptr >= end:
+                if stream == 2:  # every byte read: the state is back at the stream's start
+                    return
                 raise RansError("stream is truncated")
             x = (x << 8) | data[ptr]
             ptr += 1
@@ -138,7 +175,7 @@ def decode(data: bytes, count: int, tables: Sequence[Table], table_of: Callable[
         t = tables[table_of(i)]
         cdf = t.cdf
         n = len(cdf) - 2
-        s = x & PROB_MASK
+        s = ((x & PROB_MASK) + _rotation(t, stream)) & PROB_MASK
         lo, hi = 0, len(cdf) - 1
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -162,7 +199,7 @@ def decode(data: bytes, count: int, tables: Sequence[Table], table_of: Callable[
         out.append(t.offset + dist)
     if ptr != end:
         raise RansError(f"stream is corrupt: {end - ptr} bytes left over")
-    if x != RANS_L:
+    if x != last:
         raise RansError("stream is corrupt: final state check failed")
     return out
 
@@ -174,7 +211,8 @@ def _laplace_table(offset: int, n: int, scale: float, escape: float = 1e-4) -> T
 
 def golden_cases(seed: int = 7) -> list[dict]:
     """Deterministic cases covering every branch: tiny and wide tables, skewed and flat
-    distributions, escapes below and above the range, long bypass values, empty input."""
+    distributions, escapes below and above the range, long bypass values, empty input;
+    each in every stream layout (`stream`)."""
     rng = random.Random(seed)
     tables = [
         _laplace_table(-8, 17, 1.5),
@@ -190,9 +228,11 @@ def golden_cases(seed: int = 7) -> list[dict]:
         remap = {t: k for k, t in enumerate(sorted(set(table_ids)))}
         idx = [remap[t] for t in table_ids]
         sel = [Table(t["offset"], t["cdf"]) for t in tj]
-        data = encode(values, sel, lambda i: idx[i])
-        assert decode(data, len(values), sel, lambda i: idx[i]) == values
-        cases.append(dict(name=name, tables=tj, tableIndex=idx, values=values, bitstream=data.hex()))
+        for stream in STREAMS:
+            data = encode(values, sel, lambda i: idx[i], stream)
+            assert decode(data, len(values), sel, lambda i: idx[i], stream) == values
+            cases.append(dict(name=name if stream == 1 else f"{name}/stream{stream}", stream=stream, tables=tj,
+                              tableIndex=idx, values=values, bitstream=data.hex()))
 
     add("empty", [], [])
     add("single", [0], [0])

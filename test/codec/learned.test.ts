@@ -90,3 +90,34 @@ test('tables files are validated', (t) => {
     instanceOf: CodecError,
   });
 });
+
+test('a rans codec writes stream 2 and reads stream 1 too; an unknown layout is refused', (t) => {
+  const c = learnedCodec(spec([point(0, 4, 'entropy')]), new Map([['entropy', tables]]));
+  t.is(c.version, 2);
+  t.deepEqual(c.reads, [1, 2]);
+  const s = symbols();
+  const now = c.encode(s, 0);
+  const old = c.encode(s, 0, 1);
+  t.true(now.length < old.length, `${now.length} B vs ${old.length} B`);
+  for (const [bytes, v] of [
+    [now, 2],
+    [old, 1],
+  ] as const) {
+    t.deepEqual([...c.decode(bytes, [4, 3, 3], 0, v).data], [...s.data]);
+  }
+  // the layouts are not interchangeable: a stream 1 payload read as stream 2 is refused
+  t.throws(() => c.decode(old, [4, 3, 3], 0, 2), { instanceOf: CodecError });
+  t.throws(() => c.decode(now, [4, 3, 3], 0, 3), { message: /version 3 is not read/ });
+  t.throws(
+    () =>
+      learnedCodec(
+        { ...spec([point(0, 4, 'entropy')]), version: 3 },
+        new Map([['entropy', tables]]),
+      ),
+    { message: /bitstream version 3/ },
+  );
+  // raw8 has one layout: its manifest's
+  const raw = learnedCodec(spec([point(0, 4, null)]), new Map());
+  t.is(raw.version, 1);
+  t.deepEqual(raw.reads, [1]);
+});

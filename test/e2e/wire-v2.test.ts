@@ -21,6 +21,7 @@ import { decodeFrame, encodeFrame } from '../../core/wire/frame.js';
 import { parseError, parseResult } from '../../core/wire/messages.js';
 import { deviceFilter, deviceTopic, parseTopic } from '../../core/wire/topics.js';
 import { parseAnswerChannel } from '../../core/wire/context.js';
+import { resolveBundle } from '../../core/model/zoo.js';
 import { shippedModel } from '../helpers/model.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -276,4 +277,46 @@ test('a v2 agent with an outbox: frames kept while the edge is away go when it c
   await a.stop();
   await edge.close();
   await rm(dir, { recursive: true, force: true });
+});
+
+test('learned-codec frames in the older rANS layout (codec version 1) get the answers frames in the current layout get', async (t) => {
+  const bundle = await resolveBundle('resnet9w05-cifar10', { codec: 'splitfleet' });
+  const edge = await startEdge({ bundles: [bundle], port: 0, wsPort: 0, workers: 1, edgeId: 'e' });
+  const results = await watch(edge.url, deviceFilter('result', FLEET));
+  const errors = await watch(edge.url, deviceFilter('error', FLEET));
+  const pipe = await HeadPipeline.create(bundle, 'splitfleet', 4);
+  const codec = pipe.codec;
+  if (codec.kind !== 'feature') return t.fail('a feature codec');
+  t.is(codec.version, 2);
+  const pub = await connectAsync(edge.url, { protocolVersion: 4 });
+  const topic = deviceTopic(FLEET, 'older', 'features');
+  const source = frameSource({ source: 'sample', limit: 8 });
+  let id = 0;
+  let saved = 0;
+  for await (const sample of source) {
+    const now = decodeFrame((await pipe.encode(sample, ++id)).frame);
+    t.is(now.codecVersion, 2);
+    const symbols = codec.decode(now.payload, now.shape, now.point, 2);
+    const payload = codec.encode(symbols, now.point, 1);
+    saved += payload.length - now.payload.length;
+    const old = { ...now, frameId: 1000 + id, codecVersion: 1, payload };
+    for (const f of [now, old])
+      await pub.publishAsync(topic, Buffer.from(encodeFrame(f)), { qos: 1 });
+  }
+  await waitFor(() => results.msgs.length + errors.msgs.length >= 2 * id);
+  t.is(errors.msgs.length, 0);
+  const byId = new Map(
+    results.msgs.map((m) => [parseResult(m.payload)!.frameId, parseResult(m.payload)!]),
+  );
+  for (let k = 1; k <= id; k++) {
+    const [a, b] = [byId.get(k)!, byId.get(1000 + k)!];
+    t.is(a.classIndex, b.classIndex);
+    t.is(a.score, b.score);
+  }
+  t.true(saved > 0, `stream 1 took ${saved} B more over ${id} frames`);
+  await pipe.close();
+  await pub.endAsync();
+  await results.client.endAsync();
+  await errors.client.endAsync();
+  await edge.close();
 });

@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { codecByName } from '../../core/codec/registry.js';
-import { ransDecode } from '../../core/codec/rans.js';
+import { RANS_STREAMS, ransDecode } from '../../core/codec/rans.js';
 import { CodecError, type FeatureCodec } from '../../core/codec/types.js';
 import { resolveBundle, type Bundle } from '../../core/model/bundle.js';
 import { ContextError, parseAnnounce, parseAnswerChannel } from '../../core/wire/context.js';
@@ -169,8 +169,9 @@ export async function targets(): Promise<Target[]> {
   const point = m.codec.points[0]!;
   const n = point.symbolShape.reduce((a, b) => a * b, 1);
   const splitQ = codecByName('split-q');
-  const decodeLearned = (payload: Uint8Array) =>
-    codec.decode(payload, point.symbolShape, point.index);
+  const decodeLearned = (payload: Uint8Array, version?: number) =>
+    codec.decode(payload, point.symbolShape, point.index, version);
+  const versions = fc.constantFrom(...(codec.reads ?? [codec.version]));
   return [
     {
       name: 'frame: random bytes',
@@ -259,21 +260,29 @@ export async function targets(): Promise<Target[]> {
       ),
     },
     {
-      name: 'rANS: random streams, a 3-symbol table',
-      property: fc.property(bytes(400), fc.integer({ min: 1, max: 2048 }), (b, n) =>
-        refusesWith(CodecError, () =>
-          ransDecode(
-            b,
-            n,
-            [{ offset: -8, cdf: Uint32Array.from([0, 1000, 30000, 65536]) }],
-            () => 0,
+      name: 'rANS: random streams, a 3-symbol table, every stream layout',
+      property: fc.property(
+        bytes(400),
+        fc.integer({ min: 1, max: 2048 }),
+        fc.constantFrom(...RANS_STREAMS),
+        (b, n, stream) =>
+          refusesWith(CodecError, () =>
+            ransDecode(
+              b,
+              n,
+              [{ offset: -8, cdf: Uint32Array.from([0, 1000, 30000, 65536]) }],
+              () => 0,
+              undefined,
+              stream,
+            ),
           ),
-        ),
       ),
     },
     {
       name: `learned codec (${m.name}): random payloads`,
-      property: fc.property(bytes(400), (b) => refusesWith(CodecError, () => decodeLearned(b))),
+      property: fc.property(bytes(400), versions, (b, v) =>
+        refusesWith(CodecError, () => decodeLearned(b, v)),
+      ),
     },
     {
       name: `learned codec (${m.name}): damaged valid bitstreams`,
@@ -283,14 +292,16 @@ export async function targets(): Promise<Target[]> {
           minLength: 1,
           maxLength: 4,
         }),
-        (symbols, flips) => {
+        versions,
+        (symbols, flips, version) => {
           const bits = codec.encode(
             { data: Float32Array.from(symbols), shape: point.symbolShape },
             point.index,
+            version,
           );
           const b = Uint8Array.from(bits);
           for (const [at, v] of flips) b[at % b.length] = v;
-          refusesWith(CodecError, () => decodeLearned(b));
+          refusesWith(CodecError, () => decodeLearned(b, version));
         },
       ),
     },

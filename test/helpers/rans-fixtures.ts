@@ -1,14 +1,14 @@
 /**
  * Golden rANS fixtures made by the TypeScript coder (the reverse direction of the
  * Python-made test/fixtures/rans/python.json): both test suites decode and re-encode
- * both files byte for byte.
+ * both files byte for byte, each case in every stream layout.
  *
  *   npx tsx test/helpers/rans-fixtures.ts     # writes test/fixtures/rans/typescript.json
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PROB_BITS, ransEncode, type CdfTable } from '../../core/codec/rans.js';
+import { PROB_BITS, RANS_STREAMS, ransEncode, type CdfTable } from '../../core/codec/rans.js';
 
 /** Deterministic 32-bit PRNG (mulberry32) so the cases never change. */
 export function prng(seed: number): () => number {
@@ -55,14 +55,17 @@ export function typescriptCases(): object[] {
       if (r < 0.06) return tb.offset + n + Math.floor(rand() * 1000);
       return tb.offset + Math.floor(rand() * n);
     });
-    const bits = ransEncode(values, tables, (i) => tableIndex[i]!);
-    cases.push({
-      name: `ts-random-${c}`,
-      tables: tables.map((t) => ({ offset: t.offset, cdf: [...t.cdf] })),
-      tableIndex,
-      values,
-      bitstream: Buffer.from(bits).toString('hex'),
-    });
+    for (const stream of RANS_STREAMS) {
+      const bits = ransEncode(values, tables, (i) => tableIndex[i]!, stream);
+      cases.push({
+        name: `ts-random-${c}${stream === 1 ? '' : `/stream${stream}`}`,
+        stream,
+        tables: tables.map((t) => ({ offset: t.offset, cdf: [...t.cdf] })),
+        tableIndex,
+        values,
+        bitstream: Buffer.from(bits).toString('hex'),
+      });
+    }
   }
   return cases;
 }
