@@ -152,7 +152,7 @@ export function register(bench: Command): void {
       )
       .option(
         '--methods <names...>',
-        'only these methods, by name or codec (e.g. local webp splitfleet)',
+        'only these methods: by name, codec or kind (e.g. local webp splitfleet), or "<codec> <point>" (e.g. "webp q50", "splitfleet lam=0.01")',
       )
       .option('--fps <n>', 'frame rate of the latency runs', num, 10)
       .option('--seconds <n>', 'seconds per run and per probe', num)
@@ -178,15 +178,10 @@ export function register(bench: Command): void {
     .option('--plot <file>', 'write latency and max rate against link rate (.svg)')
     .action(async (_o: unknown, c: Command) => {
       const o = values(c);
-      const { benchLatency, DEFAULT_METHODS, latencyTable, parseProfile, writeLatencyPlot } =
+      const { benchLatency, latencyTable, parseProfile, resolveMethods, writeLatencyPlot } =
         await import('./latency/index.js');
       const names = o.optStrs('methods');
-      const methods = names
-        ? DEFAULT_METHODS.filter(
-            (m) => names.includes(m.name) || names.includes(m.codec) || names.includes(m.kind),
-          )
-        : undefined;
-      if (names && !methods?.length) throw new Error(`--methods: none of ${names.join(', ')}`);
+      const methods = names ? await resolveMethods(names) : undefined;
       const wire = o.choice('wire', ['v1', 'v2']);
       const batch = batchOf(o);
       if (batch !== null && wire !== 'v2')
