@@ -10,6 +10,7 @@ import cliProgress from 'cli-progress';
 import Table from 'cli-table3';
 import { imageCodecs } from '../core/codec/image.js';
 import { listCodecs } from '../core/codec/registry.js';
+import { readsVersion } from '../core/codec/types.js';
 import { readSamples, type Sample } from '../core/data/cifar.js';
 import { onnxEngine } from '../core/engine/onnx.js';
 import { decodeImage, preprocess, type RgbImage } from '../core/image/image.js';
@@ -50,6 +51,9 @@ export interface RateRow {
   decoderMsPerSample: number;
   /** Learned codecs: the training-time rate estimate (ideal code length at export, PyTorch), for comparison only. */
   estimatedPayloadBytes?: number;
+  /** Codecs that write a newer bitstream version than 1 and read 1 too (rANS codecs): the
+   * same symbols' mean payload in version 1 (rANS stream 1), for comparison. */
+  payloadVersion1Bytes?: number;
 }
 
 export interface RateReport {
@@ -82,6 +86,7 @@ interface Acc {
   wire: number;
   framedV2: number;
   wireV2: number;
+  payloadV1: number;
   flops: number;
   encMs: number;
   decMs: number;
@@ -115,6 +120,8 @@ interface Path {
   ): Promise<Uint8Array>;
   /** Edge: frame bytes -> network input (one sample). */
   edge(frame: Uint8Array): Promise<Tensor>;
+  /** The payload's size in codec version 1, where the codec writes a newer one and reads 1. */
+  version1Bytes?: ((features: Tensor) => number) | null;
   /** Edge network on a batch of `edge()` outputs. */
   tail: Session;
   /** Device network shared by paths (run once per batch in the accuracy pass). */
@@ -213,8 +220,12 @@ export async function benchRate(opts: {
       },
       edge: async (bytes) => {
         const f = decodeFrame(bytes);
-        return decodePayload(plan, f.payload, f.shape);
+        return decodePayload(plan, f.payload, f.shape, f.codecVersion);
       },
+      version1Bytes:
+        plan.kind === 'feature' && plan.codec.version !== 1 && readsVersion(plan.codec, 1)
+          ? (t) => plan.codec.encode(t, plan.point.index, 1).byteLength
+          : null,
     });
     for (const c of [...listCodecs(), ...imageCodecs]) {
       for (const p of c.points) {
@@ -275,6 +286,7 @@ export async function benchRate(opts: {
         wire: 0,
         framedV2: 0,
         wireV2: 0,
+        payloadV1: 0,
         flops: p.flops,
         encMs: 0,
         decMs: 0,
@@ -353,6 +365,7 @@ export async function benchRate(opts: {
         const v2 = v2FrameBytes(payload.byteLength);
         a.framedV2 += v2;
         a.wireV2 += mqttPublishBytes(topicV2, v2);
+        if (p.version1Bytes && feats) a.payloadV1 += p.version1Bytes(sliceBatch(feats, i));
         inputs.push(await p.edge(bytes));
       }
       const out = await p.tail.run(stack(inputs));
@@ -436,6 +449,7 @@ export async function benchRate(opts: {
       encoderMsPerSample: round(a.encMs, 3),
       decoderMsPerSample: round(a.decMs, 3),
       ...(a.estimate !== undefined ? { estimatedPayloadBytes: round(a.estimate, 1) } : {}),
+      ...(a.payloadV1 > 0 ? { payloadVersion1Bytes: round(a.payloadV1 / total, 1) } : {}),
     };
   });
   return {

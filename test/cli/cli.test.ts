@@ -107,6 +107,15 @@ test('bench rate --limit --json prints a table and one JSON object last', async 
     t.true(v1 > 20, `${String(row.method)}: ${v1} B of v1 header`);
     t.true((row.wireV2Bytes as number) < (row.wireBytes as number));
   }
+  // rANS codecs write the trimmed layout: every row smaller than the same symbols in version 1
+  const rans = j.rows.filter((x) =>
+    ['splitfleet', 'frankensplit', 'aecnn'].includes(String(x.method)),
+  );
+  t.true(rans.length >= 3);
+  for (const row of rans) {
+    const [now, old] = [row.payloadBytes as number, row.payloadVersion1Bytes as number];
+    t.true(now < old, `${String(row.method)} ${String(row.point)}: ${now} B vs ${old} B`);
+  }
   // the device runs the head for split rows, the whole model for unsplit, no network for offload
   const flops = (m: string) => j.rows.find((x) => x.method === m)!.encoderFlops as number;
   t.true(flops('unsplit') > flops('split-fp32') && flops('split-fp32') > 0);
