@@ -88,6 +88,8 @@ class FrozenTeacher(nn.Module):
 
 class BottleNetPP(nn.Module):
     method = "bottlenetpp"
+    # the device half runs the teacher's head before the encoder (import_bundle checks it)
+    head_on_device = True
 
     def __init__(self, teacher: FrozenTeacher, cin: int, channels: int):
         super().__init__()
@@ -128,6 +130,7 @@ class ChannelAttention(nn.Module):
 
 class AECNN(nn.Module):
     method = "aecnn"
+    head_on_device = True
 
     def __init__(self, teacher: FrozenTeacher, cin: int, kmax: int, bits: int, ks: list[int]):
         super().__init__()
@@ -205,6 +208,9 @@ class VariationalBottleneck(nn.Module):
     dec: nn.Module
     prior: FactorizedPrior
 
+    # `source` is the image itself: no teacher head on the device (FrankenSplit)
+    head_on_device = False
+
     def source(self, x):
         return x
 
@@ -271,6 +277,7 @@ class FrankenSplit(VariationalBottleneck):
 
 class SplitFleet(VariationalBottleneck):
     method = "splitfleet"
+    head_on_device = True  # `source` is the teacher's head
 
     def __init__(self, teacher: FrozenTeacher, channels: int, latent: int, hidden: int, wide: int):
         """`channels`: the teacher tensor at the split point (C x H x W, H and W even);

@@ -157,8 +157,8 @@ def load_codec_point(codec: nn.Module, bundle: Path, index: int) -> dict:
     train_codec.build_codec around the same teacher): the encoder and decoder weights
     by their ONNX names (``codec.enc.*``, ``codec.dec.*``, ``codec.out_scale``), the
     fine-tuned tail the same way as a backbone's (folded batch norms as identities).
-    The teacher head inside the device half (none in FrankenSplit's) is checked against
-    the codec's own. The
+    The teacher head inside the device half (where the codec runs one there:
+    ``head_on_device``) is checked against the codec's own. The
     entropy model is not in the bundle as weights (only its CDF tables): the caller
     fits ``codec.prior`` again. Returns the point's manifest entry."""
     man = json.loads((bundle / "manifest.json").read_text())
@@ -198,8 +198,7 @@ def load_codec_point(codec: nn.Module, bundle: Path, index: int) -> dict:
             raise SystemExit(f"{bundle}: no weight codec.{k} of shape {tuple(state[k].shape)}")
         state[k] = src.reshape(state[k].shape)
     codec.load_state_dict(state)
-    # FrankenSplit's device half is its encoder alone, on the image: no teacher head to check
-    head = folded_convs(codec.teacher.head) if codec.method != "frankensplit" else []
+    head = folded_convs(codec.teacher.head) if codec.head_on_device else []
     if len(head) != len(teacher_convs["head"]) or any(
         not np.allclose(w, wb, atol=1e-5) for w, (wb, _) in zip(head, teacher_convs["head"])
     ):
