@@ -39,9 +39,17 @@ interface CodecBase {
   readonly points: readonly OperatingPoint[];
 }
 
+/** Every bitstream version a codec decodes. */
+export function versionsRead(codec: {
+  version: number;
+  reads?: readonly number[];
+}): readonly number[] {
+  return codec.reads ?? [codec.version];
+}
+
 /** Whether a codec decodes bitstream version `v`. */
 export function readsVersion(codec: { version: number; reads?: readonly number[] }, v: number) {
-  return codec.reads ? codec.reads.includes(v) : codec.version === v;
+  return versionsRead(codec).includes(v);
 }
 
 export interface FeatureCodec extends CodecBase {

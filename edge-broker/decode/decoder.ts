@@ -6,7 +6,12 @@
  *   -> result.
  * Every failure becomes a DecodeFailure with an error code the device can act on.
  */
-import { CodecError, readsVersion, type FeatureCodec } from '../../core/codec/types.js';
+import {
+  CodecError,
+  readsVersion,
+  versionsRead,
+  type FeatureCodec,
+} from '../../core/codec/types.js';
 import type { Engine, Session } from '../../core/engine/engine.js';
 import type { Bundle } from '../../core/model/load.js';
 import type { Manifest } from '../../core/model/manifest.js';
@@ -99,7 +104,7 @@ export class FrameChecker {
     if (!readsVersion(codec, frame.codecVersion)) {
       throw new DecodeFailure(
         'unknown-codec',
-        `codec ${codec.name} version ${frame.codecVersion} is not supported (reads ${(codec.reads ?? [codec.version]).join(', ')})`,
+        `codec ${codec.name} version ${frame.codecVersion} is not supported (reads ${versionsRead(codec).join(', ')})`,
         frame.frameId,
       );
     }
